@@ -1,0 +1,84 @@
+// Command imagebuilder builds the guest image of a confidential Kubernetes
+// pod VM (IGVM file, dm-verity root disk, initrd) reproducibly, and computes
+// the SEV-SNP launch measurement an attestation service expects.
+//
+// This package is the command-line front end only: every area lives in its
+// own package under pkg/, and each area registers its cobra command from a
+// file of its own here (see register).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes shared by every command.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// commands holds the constructors of the top-level commands; each area's
+// file appends to it from an init function, so areas do not edit one list.
+var commands []func() *cobra.Command
+
+// register adds a top-level command constructor.
+func register(newCmd func() *cobra.Command) { commands = append(commands, newCmd) }
+
+// usageError marks an error as a mistake in how the command was called
+// (exit code 2) rather than a failure of the work itself (exit code 1).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// usagef returns a usage error (exit code 2) with a formatted message.
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "imagebuilder",
+		Short: "Build and measure the guest image of a confidential pod VM, reproducibly",
+		Long: `imagebuilder builds the guest image of an AMD SEV-SNP confidential pod VM:
+the IGVM file (kernel, initrd, command line), the dm-verity protected root
+filesystem disk and the expected launch measurement. Identical inputs give
+identical bytes on every machine; all timestamps come from SOURCE_DATE_EPOCH.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
+	})
+	for _, newCmd := range commands {
+		root.AddCommand(newCmd())
+	}
+	return root
+}
+
+// run executes the CLI with args and returns the process exit code; errors
+// are printed as one line on stderr.
+func run(args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(os.Stderr, "imagebuilder: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsageError(err) {
+		if cmd != nil {
+			fmt.Fprintf(os.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func main() { os.Exit(run(os.Args[1:])) }

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// captureStderr runs f with os.Stderr redirected and returns what it wrote.
+func captureStderr(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stderr
+	os.Stderr = w
+	defer func() { os.Stderr = old }()
+	done := make(chan string)
+	go func() {
+		var b bytes.Buffer
+		io.Copy(&b, r)
+		done <- b.String()
+	}()
+	f()
+	w.Close()
+	return <-done
+}
+
+func TestExitCodes(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string // substring of stderr
+	}{
+		{"help", []string{"--help"}, exitOK, ""},
+		{"version", []string{"version"}, exitOK, ""},
+		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
+		{"unknown flag", []string{"version", "--bogus"}, exitUsage, "unknown flag"},
+		{"extra argument", []string{"version", "x"}, exitUsage, "takes 0 argument"},
+		{"completion", []string{"completion", "bash"}, exitOK, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var code int
+			stderr := captureStderr(t, func() { code = run(tc.args) })
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.code, stderr)
+			}
+			if tc.want != "" && !strings.Contains(stderr, tc.want) {
+				t.Errorf("stderr %q does not mention %q", stderr, tc.want)
+			}
+			if code != exitOK && !strings.HasPrefix(stderr, "imagebuilder: ") {
+				t.Errorf("error not printed as one imagebuilder: line: %q", stderr)
+			}
+		})
+	}
+}
