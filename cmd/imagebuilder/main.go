@@ -26,8 +26,19 @@ const (
 // file appends to it from an init function, so areas do not edit one list.
 var commands []func() *cobra.Command
 
+// subcommands holds constructors of commands that an area adds under a
+// top-level command owned by another file (for example "igvm sign" under
+// "igvm"), keyed by the parent's name.
+var subcommands = map[string][]func() *cobra.Command{}
+
 // register adds a top-level command constructor.
 func register(newCmd func() *cobra.Command) { commands = append(commands, newCmd) }
+
+// registerSub adds a constructor of a subcommand of the top-level command
+// named parent.
+func registerSub(parent string, newCmd func() *cobra.Command) {
+	subcommands[parent] = append(subcommands[parent], newCmd)
+}
 
 // usageError marks an error as a mistake in how the command was called
 // (exit code 2) rather than a failure of the work itself (exit code 1).
@@ -56,7 +67,11 @@ identical bytes on every machine; all timestamps come from SOURCE_DATE_EPOCH.`,
 		return usageError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
 	})
 	for _, newCmd := range commands {
-		root.AddCommand(newCmd())
+		cmd := newCmd()
+		for _, newSub := range subcommands[cmd.Name()] {
+			cmd.AddCommand(newSub())
+		}
+		root.AddCommand(cmd)
 	}
 	return root
 }
