@@ -67,6 +67,9 @@ func dataBlocksFor(dataSize int64, p *Params) (uint64, error) {
 // data and hash may be the same file when the hash area lies after the
 // data (p.HashOffset >= the data blocks' end).
 func Format(data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Result, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
 	n, err := dataBlocksFor(dataSize, &p)
 	if err != nil {
 		return nil, fmt.Errorf("verity: %w", err)

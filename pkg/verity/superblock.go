@@ -131,17 +131,25 @@ func ParseSuperblock(b []byte) (*Superblock, error) {
 
 // ReadSuperblock reads and checks the superblock at offset in r.
 func ReadSuperblock(r io.ReaderAt, offset int64) (*Superblock, error) {
+	sb, err := readSuperblock(r, offset)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	return sb, nil
+}
+
+func readSuperblock(r io.ReaderAt, offset int64) (*Superblock, error) {
 	b := make([]byte, SuperblockSize)
 	n, err := r.ReadAt(b, offset)
 	if n < SuperblockSize {
 		if err == nil || err == io.EOF {
 			err = fmt.Errorf("only %d bytes there", n)
 		}
-		return nil, fmt.Errorf("verity: reading superblock at offset %d: %w", offset, err)
+		return nil, fmt.Errorf("reading superblock at offset %d: %w", offset, err)
 	}
 	sb, err := ParseSuperblock(b)
 	if err != nil {
-		return nil, fmt.Errorf("verity: superblock at offset %d: %w", offset, err)
+		return nil, fmt.Errorf("superblock at offset %d: %w", offset, err)
 	}
 	return sb, nil
 }

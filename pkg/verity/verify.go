@@ -50,9 +50,9 @@ func Verify(data io.ReaderAt, hash io.ReaderAt, rootHash []byte, p Params) error
 
 func verify(data io.ReaderAt, hash io.ReaderAt, rootHash []byte, p Params) error {
 	if !p.NoSuperblock {
-		sb, err := ReadSuperblock(hash, int64(p.HashOffset))
+		sb, err := readSuperblock(hash, int64(p.HashOffset))
 		if err != nil {
-			return errors.Unwrap(err)
+			return err
 		}
 		if err := checkAgainst(sb, &p); err != nil {
 			return err
