@@ -123,30 +123,50 @@ func format(src blockSource, parallel bool, hash io.WriterAt, p Params) (*Result
 	if err != nil {
 		return nil, fmt.Errorf("verity: %w", err)
 	}
-	end := g.end * hbs
 	if !p.NoSuperblock {
-		sb := SuperblockFromParams(&p)
-		raw := sb.Marshal()
-		// Zeros from the superblock to the tree (or, with a single data
-		// block, to the end of the hash block holding the superblock, which
-		// is veritysetup's device size).
-		if pad := g.hashStart*hbs - (p.HashOffset + SuperblockSize); pad > 0 {
-			raw = append(raw, make([]byte, pad)...)
-		}
+		// The superblock, then zeros up to the tree (or, with a single
+		// data block, to the end of the hash block holding the
+		// superblock: veritysetup's device size).
+		raw := SuperblockFromParams(&p).Marshal()
+		raw = append(raw, make([]byte, g.hashStart*hbs-(p.HashOffset+SuperblockSize))...)
 		if _, err := hash.WriteAt(raw, int64(p.HashOffset)); err != nil {
 			return nil, fmt.Errorf("verity: writing superblock: %w", err)
 		}
 	}
+	r := g.result(&p)
+	r.RootHash = root
+	return r, nil
+}
+
+func (g *geometry) result(p *Params) *Result {
+	end := g.end * uint64(p.HashBlockSize)
+	if end < p.HashOffset {
+		end = p.HashOffset // no superblock and a single data block: no tree
+	}
 	return &Result{
-		RootHash:       root,
 		Salt:           p.Salt,
 		DataBlocks:     g.dataBlocks,
 		HashStartBlock: g.hashStart,
 		HashBlocks:     g.hashBlocks(),
 		Levels:         g.levels,
 		HashAreaSize:   int64(end - p.HashOffset),
-		Params:         p,
-	}, nil
+		Params:         *p,
+	}
+}
+
+// Plan returns the layout Format writes for p (with p.DataBlocks set):
+// everything of the Result but the root hash. Use it to size the hash
+// device (HashDeviceSize) before formatting.
+func Plan(p Params) (*Result, error) {
+	if p.DataBlocks == 0 {
+		return nil, errors.New("verity: Plan needs the number of data blocks")
+	}
+	g, err := newGeometry(&p, p.DataBlocks)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	p.Salt = append([]byte(nil), p.Salt...)
+	return g.result(&p), nil
 }
 
 type levelBuf struct {
