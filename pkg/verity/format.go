@@ -75,7 +75,7 @@ func Format(data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Resu
 		return nil, fmt.Errorf("verity: %w", err)
 	}
 	p.DataBlocks = n
-	return format(readerAtSource(data, uint64(p.DataBlockSize)), true, hash, p)
+	return format(readerAtSource(data, uint64(p.DataBlockSize)), true, newMmapper(data), hash, p)
 }
 
 // FormatStream is Format for data read once, in order, from an io.Reader.
@@ -85,10 +85,10 @@ func FormatStream(data io.Reader, hash io.WriterAt, p Params) (*Result, error) {
 	if p.DataBlocks == 0 {
 		return nil, errors.New("verity: FormatStream needs the number of data blocks")
 	}
-	return format(readerSource(data, uint64(p.DataBlockSize)), false, hash, p)
+	return format(readerSource(data, uint64(p.DataBlockSize)), false, nil, hash, p)
 }
 
-func format(src blockSource, parallel bool, hash io.WriterAt, p Params) (*Result, error) {
+func format(src blockSource, parallel bool, mm *mmapper, hash io.WriterAt, p Params) (*Result, error) {
 	g, err := newGeometry(&p, p.DataBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("verity: %w", err)
@@ -103,12 +103,12 @@ func format(src blockSource, parallel bool, hash io.WriterAt, p Params) (*Result
 	var root []byte
 	if g.levels == 0 {
 		// A single data block: its digest is the root hash; no tree.
-		err = hashData(src, parallel, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+		err = hashData(src, parallel, mm, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
 			root = append([]byte(nil), d...)
 			return nil
 		})
 	} else {
-		err = hashData(src, parallel, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+		err = hashData(src, parallel, mm, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
 			for i := 0; i < len(d); i += g.digestSize {
 				if err := b.add(0, d[i:i+g.digestSize]); err != nil {
 					return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"sync"
 )
 
@@ -45,7 +46,10 @@ func readerSource(r io.Reader, bs uint64) blockSource {
 // packed) of consecutive runs of blocks. parallelRead says whether src may
 // be called from several goroutines at once (io.ReaderAt) or must be
 // called in order from one (io.Reader).
-func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometry, p *Params,
+//
+// With mm set (parallelRead only), chunks are mapped from the file instead
+// of read into buffers, falling back to src when mapping fails.
+func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint64, g *geometry, p *Params,
 	emit func(first uint64, digests []byte) error) error {
 	per := uint64(chunkBytes) / bs
 	if per == 0 {
@@ -111,7 +115,14 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 			go func() {
 				defer wg.Done()
 				h := g.hasher(p)
-				buf := make([]byte, per*bs)
+				var buf []byte
+				if mm == nil {
+					buf = make([]byte, per*bs)
+				} else {
+					// A mapped file cut short under us faults; make that
+					// an error instead of a crash.
+					debug.SetPanicOnFault(true)
+				}
 				for {
 					select {
 					case tokens <- struct{}{}:
@@ -126,12 +137,25 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 						return
 					}
 					first, n := chunkRange(idx)
-					b := buf[:n*bs]
-					if err := src(first, b); err != nil {
+					var d []byte
+					var err error
+					if mm != nil {
+						d, err = hashMapped(mm, h, first, n, bs, func(b []byte) []byte { return hashChunk(h, idx, b) })
+					}
+					if d == nil && err == nil {
+						if buf == nil {
+							buf = make([]byte, per*bs)
+						}
+						b := buf[:n*bs]
+						if err = src(first, b); err == nil {
+							d = hashChunk(h, idx, b)
+						}
+					}
+					if err != nil {
 						send(result{idx: idx, err: err})
 						return
 					}
-					if !send(result{idx: idx, digests: hashChunk(h, idx, b)}) {
+					if !send(result{idx: idx, digests: d}) {
 						return
 					}
 				}
@@ -217,4 +241,21 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 	stop()
 	wg.Wait()
 	return err
+}
+
+// hashMapped maps n blocks from block first and hashes them with hash. It
+// returns nil and no error when the chunk cannot be mapped (the caller
+// reads it instead).
+func hashMapped(mm *mmapper, h *blockHasher, first, n, bs uint64, hash func([]byte) []byte) (d []byte, err error) {
+	m, merr := mm.mmap(int64(first*bs), int(n*bs))
+	if merr != nil {
+		return nil, nil
+	}
+	defer mm.munmap(m)
+	defer func() {
+		if r := recover(); r != nil {
+			d, err = nil, fmt.Errorf("reading data blocks %d..%d: the file changed under us (%v)", first, first+n-1, r)
+		}
+	}()
+	return hash(m), nil
 }
