@@ -16,8 +16,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 )
