@@ -55,9 +55,9 @@ type ACPI struct {
 
 // ACPITable is a table placed by ACPIFromTables.
 type ACPITable struct {
-	Signature string
-	Address   uint64
-	Length    int
+	Signature string `json:"signature"`
+	Address   uint64 `json:"address"`
+	Length    int    `json:"length"`
 }
 
 // End is the first address after the last ACPI page: the end of the ACPI

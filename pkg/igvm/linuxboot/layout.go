@@ -123,8 +123,9 @@ type Page struct {
 
 // E820Entry is one boot_params e820 range.
 type E820Entry struct {
-	Addr, Size uint64
-	Type       uint32
+	Addr uint64 `json:"addr"`
+	Size uint64 `json:"size"`
+	Type uint32 `json:"type"`
 }
 
 // Layout holds the addresses Build chose.
