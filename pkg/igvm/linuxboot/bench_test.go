@@ -110,4 +110,3 @@ func TestMemoryDoesNotGrowWithInitrd(t *testing.T) {
 		t.Errorf("allocations grow by %d bytes for 48 MiB more initrd: the initrd is being copied", growth)
 	}
 }
-
