@@ -155,3 +155,37 @@ func FuzzParseACPIPages(f *testing.F) {
 		}
 	})
 }
+
+// FuzzACPIFromTables: arbitrary bytes as one of the tables (or as an extra
+// one) never make the layout panic, and what is accepted ends in range.
+func FuzzACPIFromTables(f *testing.F) {
+	dir := filepath.Join(testdataDir, "acpi", "acpi-clh-aml")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	base := map[string][]byte{}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			f.Fatal(err)
+		}
+		base[e.Name()] = b
+		f.Add(e.Name(), b)
+	}
+	f.Add("extra.aml", []byte("RSD PTR "))
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		m := map[string][]byte{}
+		for k, v := range base {
+			m[k] = v
+		}
+		m[name] = data
+		a, err := ACPIFromTables(m)
+		if err != nil {
+			return
+		}
+		if a.End() > SNPPagesAddress || a.Pages[0].GPA != RSDPAddress {
+			t.Fatalf("accepted layout: first page %#x, end %#x", a.Pages[0].GPA, a.End())
+		}
+	})
+}
