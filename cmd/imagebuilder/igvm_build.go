@@ -28,6 +28,7 @@ type igvmBuildFlags struct {
 	svme                    bool
 	output                  string
 	json                    bool
+	allowEmptyPayload       bool
 }
 
 func newIgvmBuildCmd() *cobra.Command {
@@ -67,6 +68,8 @@ igvm-tooling's built-in default tables.`,
 	fl.BoolVar(&f.svme, "svme", false, "set EFER.SVME (igvmgen -svme 1)")
 	fl.StringVarP(&f.output, "output", "o", "", "IGVM file to write (required)")
 	fl.BoolVar(&f.json, "json", false, "print the layout as JSON")
+	fl.BoolVar(&f.allowEmptyPayload, "allow-empty-payload", false, "accept a kernel file that ends inside its setup sectors (igvm-tooling's test_bzImage; such a kernel cannot boot)")
+	_ = fl.MarkHidden("allow-empty-payload")
 	return cmd
 }
 
@@ -123,6 +126,8 @@ func runIgvmBuild(cmd *cobra.Command, f *igvmBuildFlags) error {
 		PvalidateOpt:  f.pvalidateOpt,
 		EncryptedPage: f.encryptedPage,
 		SVME:          f.svme,
+
+		AllowEmptyPayload: f.allowEmptyPayload,
 	}
 	if f.initrd != "" {
 		if opts.Initrd, err = os.ReadFile(f.initrd); err != nil {

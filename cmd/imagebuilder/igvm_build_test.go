@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -180,5 +181,79 @@ func TestIgvmBuildReproducible(t *testing.T) {
 	}
 	if sums[0] != sums[1] || sums[0] != sums[2] {
 		t.Errorf("outputs differ: %v", sums)
+	}
+}
+
+// TestIgvmBuildVectorD03 reproduces vector case d03 (igvmgen with acpi-clh,
+// the tiny cpio, an empty command line, all three options) with the CLI and
+// compares every directive and its page contents with igvmgen's file.
+func TestIgvmBuildVectorD03(t *testing.T) {
+	ensureIgvmParent(t)
+	out := filepath.Join(t.TempDir(), "d03.igvm")
+	args := []string{"igvm", "build", "--kernel", "../../testdata/igvm/inputs/test_bzImage", "--allow-empty-payload",
+		"--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz", "--cmdline", "",
+		"--acpi-dir", "../../testdata/igvm/acpi/acpi-clh-aml", "--pvalidate-opt", "--encrypted-page", "--svme", "-o", out}
+	var code int
+	stderr := captureStderr(t, func() { code = quietRun(t, args) })
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	load := func(p string) *igvm.File {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := igvm.Parse(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	ours, ref := load(out), load("../../testdata/igvm/d03_clh_empty_cpio.igvm")
+	type item struct {
+		desc string
+		data []byte
+	}
+	items := func(f *igvm.File) []item {
+		var r []item
+		for _, h := range f.Directives() {
+			var desc string
+			switch x := h.(type) {
+			case *igvm.SNPIDBlock:
+				continue
+			case *igvm.PageData:
+				c := *x
+				c.FileOffset = 0
+				desc = fmt.Sprintf("%+v", c)
+			case *igvm.VPContext:
+				c := *x
+				c.FileOffset = 0
+				desc = fmt.Sprintf("%+v", c)
+			default:
+				desc = fmt.Sprintf("%v %+v", h.Type(), h)
+			}
+			var data []byte
+			if igvm.HasData(h) {
+				d, err := f.Data(h)
+				if err != nil {
+					t.Fatal(err)
+				}
+				data = d
+			}
+			if bytes.Count(data, []byte{0}) == len(data) {
+				data = nil
+			}
+			r = append(r, item{desc, data})
+		}
+		return r
+	}
+	a, b := items(ours), items(ref)
+	if len(a) != len(b) {
+		t.Fatalf("%d directives, igvmgen has %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].desc != b[i].desc || !bytes.Equal(a[i].data, b[i].data) {
+			t.Fatalf("directive %d: %s differs from igvmgen's %s (or its contents do)", i, a[i].desc, b[i].desc)
+		}
 	}
 }
