@@ -111,6 +111,9 @@ func runIgvmBuild(cmd *cobra.Command, f *igvmBuildFlags) error {
 	if err != nil {
 		return usagef("%s: --policy %q: not a number", cmd.CommandPath(), f.policy)
 	}
+	if err := snp.GuestPolicy(policy).Validate(); err != nil {
+		return fmt.Errorf("igvm build: --policy: %w", err)
+	}
 
 	kdata, err := os.ReadFile(f.kernel)
 	if err != nil {

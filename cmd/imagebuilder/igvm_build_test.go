@@ -112,6 +112,7 @@ func TestIgvmBuildCLI(t *testing.T) {
 		{"both acpi", []string{"--kernel", kernel, "--acpi-dir", acpiDir, "--acpi-pages", acpiPages}, exitUsage, "exclude each other"},
 		{"no kernel", []string{}, exitUsage, "--kernel is required"},
 		{"bad policy", []string{"--kernel", kernel, "--policy", "x"}, exitUsage, "--policy"},
+		{"policy without bit 17", []string{"--kernel", kernel, "--policy", "0"}, exitFailure, "bit 17"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
