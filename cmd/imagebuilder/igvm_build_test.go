@@ -11,20 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
-
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
-
-// ensureIgvmParent registers a bare "igvm" parent when the file that owns
-// it (igvm.go) is not in this tree, so "igvm build" can be run.
-func ensureIgvmParent(t *testing.T) {
-	t.Helper()
-	if c, _, err := newRootCmd().Find([]string{"igvm", "build"}); err == nil && c.Name() == "build" {
-		return
-	}
-	register(func() *cobra.Command { return &cobra.Command{Use: "igvm", Short: "IGVM files"} })
-}
 
 // quietRun runs the CLI with stdout discarded.
 func quietRun(t *testing.T, args []string) int {
@@ -66,7 +54,6 @@ func testBzImage(t *testing.T, dir string) string {
 }
 
 func TestIgvmBuildCLI(t *testing.T) {
-	ensureIgvmParent(t)
 	dir := t.TempDir()
 	kernel := testBzImage(t, dir)
 	initrd := filepath.Join(dir, "initrd")
@@ -156,7 +143,6 @@ func TestIgvmBuildCLI(t *testing.T) {
 // TestIgvmBuildReproducible: repeated builds give the same bytes, and the
 // acpi-clh tables as .aml files or as a pages file give the same file.
 func TestIgvmBuildReproducible(t *testing.T) {
-	ensureIgvmParent(t)
 	dir := t.TempDir()
 	kernel := testBzImage(t, dir)
 	var sums []string
@@ -189,7 +175,6 @@ func TestIgvmBuildReproducible(t *testing.T) {
 // the tiny cpio, an empty command line, all three options) with the CLI and
 // compares every directive and its page contents with igvmgen's file.
 func TestIgvmBuildVectorD03(t *testing.T) {
-	ensureIgvmParent(t)
 	out := filepath.Join(t.TempDir(), "d03.igvm")
 	args := []string{"igvm", "build", "--kernel", "../../testdata/igvm/inputs/test_bzImage", "--allow-empty-payload",
 		"--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz", "--cmdline", "",
