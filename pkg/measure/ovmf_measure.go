@@ -10,13 +10,6 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
-// MaxVCPUs is the largest vCPU count the measurements accept.
-const MaxVCPUs = 512
-
-// vmsaGPA is the GPA KVM records for VMSA pages in the launch digest:
-// (u64)-1 page aligned with the bits above 51 cleared.
-const vmsaGPA = 0xFFFFFFFFF000
-
 // GUIDs of QEMU's SEV hash table (target/i386/sev.c), which OVMF checks
 // before it boots the kernel it was given.
 var (
@@ -117,16 +110,6 @@ type OVMFMeasurement struct {
 	Warnings []string // things the user should know (e.g. firmware cannot boot SNP)
 }
 
-// Region is one run of measured pages, for explaining a digest.
-type Region struct {
-	GPA   uint64       `json:"gpa"`
-	Pages uint64       `json:"pages"`
-	Type  snp.PageType `json:"-"`
-	Kind  string       `json:"type"`
-	What  string       `json:"what"`
-	After Digest       `json:"digest_after"`
-}
-
 // ErrNoKernelHashesSection is returned when a kernel is given but the
 // firmware has no SNP_KERNEL_HASHES section to put its hashes in.
 var ErrNoKernelHashesSection = errors.New("measure: kernel specified but the OVMF SEV metadata has no SNP_KERNEL_HASHES section (only AmdSev builds of OVMF support measured direct boot)")
@@ -185,7 +168,7 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 			return nil, err
 		}
 		m.OVMFHash = c.Digest()
-		m.Regions = append(m.Regions, Region{GPA: fw.GPA(), Pages: uint64(len(fw.Data())) / snp.PageSize, Type: snp.PageNormal, What: "firmware", After: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: fw.GPA(), Pages: uint64(len(fw.Data())) / snp.PageSize, Type: snp.PageNormal, What: "firmware", Digest: c.Digest()})
 	}
 	add := func(s OVMFSection, t snp.PageType, what string) error {
 		n := uint64(s.Size) / snp.PageSize
@@ -195,7 +178,7 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 		if err := c.AddPages(uint64(s.GPA), t, n); err != nil {
 			return err
 		}
-		m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: n, Type: t, What: what, After: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: n, Type: t, What: what, Digest: c.Digest()})
 		return nil
 	}
 	for _, s := range fw.Sections() {
@@ -234,25 +217,25 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 		}
 	}
 	bsp := ovmfVMSA(bspResetEIP, cfg.GuestFeatures, cfg.VCPUSig, cfg.VMM).Marshal()
-	if err := c.AddPage(vmsaGPA, snp.PageVMSA, bsp); err != nil {
+	if err := c.AddPage(KVMVMSAGPA, snp.PageVMSA, bsp); err != nil {
 		return nil, err
 	}
-	m.Regions = append(m.Regions, Region{GPA: vmsaGPA, Pages: 1, Type: snp.PageVMSA, What: "VMSA of vCPU 0 (BSP)", After: c.Digest()})
+	m.Regions = append(m.Regions, Region{GPA: KVMVMSAGPA, Pages: 1, Type: snp.PageVMSA, What: "VMSA of vCPU 0 (BSP)", Digest: c.Digest()})
 	if cfg.VCPUs > 1 {
 		apHash, err := PageHash(ovmfVMSA(apEIP, cfg.GuestFeatures, cfg.VCPUSig, cfg.VMM).Marshal())
 		if err != nil {
 			return nil, err
 		}
 		for i := 1; i < cfg.VCPUs; i++ {
-			if err := c.AddPageHash(vmsaGPA, snp.PageVMSA, apHash); err != nil {
+			if err := c.AddPageHash(KVMVMSAGPA, snp.PageVMSA, apHash); err != nil {
 				return nil, err
 			}
 		}
-		m.Regions = append(m.Regions, Region{GPA: vmsaGPA, Pages: uint64(cfg.VCPUs - 1), Type: snp.PageVMSA,
-			What: fmt.Sprintf("VMSAs of vCPUs 1..%d (APs, entry %#x)", cfg.VCPUs-1, apEIP), After: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: KVMVMSAGPA, Pages: uint64(cfg.VCPUs - 1), Type: snp.PageVMSA,
+			What: fmt.Sprintf("VMSAs of vCPUs 1..%d (APs, entry %#x)", cfg.VCPUs-1, apEIP), Digest: c.Digest()})
 	}
 	for i := range m.Regions {
-		m.Regions[i].Kind = m.Regions[i].Type.String()
+		m.Regions[i].TypeName = m.Regions[i].Type.String()
 	}
 	m.Digest = c.Digest()
 	return m, nil
@@ -264,7 +247,7 @@ func measureKernelHashes(c *Chain, m *OVMFMeasurement, fw *OVMF, s OVMFSection, 
 		if err := c.AddPages(uint64(s.GPA), snp.PageZero, n); err != nil {
 			return err
 		}
-		m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: n, Type: snp.PageZero, What: "firmware section SNP_KERNEL_HASHES (no kernel)", After: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: n, Type: snp.PageZero, What: "firmware section SNP_KERNEL_HASHES (no kernel)", Digest: c.Digest()})
 		return nil
 	}
 	tableGPA, err := fw.KernelHashesGPA()
@@ -281,6 +264,6 @@ func measureKernelHashes(c *Chain, m *OVMFMeasurement, fw *OVMF, s OVMFSection, 
 	if err := c.AddPage(uint64(s.GPA), snp.PageNormal, page); err != nil {
 		return err
 	}
-	m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: 1, Type: snp.PageNormal, What: "kernel hashes (SHA-256 of kernel, initrd, cmdline)", After: c.Digest()})
+	m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: 1, Type: snp.PageNormal, What: "kernel hashes (SHA-256 of kernel, initrd, cmdline)", Digest: c.Digest()})
 	return nil
 }

@@ -62,10 +62,11 @@ func (tc ovmfCase) config(t testing.TB) OVMFConfig {
 	}
 	cfg := OVMFConfig{VCPUs: tc.VCPUs, GuestFeatures: gf, VMM: vmm}
 	if tc.VCPUType != nil {
-		sig, err := QEMUCPUSignature(*tc.VCPUType)
+		cpu, err := LookupCPU(*tc.VCPUType)
 		if err != nil {
 			t.Fatal(err)
 		}
+		sig := cpu.Signature
 		if tc.VCPUSig != nil {
 			if want, _ := strconv.ParseUint(*tc.VCPUSig, 0, 32); uint32(want) != sig {
 				t.Fatalf("%s: signature %#x, vector says %s", *tc.VCPUType, sig, *tc.VCPUSig)
@@ -140,7 +141,7 @@ func TestOVMFVectors(t *testing.T) {
 			if len(m.Warnings) != 0 {
 				t.Errorf("unexpected warnings %q", m.Warnings)
 			}
-			if m.Regions[len(m.Regions)-1].After != m.Digest {
+			if m.Regions[len(m.Regions)-1].Digest != m.Digest {
 				t.Error("last region's digest is not the final digest")
 			}
 			// Starting from the precomputed firmware hash gives the same digest.
@@ -196,8 +197,8 @@ func TestOVMFWithoutSEVMetadata(t *testing.T) {
 	// Firmware pages then two VMSAs, nothing else.
 	c := NewChain(Digest{})
 	must(t, c.AddRange(fw.GPA(), snp.PageNormal, data))
-	must(t, c.AddPage(vmsaGPA, snp.PageVMSA, ovmfVMSA(bspResetEIP, 1, 0xa00f11, VMMQEMU).Marshal()))
-	must(t, c.AddPage(vmsaGPA, snp.PageVMSA, ovmfVMSA(0x808004, 1, 0xa00f11, VMMQEMU).Marshal()))
+	must(t, c.AddPage(KVMVMSAGPA, snp.PageVMSA, ovmfVMSA(bspResetEIP, 1, 0xa00f11, VMMQEMU).Marshal()))
+	must(t, c.AddPage(KVMVMSAGPA, snp.PageVMSA, ovmfVMSA(0x808004, 1, 0xa00f11, VMMQEMU).Marshal()))
 	if c.Digest() != m.Digest {
 		t.Errorf("digest %s, want %s", m.Digest, c.Digest())
 	}
@@ -302,21 +303,13 @@ func TestMeasureOVMFConfigErrors(t *testing.T) {
 	}
 }
 
-func TestCPUSignatures(t *testing.T) {
-	for name, want := range map[string]uint32{
-		"EPYC": 0x800f12, "EPYC-v4": 0x800f12, "EPYC-Rome": 0x830f10, "EPYC-Milan": 0xa00f11,
-		"EPYC-Milan-v2": 0xa00f11, "EPYC-Genoa": 0xa10f10, "EPYC-Genoa-v1": 0xa10f10, "EPYC-Turin": 0xb00f00,
+func TestOVMFCPUSignature(t *testing.T) {
+	for _, tc := range []struct{ f, m, s, want uint32 }{
+		{23, 1, 2, 0x800f12}, {23, 49, 0, 0x830f10}, {25, 1, 1, 0xa00f11}, {25, 17, 0, 0xa10f10}, {26, 0, 0, 0xb00f00}, {6, 0x55, 4, 0x50654},
 	} {
-		got, err := QEMUCPUSignature(name)
-		if err != nil || got != want {
-			t.Errorf("%s: %#x %v, want %#x", name, got, err, want)
+		if got := CPUSignature(tc.f, tc.m, tc.s); got != tc.want {
+			t.Errorf("family %d model %d stepping %d: %#x, want %#x", tc.f, tc.m, tc.s, got, tc.want)
 		}
-	}
-	if _, err := QEMUCPUSignature("Skylake"); err == nil {
-		t.Error("unknown CPU accepted")
-	}
-	if got := CPUSignature(25, 17, 0); got != 0xa10f10 {
-		t.Errorf("family 25 model 17 stepping 0: %#x", got)
 	}
 }
 

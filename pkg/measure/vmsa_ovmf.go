@@ -2,7 +2,6 @@ package measure
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
@@ -45,56 +44,11 @@ func ParseVMMType(s string) (VMMType, error) {
 
 // CPUSignature computes the CPUID Fn0000_0001_EAX signature (what KVM puts
 // in RDX of a vCPU at reset) from a family, model and stepping, as AMD's
-// CPUID specification (publication 25481) defines it.
+// CPUID specification (publication 25481) defines it; it is what
+// sev-snp-measure's --vcpu-family/--vcpu-model/--vcpu-stepping give.
+// Named QEMU models are looked up with LookupCPU.
 func CPUSignature(family, model, stepping uint32) uint32 {
-	famLow, famHigh := family, uint32(0)
-	if family > 0xf {
-		famLow, famHigh = 0xf, (family-0xf)&0xff
-	}
-	return famHigh<<20 | (model>>4&0xf)<<16 | famLow<<8 | (model&0xf)<<4 | stepping&0xf
-}
-
-// qemuCPUSignatures maps QEMU's AMD EPYC CPU model names (builtin_x86_defs,
-// with their version aliases) to their CPUID signature.
-var qemuCPUSignatures = map[string]uint32{
-	"EPYC":          CPUSignature(23, 1, 2),
-	"EPYC-v1":       CPUSignature(23, 1, 2),
-	"EPYC-v2":       CPUSignature(23, 1, 2),
-	"EPYC-IBPB":     CPUSignature(23, 1, 2),
-	"EPYC-v3":       CPUSignature(23, 1, 2),
-	"EPYC-v4":       CPUSignature(23, 1, 2),
-	"EPYC-Rome":     CPUSignature(23, 49, 0),
-	"EPYC-Rome-v1":  CPUSignature(23, 49, 0),
-	"EPYC-Rome-v2":  CPUSignature(23, 49, 0),
-	"EPYC-Rome-v3":  CPUSignature(23, 49, 0),
-	"EPYC-Rome-v4":  CPUSignature(23, 49, 0),
-	"EPYC-Milan":    CPUSignature(25, 1, 1),
-	"EPYC-Milan-v1": CPUSignature(25, 1, 1),
-	"EPYC-Milan-v2": CPUSignature(25, 1, 1),
-	"EPYC-Genoa":    CPUSignature(25, 17, 0),
-	"EPYC-Genoa-v1": CPUSignature(25, 17, 0),
-	"EPYC-Turin":    CPUSignature(26, 0, 0),
-	"EPYC-Turin-v1": CPUSignature(26, 0, 0),
-}
-
-// QEMUCPUSignature returns the CPUID signature of a QEMU CPU model name
-// such as "EPYC-v4", "EPYC-Milan" or "EPYC-Genoa-v1" (exact spelling, as
-// QEMU's -cpu takes it).
-func QEMUCPUSignature(name string) (uint32, error) {
-	if sig, ok := qemuCPUSignatures[name]; ok {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("measure: unknown vCPU type %q (known: %s)", name, strings.Join(QEMUCPUTypes(), ", "))
-}
-
-// QEMUCPUTypes lists the known QEMU CPU model names, sorted.
-func QEMUCPUTypes() []string {
-	names := make([]string, 0, len(qemuCPUSignatures))
-	for n := range qemuCPUSignatures {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return cpuSignature(family, model, stepping)
 }
 
 // bspResetEIP is the architectural reset vector where the boot processor

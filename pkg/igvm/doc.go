@@ -1,0 +1,52 @@
+// Package igvm reads, validates and writes IGVM files (Independent Guest
+// Virtual Machine format, microsoft/igvm igvm_defs), the file format
+// cloud-hypervisor loads to start an SEV-SNP guest.
+//
+// # Format
+//
+// A file is a 24-byte FixedHeader, a section of variable headers and file
+// data. Each variable header is a type (HeaderType), a body length and the
+// body, padded to 8 bytes. This package has one Go struct per body, with
+// the exact little-endian layout of the specification, each implementing
+// Header: SupportedPlatform (platform section); GuestPolicy,
+// RelocatableRegion, PageTableRelocation (initialization section);
+// ParameterArea, PageData, ParameterInsert, VPContext, RequiredMemory,
+// VPCountParameter, SRAT, MADT, MMIORanges, SNPIDBlock, MemoryMap,
+// ErrorRange, CommandLine, SLIT, PPTT, VBSMeasurement, DeviceTree,
+// EnvironmentInfo (directive section). A header of an unknown type with
+// the optional bit (bit 31) set is kept as Unknown; any other unknown type
+// is an error. The checksum is CRC-32/IEEE over the fixed header (with the
+// checksum field zero) followed by the variable header section; file data
+// is not covered. A file_offset is absolute and 0 means "no data" (zeros).
+//
+// # Reading
+//
+// Open reads only the fixed header and the variable header section, checks
+// them and returns a File; file data is read on demand with File.Data or
+// File.DataReader, so a large file is never read whole. The checks follow
+// the reference Rust parser (microsoft/igvm igvm/src/lib.rs) and a few
+// more: file size equal to total_file_size, file data present after the
+// headers, magic, version 1, CRC, every header inside the section with the
+// exact body length of its type, sections in order (platform →
+// initialization → directive), at least one platform and no platform type
+// or mask twice, one bit per platform mask, highest_vtl 0 or 2, platform
+// version 1, compatibility masks made only of declared platform bits, a
+// VP_CONTEXT mask equal to exactly one platform's mask, 4 KiB-aligned GPAs
+// (2 MiB for 2 MiB pages), known page data types and flags, zero reserved
+// fields, page-multiple sizes, file data inside [end of headers, end of
+// file), parameter areas allocated once, used only before their insert and
+// inserted once, parameter byte offsets inside their area. Padding bytes
+// between headers are not checked (igvmgen pads with ASCII '0'). The first
+// violation is returned as a *FormatError naming the header index, type
+// and file offset.
+//
+// # Writing
+//
+// A Builder takes headers in order, each with an optional data source
+// (an *io.SectionReader; Bytes wraps a []byte), and WriteTo writes a
+// canonical file: headers padded with zeros, file data right after the
+// headers, identical contents stored once, all-zero pages as file_offset 0.
+// WriteTo applies the same validation as Open. Builder.CopyFile re-encodes
+// a File: reading and writing a valid file keeps its headers (other than
+// file offsets) and every page's contents.
+package igvm

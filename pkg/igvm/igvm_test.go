@@ -1,0 +1,200 @@
+package igvm
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+type vectorCase struct {
+	Name       string `json:"name"`
+	IGVMFile   string `json:"igvm_file"`
+	IGVMSize   int64  `json:"igvm_size"`
+	IGVMSHA256 string `json:"igvm_sha256"`
+	Layout     struct {
+		VariableHeaders int    `json:"variable_headers"`
+		PageDataHeaders int    `json:"page_data_headers"`
+		VMSAGPA         string `json:"vmsa_gpa"`
+		RIP             string `json:"rip"`
+		RSI             string `json:"boot_params_gpa"`
+	} `json:"layout"`
+}
+
+func loadCases(t testing.TB) []vectorCase {
+	t.Helper()
+	b, err := os.ReadFile("../../testdata/igvm/index.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx struct {
+		Cases []vectorCase `json:"cases"`
+	}
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.Cases) != 6 {
+		t.Fatalf("%d cases, want 6", len(idx.Cases))
+	}
+	return idx.Cases
+}
+
+func readCase(t testing.TB, c vectorCase) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("../../testdata/igvm", filepath.Base(c.IGVMFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestReferenceFiles(t *testing.T) {
+	for _, c := range loadCases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			b := readCase(t, c)
+			f, err := Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(f.Headers) != c.Layout.VariableHeaders {
+				t.Errorf("%d headers, want %d", len(f.Headers), c.Layout.VariableHeaders)
+			}
+			pages := 0
+			var vp *VPContext
+			for _, h := range f.Directives() {
+				switch x := h.(type) {
+				case *PageData:
+					pages++
+				case *VPContext:
+					vp = x
+				}
+			}
+			if pages != c.Layout.PageDataHeaders {
+				t.Errorf("%d PAGE_DATA, want %d", pages, c.Layout.PageDataHeaders)
+			}
+			if len(f.Platforms()) != 1 || len(f.Initialization()) != 1 {
+				t.Errorf("sections: %d platform, %d initialization", len(f.Platforms()), len(f.Initialization()))
+			}
+			if p, ok := f.Platforms()[0].(*SupportedPlatform); !ok || p.PlatformType != PlatformSEVSNP {
+				t.Errorf("platform %+v", f.Platforms()[0])
+			}
+			if g, ok := f.Initialization()[0].(*GuestPolicy); !ok || g.Policy != 0x3001f {
+				t.Errorf("policy %+v", f.Initialization()[0])
+			}
+			if vp == nil {
+				t.Fatal("no VP_CONTEXT")
+			}
+			if got := hex(vp.GPA); got != c.Layout.VMSAGPA {
+				t.Errorf("VMSA gpa %s, want %s", got, c.Layout.VMSAGPA)
+			}
+			if _, ok := f.Directives()[len(f.Directives())-1].(*SNPIDBlock); !ok {
+				t.Errorf("last directive is %v, want SNP_ID_BLOCK", f.Directives()[len(f.Directives())-1].Type())
+			}
+		})
+	}
+}
+
+func hex(v uint64) string { return "0x" + fmtHex(v) }
+
+func fmtHex(v uint64) string {
+	const digits = "0123456789abcdef"
+	if v == 0 {
+		return "0"
+	}
+	var b []byte
+	for v > 0 {
+		b = append([]byte{digits[v&15]}, b...)
+		v >>= 4
+	}
+	return string(b)
+}
+
+// sameContents compares the headers (file offsets aside) and every
+// header's data of two files.
+func sameContents(t *testing.T, a, b *File) {
+	t.Helper()
+	if len(a.Headers) != len(b.Headers) {
+		t.Fatalf("%d headers vs %d", len(a.Headers), len(b.Headers))
+	}
+	for i := range a.Headers {
+		ha, hb := withFileOffset(a.Headers[i], 0), withFileOffset(b.Headers[i], 0)
+		if !reflect.DeepEqual(ha, hb) {
+			t.Fatalf("header %d: %+v vs %+v", i, ha, hb)
+		}
+		da, err := a.Data(a.Headers[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, err := b.Data(b.Headers[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(da, db) {
+			t.Fatalf("header %d (%v): data differs", i, a.Headers[i].Type())
+		}
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, c := range loadCases(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			orig, err := Parse(readCase(t, c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b Builder
+			b.CopyFile(orig)
+			var out bytes.Buffer
+			n, err := b.WriteTo(&out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != int64(out.Len()) {
+				t.Errorf("WriteTo returned %d, wrote %d", n, out.Len())
+			}
+			canon, err := Parse(out.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameContents(t, orig, canon)
+			// igvmgen stores each page once and zero pages as offset 0,
+			// so the canonical file differs only in the padding after the
+			// 20-byte VP_CONTEXT body ('0' -> NUL) and in the CRC.
+			ref := readCase(t, c)
+			if out.Len() != len(ref) {
+				t.Fatalf("canonical file %d bytes, igvmgen's %d", out.Len(), len(ref))
+			}
+			var diffs []int
+			for i := range ref {
+				if ref[i] != out.Bytes()[i] {
+					diffs = append(diffs, i)
+				}
+			}
+			vpOff := -1
+			for i, h := range canon.Headers {
+				if h.Type() == TypeVPContext {
+					vpOff = int(canon.Offsets[i])
+				}
+			}
+			for _, d := range diffs {
+				inCRC := d >= 20 && d < 24
+				inPad := d >= vpOff+28 && d < vpOff+32 && out.Bytes()[d] == 0 && ref[d] == '0'
+				if !inCRC && !inPad {
+					t.Fatalf("byte %#x differs from igvmgen's file (%#x vs %#x)", d, out.Bytes()[d], ref[d])
+				}
+			}
+			// Canonical form is a fixed point.
+			var b2 Builder
+			b2.CopyFile(canon)
+			var out2 bytes.Buffer
+			if _, err := b2.WriteTo(&out2); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(out.Bytes(), out2.Bytes()) {
+				t.Error("re-writing a canonical file changed it")
+			}
+		})
+	}
+}

@@ -1,0 +1,304 @@
+package igvm
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+)
+
+// Bytes wraps a byte slice as a data source for Builder.Add.
+func Bytes(b []byte) *io.SectionReader {
+	return io.NewSectionReader(bytes.NewReader(b), 0, int64(len(b)))
+}
+
+// Builder collects headers and their data sources and writes a canonical
+// IGVM file:
+//
+//   - the 24-byte fixed header (version 1, variable headers at offset 24);
+//   - the variable headers in the order added, each padded to 8 bytes with
+//     zeros;
+//   - the file data right after the headers, in order of first use, each
+//     distinct content stored once (PAGE_DATA, VP_CONTEXT and
+//     PARAMETER_AREA contents are deduplicated by SHA-256 of the padded
+//     content);
+//   - PAGE_DATA and PARAMETER_AREA whose contents are all zero (or that
+//     have no source) get file_offset 0 and no file data.
+//
+// The FileOffset fields of added headers are ignored: the Builder assigns
+// them. Data sources are read twice (once to hash, once to copy), through
+// small buffers, so a large initrd is never held in memory; they must not
+// change until WriteTo returns.
+type Builder struct {
+	headers []Header
+	data    []*io.SectionReader
+}
+
+// Add appends a header. data is the header's file data: for PAGE_DATA at
+// most the page size (nil or short data is zero-padded), for VP_CONTEXT at
+// most 4 KiB (required), for PARAMETER_AREA at most number_of_bytes
+// (optional); other headers take nil. Errors are reported by WriteTo.
+func (b *Builder) Add(h Header, data *io.SectionReader) {
+	b.headers = append(b.headers, h)
+	b.data = append(b.data, data)
+}
+
+// Headers returns the headers added so far.
+func (b *Builder) Headers() []Header { return b.headers }
+
+// CopyFile adds every header of f with its file data, so that WriteTo
+// re-encodes f canonically.
+func (b *Builder) CopyFile(f *File) {
+	for _, h := range f.Headers {
+		var d *io.SectionReader
+		if HasData(h) {
+			d = f.DataReader(h)
+		}
+		b.Add(h, d)
+	}
+}
+
+// headerSize is the encoded size of h: type, length, body, padding.
+func headerSize(h Header) (int, error) {
+	if u, ok := h.(*Unknown); ok {
+		return 8 + (len(u.Body)+7)&^7, nil
+	}
+	n, ok := bodySizes[h.Type()]
+	if !ok {
+		return 0, fmt.Errorf("unknown header type %#x", uint32(h.Type()))
+	}
+	return 8 + (n+7)&^7, nil
+}
+
+type blob struct {
+	src  *io.SectionReader
+	size int64
+}
+
+// WriteTo validates the headers (the same rules as Open) and writes the
+// file to w.
+func (b *Builder) WriteTo(w io.Writer) (int64, error) {
+	v := newValidator()
+	hdrBytes := 0
+	offsets := make([]int64, len(b.headers))
+	for i, h := range b.headers {
+		offsets[i] = int64(FixedHeaderSize + hdrBytes)
+		herr := func(err error) error {
+			return &FormatError{Index: i, Type: h.Type(), Offset: offsets[i], Msg: err.Error()}
+		}
+		n, err := headerSize(h)
+		if err != nil {
+			return 0, herr(err)
+		}
+		hdrBytes += n
+		if err := v.check(h); err != nil {
+			return 0, herr(err)
+		}
+		d := b.data[i]
+		switch h.(type) {
+		case *PageData, *ParameterArea:
+		case *VPContext:
+			if d == nil {
+				return 0, herr(errors.New("a VP context needs data (the VMSA page)"))
+			}
+		default:
+			if d != nil {
+				return 0, herr(errors.New("this header type carries no file data"))
+			}
+		}
+		if d != nil && d.Size() > DataSize(h) {
+			return 0, herr(fmt.Errorf("data of %d bytes exceeds the %d bytes the header loads", d.Size(), DataSize(h)))
+		}
+	}
+	if err := v.finish(); err != nil {
+		return 0, &FormatError{Index: len(b.headers), Offset: int64(FixedHeaderSize + hdrBytes), Msg: err.Error()}
+	}
+
+	// Assign file offsets, deduplicating contents.
+	dataStart := int64(FixedHeaderSize + hdrBytes)
+	pos := dataStart
+	fileOff := make([]uint32, len(b.headers))
+	seen := map[[sha256.Size]byte]uint32{}
+	var blobs []blob
+	buf := make([]byte, 64<<10)
+	for i, h := range b.headers {
+		d := b.data[i]
+		if d == nil {
+			continue
+		}
+		size := DataSize(h)
+		sum, zero, err := hashPadded(d, size, buf)
+		if err != nil {
+			return 0, fmt.Errorf("igvm: header %d (%v): read data: %w", i, h.Type(), err)
+		}
+		if _, isVP := h.(*VPContext); zero && !isVP {
+			continue
+		}
+		if off, ok := seen[sum]; ok {
+			fileOff[i] = off
+			continue
+		}
+		if pos+size > math.MaxUint32 {
+			return 0, fmt.Errorf("igvm: header %d (%v): file would exceed 4 GiB", i, h.Type())
+		}
+		fileOff[i] = uint32(pos)
+		seen[sum] = uint32(pos)
+		blobs = append(blobs, blob{d, size})
+		pos += size
+	}
+
+	// Encode the variable headers.
+	section := make([]byte, 0, hdrBytes)
+	for i, h := range b.headers {
+		body, err := encodeBody(withFileOffset(h, fileOff[i]))
+		if err != nil {
+			return 0, err
+		}
+		section = binary.LittleEndian.AppendUint32(section, uint32(h.Type()))
+		section = binary.LittleEndian.AppendUint32(section, uint32(len(body)))
+		section = append(section, body...)
+		for len(section)%8 != 0 {
+			section = append(section, 0)
+		}
+	}
+	fixed := FixedHeader{
+		Magic:                Magic,
+		FormatVersion:        FormatVersion1,
+		VariableHeaderOffset: FixedHeaderSize,
+		VariableHeaderSize:   uint32(len(section)),
+		TotalFileSize:        uint32(pos),
+	}
+	fb, _ := binary.Append(nil, binary.LittleEndian, fixed)
+	crc := crc32.NewIEEE()
+	crc.Write(fb)
+	crc.Write(section)
+	binary.LittleEndian.PutUint32(fb[20:], crc.Sum32())
+
+	bw := bufio.NewWriterSize(w, 256<<10)
+	cw := &countWriter{w: bw}
+	cw.Write(fb)
+	cw.Write(section)
+	for _, bl := range blobs {
+		n, err := io.CopyBuffer(cw, io.NewSectionReader(bl.src, 0, bl.src.Size()), buf)
+		if err != nil {
+			return cw.n, fmt.Errorf("igvm: write file data: %w", err)
+		}
+		if n != bl.src.Size() {
+			return cw.n, fmt.Errorf("igvm: data source shrank while writing")
+		}
+		if pad := bl.size - n; pad > 0 {
+			if _, err := io.CopyN(cw, zeroStream{}, pad); err != nil {
+				return cw.n, fmt.Errorf("igvm: write file data: %w", err)
+			}
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return cw.n, fmt.Errorf("igvm: write: %w", err)
+	}
+	if cw.err != nil {
+		return cw.n, fmt.Errorf("igvm: write: %w", cw.err)
+	}
+	if cw.n != pos {
+		return cw.n, fmt.Errorf("igvm: wrote %d bytes, expected %d", cw.n, pos)
+	}
+	return cw.n, nil
+}
+
+// hashPadded hashes d zero-padded to size and reports whether it is all
+// zeros.
+func hashPadded(d *io.SectionReader, size int64, buf []byte) ([sha256.Size]byte, bool, error) {
+	h := sha256.New()
+	zero := true
+	r := io.NewSectionReader(d, 0, d.Size())
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if zero && !allZero(buf[:n]) {
+				zero = false
+			}
+			h.Write(buf[:n])
+			total += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return [sha256.Size]byte{}, false, err
+		}
+	}
+	if total != d.Size() {
+		return [sha256.Size]byte{}, false, io.ErrUnexpectedEOF
+	}
+	clear(buf)
+	for rest := size - total; rest > 0; {
+		n := min(rest, int64(len(buf)))
+		h.Write(buf[:n])
+		rest -= n
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum, zero, nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// withFileOffset returns a copy of h with its file_offset set to off.
+func withFileOffset(h Header, off uint32) Header {
+	switch x := h.(type) {
+	case *PageData:
+		c := *x
+		c.FileOffset = off
+		return &c
+	case *VPContext:
+		c := *x
+		c.FileOffset = off
+		return &c
+	case *ParameterArea:
+		c := *x
+		c.FileOffset = off
+		return &c
+	}
+	return h
+}
+
+type countWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.err = err
+	return n, err
+}
+
+type zeroStream struct{}
+
+func (zeroStream) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
