@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/big"
 
+	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
@@ -330,14 +331,26 @@ func keylessS() *big.Int {
 	return s.Mod(s, elliptic.P384().Params().N) // nonzero for this label (checked by tests)
 }
 
-// IGVMSNPIDBlock encodes the body of the IGVM SNP_ID_BLOCK header (type
-// 0x30B, IGVM_VHS_SNP_ID_BLOCK): compatibility mask u32, author_key_enabled
+// IGVMSNPIDBlock builds the IGVM SNP_ID_BLOCK header (type 0x30B,
+// IGVM_VHS_SNP_ID_BLOCK) whose 0x2B8-byte body is: compatibility mask u32, author_key_enabled
 // u8, 3 reserved, ld[48], family_id[16], image_id[16], version u32,
 // guest_svn u32, id_key_algorithm u32, author_key_algorithm u32, ID block
 // signature (r[72], s[72]), ID public key (curve u32, reserved u32, qx[72],
 // qy[72]), author signature, author public key. The policy is not part of
 // it: IGVM carries it in the GUEST_POLICY header (0x101).
-func IGVMSNPIDBlock(compatMask uint32, b *IDBlock, a *IDAuth) ([]byte, error) {
+func IGVMSNPIDBlock(compatMask uint32, b *IDBlock, a *IDAuth) (*igvm.SNPIDBlock, error) {
+	body, err := igvmSNPIDBlockBytes(compatMask, b, a)
+	if err != nil {
+		return nil, err
+	}
+	h := new(igvm.SNPIDBlock)
+	if _, err := binary.Decode(body, binary.LittleEndian, h); err != nil {
+		return nil, fmt.Errorf("measure: IGVM SNP_ID_BLOCK: %w", err)
+	}
+	return h, nil
+}
+
+func igvmSNPIDBlockBytes(compatMask uint32, b *IDBlock, a *IDAuth) ([]byte, error) {
 	out := make([]byte, IGVMSNPIDBlockSize)
 	binary.LittleEndian.PutUint32(out[0:], compatMask)
 	copy(out[8:], b.Digest[:])
@@ -365,9 +378,19 @@ func IGVMSNPIDBlock(compatMask uint32, b *IDBlock, a *IDAuth) ([]byte, error) {
 	return out, nil
 }
 
-// ParseIGVMSNPIDBlock decodes the body of an IGVM SNP_ID_BLOCK header; the
-// ID block gets the given policy (from the file's GUEST_POLICY header).
-func ParseIGVMSNPIDBlock(body []byte, policy snp.GuestPolicy) (compatMask uint32, b *IDBlock, a *IDAuth, err error) {
+// ParseIGVMSNPIDBlock decodes an IGVM SNP_ID_BLOCK header into the ID
+// block and ID authentication it stands for; the ID block gets the given
+// policy (from the file's GUEST_POLICY header). It checks the algorithms and
+// keys, not the signatures (IDAuth.Verify does).
+func ParseIGVMSNPIDBlock(h *igvm.SNPIDBlock, policy snp.GuestPolicy) (compatMask uint32, b *IDBlock, a *IDAuth, err error) {
+	body, err := binary.Append(nil, binary.LittleEndian, h)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("measure: IGVM SNP_ID_BLOCK: %w", err)
+	}
+	return parseIGVMSNPIDBlockBytes(body, policy)
+}
+
+func parseIGVMSNPIDBlockBytes(body []byte, policy snp.GuestPolicy) (compatMask uint32, b *IDBlock, a *IDAuth, err error) {
 	if len(body) < IGVMSNPIDBlockSize {
 		return 0, nil, nil, fmt.Errorf("measure: IGVM SNP_ID_BLOCK of %d bytes, want %d", len(body), IGVMSNPIDBlockSize)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/big"
@@ -242,7 +243,11 @@ func TestIGVMSNPIDBlock(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, err := IGVMSNPIDBlock(0x1, blk, a)
+		hdr, err := IGVMSNPIDBlock(0x1, blk, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := binary.Append(nil, binary.LittleEndian, hdr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +265,7 @@ func TestIGVMSNPIDBlock(t *testing.T) {
 		if body[4] != wantEnabled {
 			t.Errorf("author_key_enabled %d", body[4])
 		}
-		mask, b2, a2, err := ParseIGVMSNPIDBlock(body, blk.Policy)
+		mask, b2, a2, err := ParseIGVMSNPIDBlock(hdr, blk.Policy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +282,7 @@ func TestIGVMSNPIDBlock(t *testing.T) {
 			t.Error("ID key differs between ID auth and IGVM forms")
 		}
 	}
-	if _, _, _, err := ParseIGVMSNPIDBlock(make([]byte, 10), 0); err == nil {
+	if _, _, _, err := parseIGVMSNPIDBlockBytes(make([]byte, 10), 0); err == nil {
 		t.Error("short body accepted")
 	}
 }
