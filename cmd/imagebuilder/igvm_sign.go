@@ -190,7 +190,7 @@ func runIgvmSign(cmd *cobra.Command, path string, fl *igvmSignFlags) error {
 		return err
 	}
 
-	res := igvmSignResult{Output: outPath, Profile: string(p), Digest: s.Block.Digest, Policy: s.Block.Policy.String(), Keyless: fl.keyless}
+	res := igvmSignResult{Output: outPath, Profile: string(p), Digest: s.Block.Digest, Policy: fmt.Sprintf("%#x", uint64(s.Block.Policy)), Keyless: fl.keyless}
 	if res.IDKeyDigest, err = s.Auth.IDKeyDigest(); err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func runIgvmSign(cmd *cobra.Command, path string, fl *igvmSignFlags) error {
 	if fl.asJSON {
 		return ovmfWriteJSON(w, res)
 	}
-	fmt.Fprintf(w, "wrote %s\ndigest:        %s (%s)\npolicy:        %s\nid key digest: %s\n", outPath, res.Digest, p, res.Policy, res.IDKeyDigest)
+	fmt.Fprintf(w, "wrote %s\ndigest:        %s (%s)\npolicy:        %s\nid key digest: %s\n", outPath, res.Digest, p, s.Block.Policy, res.IDKeyDigest)
 	if res.AuthorKeyDigest != "" {
 		fmt.Fprintf(w, "author key digest: %s\n", res.AuthorKeyDigest)
 	}

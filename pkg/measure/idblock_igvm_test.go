@@ -2,6 +2,10 @@ package measure
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -105,6 +109,21 @@ func TestSignIGVM(t *testing.T) {
 				t.Errorf("ID block digest %v, measured %s", res.IDBlockDigest, res.Digest)
 			}
 		})
+	}
+	// Golden headers: the SHA-256 of the SNP_ID_BLOCK body for d03 (mshv,
+	// policy 0x3001f), key-less and with the vector's ID key.
+	for _, g := range []struct {
+		key  *ecdsa.PrivateKey
+		want string
+	}{{nil, "638196401bc79c81ac6d374d14661a5ee6fec389a16d4bf86b384cc99df42369"}, {idKey, "45d111e12242976b8e79b3295720d20c3b1cc751ca29cc7af5c4370298f4671b"}} {
+		s, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, IDKey: g.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := binary.Append(nil, binary.LittleEndian, s.Header)
+		if got := fmt.Sprintf("%x", sha256.Sum256(body)); got != g.want {
+			t.Errorf("header sha256 %s, want %s", got, g.want)
+		}
 	}
 	// The vector's own ID block (from igvm-tooling) is for another digest or
 	// key; a wrong profile is caught.
