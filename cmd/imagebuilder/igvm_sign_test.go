@@ -12,7 +12,7 @@ import (
 )
 
 func TestIgvmSignCLI(t *testing.T) {
-	withParent(t, "igvm")
+	ovmfWithParent(t, "igvm")
 	src, err := filepath.Abs("../../testdata/igvm/d03_clh_empty_cpio.igvm")
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +25,7 @@ func TestIgvmSignCLI(t *testing.T) {
 	idKey, authorKey := filepath.Join(keys, "id-key.pem"), filepath.Join(keys, "author-key.pem")
 
 	sign := func(args ...string) (int, string, string) {
-		return runCaptured(t, append([]string{"igvm", "sign"}, args...)...)
+		return ovmfRunCaptured(t, append([]string{"igvm", "sign"}, args...)...)
 	}
 	verify := func(path string, opts measure.Options) *measure.IDAuth {
 		t.Helper()

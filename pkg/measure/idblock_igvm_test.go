@@ -57,7 +57,7 @@ func TestSignIGVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idKey, authorKey := readKey(t, "id-key.pem"), readKey(t, "author-key.pem")
+	idKey, authorKey := idbReadKey(t, "id-key.pem"), idbReadKey(t, "author-key.pem")
 	for _, tc := range []struct {
 		name     string
 		id, auth bool

@@ -36,7 +36,7 @@ type idBlockVector struct {
 	SampleIDAuth          string   `json:"sample_id_auth_b64"`
 }
 
-func readKey(t *testing.T, name string) *ecdsa.PrivateKey {
+func idbReadKey(t *testing.T, name string) *ecdsa.PrivateKey {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(ovmfTestdata, name))
 	if err != nil {
@@ -49,7 +49,7 @@ func readKey(t *testing.T, name string) *ecdsa.PrivateKey {
 	return k
 }
 
-func b64(t *testing.T, s string) []byte {
+func idbB64(t *testing.T, s string) []byte {
 	t.Helper()
 	b, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
@@ -98,10 +98,10 @@ func TestIDBlockVectors(t *testing.T) {
 			}
 
 			blk := NewIDBlock(m.Digest, 0x30000)
-			if got, want := blk.Marshal(), b64(t, v.ExpectedIDBlock); !bytes.Equal(got, want) {
+			if got, want := blk.Marshal(), idbB64(t, v.ExpectedIDBlock); !bytes.Equal(got, want) {
 				t.Errorf("ID block\n got %x\nwant %x", got, want)
 			}
-			idKey, authorKey := readKey(t, v.IDKey), readKey(t, v.AuthorKey)
+			idKey, authorKey := idbReadKey(t, v.IDKey), idbReadKey(t, v.AuthorKey)
 			auth, err := SignIDBlock(blk, idKey, authorKey)
 			if err != nil {
 				t.Fatal(err)
@@ -125,7 +125,7 @@ func TestIDBlockVectors(t *testing.T) {
 			for _, r := range v.SignatureRegions {
 				clear(masked[r[0]:r[1]])
 			}
-			if want := b64(t, v.ExpectedIDAuthMasked); !bytes.Equal(masked, want) {
+			if want := idbB64(t, v.ExpectedIDAuthMasked); !bytes.Equal(masked, want) {
 				t.Errorf("masked ID auth differs from the vector")
 			}
 			// Golden: RFC 6979 signatures with the vector keys pin the whole structure.
@@ -139,7 +139,7 @@ func TestIDBlockVectors(t *testing.T) {
 				t.Error("two signatures of the same block differ")
 			}
 			// The reference tool's (randomized) sample verifies with our parser.
-			sample, err := UnmarshalIDAuth(b64(t, v.SampleIDAuth))
+			sample, err := UnmarshalIDAuth(idbB64(t, v.SampleIDAuth))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -237,7 +237,7 @@ func TestKeylessIDAuth(t *testing.T) {
 func TestIGVMSNPIDBlock(t *testing.T) {
 	blk := NewIDBlock(Digest(sha512.Sum384([]byte("x"))), 0x30000)
 	blk.FamilyID[0], blk.ImageID[15], blk.GuestSVN = 1, 2, 3
-	idKey, authorKey := readKey(t, "id-key.pem"), readKey(t, "author-key.pem")
+	idKey, authorKey := idbReadKey(t, "id-key.pem"), idbReadKey(t, "author-key.pem")
 	for _, author := range []*ecdsa.PrivateKey{nil, authorKey} {
 		a, err := SignIDBlock(blk, idKey, author)
 		if err != nil {
@@ -316,4 +316,37 @@ func TestParseKeyErrors(t *testing.T) {
 	if _, err := SignIDBlock(NewIDBlock(Digest{}, 0x30000), k, nil); err == nil {
 		t.Error("P-256 key accepted")
 	}
+}
+
+// FuzzIDAuthParse feeds arbitrary bytes to the ID auth and IGVM ID block
+// decoders: they must return an error or a structure that re-encodes.
+func FuzzIDAuthParse(f *testing.F) {
+	blk := NewIDBlock(Digest{1}, 0x30000)
+	a, err := KeylessIDAuth(blk)
+	if err != nil {
+		f.Fatal(err)
+	}
+	auth, _ := a.Marshal()
+	f.Add(auth)
+	hdr, _ := IGVMSNPIDBlock(1, blk, a)
+	body, _ := binary.Append(nil, binary.LittleEndian, hdr)
+	f.Add(append(body, make([]byte, IDAuthSize-len(body))...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < IDAuthSize {
+			data = append(data, make([]byte, IDAuthSize-len(data))...)
+		}
+		data = data[:IDAuthSize]
+		if a, err := UnmarshalIDAuth(data); err == nil {
+			if _, err := a.Marshal(); err != nil {
+				t.Fatalf("decoded ID auth does not re-encode: %v", err)
+			}
+			_ = a.Verify(blk)
+		}
+		if _, b, a, err := parseIGVMSNPIDBlockBytes(data[:IGVMSNPIDBlockSize], 0x30000); err == nil {
+			if _, err := IGVMSNPIDBlock(1, b, a); err != nil {
+				t.Fatalf("decoded IGVM ID block does not re-encode: %v", err)
+			}
+			_ = a.Verify(b)
+		}
+	})
 }
