@@ -178,7 +178,7 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 			res.Policy = snp.GuestPolicy(p.Policy)
 		}
 	}
-	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, igvm.PageSize2M)}
+	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize)}
 	if opts.Explain {
 		m.labels = newLabeler(f, mask)
 	}
@@ -441,25 +441,29 @@ func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
 		t = snp.PageZero
 	case !igvm.HasData(x):
 		for i := uint64(0); i < n; i++ {
-			if err := m.add(x.GPA+i*snp.PageSize, snp.PageNormal, zeroPageHash, ""); err != nil {
+			if err := m.add(x.GPA+i*snp.PageSize, snp.PageNormal, zeroPageHash, noData); err != nil {
 				return err
 			}
 		}
 		return nil
 	default:
-		buf := m.buf[:x.PageSize()]
-		if _, err := io.ReadFull(m.f.DataReader(x), buf); err != nil {
-			return fmt.Errorf("measure: read page data at %#x: %w", x.GPA, err)
-		}
+		r := m.f.DataReader(x)
 		for i := uint64(0); i < n; i++ {
-			if err := m.addPage(x.GPA+i*snp.PageSize, buf[i*snp.PageSize:(i+1)*snp.PageSize]); err != nil {
+			if _, err := io.ReadFull(r, m.buf); err != nil {
+				return fmt.Errorf("measure: read page data at %#x: %w", x.GPA+i*snp.PageSize, err)
+			}
+			if err := m.addPage(x.GPA+i*snp.PageSize, m.buf); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+	what := ""
+	if !igvm.HasData(x) {
+		what = noData
+	}
 	for i := uint64(0); i < n; i++ {
-		if err := m.add(x.GPA+i*snp.PageSize, t, Digest{}, ""); err != nil {
+		if err := m.add(x.GPA+i*snp.PageSize, t, Digest{}, what); err != nil {
 			return err
 		}
 	}
@@ -484,13 +488,16 @@ func (m *measurer) add(gpa uint64, t snp.PageType, h Digest, what string) error 
 	return nil
 }
 
+// noData marks a page without file data for the labeler.
+const noData = "\x00"
+
 // note extends the current explain region or starts a new one.
 func (m *measurer) note(gpa uint64, t snp.PageType, what string) {
 	if m.labels == nil {
 		return
 	}
-	if what == "" {
-		what = m.labels.label(gpa, t)
+	if what == "" || what == noData {
+		what = m.labels.label(gpa, t, what != noData)
 	}
 	if c := m.cur; c != nil && c.Type == t && c.What == what && c.End() == gpa {
 		c.Pages++
