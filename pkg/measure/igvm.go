@@ -178,7 +178,7 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 			res.Policy = snp.GuestPolicy(p.Policy)
 		}
 	}
-	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize)}
+	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
 	if opts.Explain {
 		m.labels = newLabeler(f, mask)
 	}
@@ -200,11 +200,17 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 }
 
 type measurer struct {
-	f      *igvm.File
-	opts   Options
-	res    *Result
-	chain  *Chain
-	buf    []byte
+	f     *igvm.File
+	opts  Options
+	res   *Result
+	chain *Chain
+	buf   []byte
+	// Read-ahead of the page data of consecutive directives whose file
+	// data is contiguous: run holds file bytes [runOff, runOff+len(run)).
+	items  []item
+	next   int // index in items of the directive being measured + 1
+	run    []byte
+	runOff int64
 	labels *labeler
 	cur    *Region
 }
@@ -250,7 +256,9 @@ func (m *measurer) mshv(mask uint32) error {
 		return err
 	}
 	sort.SliceStable(items, func(i, j int) bool { return items[i].gpa < items[j].gpa })
-	for _, it := range items {
+	m.items = items
+	for i, it := range items {
+		m.next = i + 1
 		switch x := it.hdr.(type) {
 		case *igvm.PageData:
 			if x.Flags&igvm.PageFlagShared != 0 {
@@ -287,7 +295,9 @@ func (m *measurer) kvm(mask uint32) error {
 	contexts := map[uint16]*igvm.VPContext{}
 	var nctx int
 	orderBad := false
-	for _, it := range items {
+	m.items = items
+	for i, it := range items {
+		m.next = i + 1
 		switch x := it.hdr.(type) {
 		case *igvm.PageData:
 			if nctx > 0 && !orderBad {
@@ -447,6 +457,13 @@ func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
 		}
 		return nil
 	default:
+		if n == 1 {
+			page, err := m.readPage(x)
+			if err != nil {
+				return err
+			}
+			return m.addPage(x.GPA, page)
+		}
 		r := m.f.DataReader(x)
 		for i := uint64(0); i < n; i++ {
 			if _, err := io.ReadFull(r, m.buf); err != nil {
@@ -468,6 +485,37 @@ func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
 		}
 	}
 	return nil
+}
+
+// maxRun bounds the read-ahead (256 KiB).
+const maxRun = 64
+
+// readPage returns the 4 KiB file data of a PAGE_DATA directive, reading
+// ahead the data of the directives that follow it when their file data is
+// contiguous, so a large file costs one read per 256 KiB, not per page.
+func (m *measurer) readPage(x *igvm.PageData) ([]byte, error) {
+	if off := int64(x.FileOffset); off >= m.runOff && off+snp.PageSize <= m.runOff+int64(len(m.run)) {
+		return m.run[off-m.runOff : off-m.runOff+snp.PageSize], nil
+	}
+	ra, off, n := m.f.DataReader(x).Outer()
+	if n != snp.PageSize {
+		return nil, fmt.Errorf("measure: page data at %#x: %d bytes", x.GPA, n)
+	}
+	end := off + snp.PageSize
+	for i := m.next; i < len(m.items) && end-off < maxRun*snp.PageSize; i++ {
+		y, ok := m.items[i].hdr.(*igvm.PageData)
+		if !ok || !igvm.HasData(y) || y.PageSize() != snp.PageSize || int64(y.FileOffset) != end {
+			break
+		}
+		end += snp.PageSize
+	}
+	m.run = m.run[:end-off]
+	if _, err := ra.ReadAt(m.run, off); err != nil {
+		m.run = m.run[:0]
+		return nil, fmt.Errorf("measure: read page data at %#x: %w", x.GPA, err)
+	}
+	m.runOff = off
+	return m.run[:snp.PageSize], nil
 }
 
 // addPage measures a NORMAL page with contents.
