@@ -3,6 +3,7 @@ package measure
 import (
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -91,12 +92,12 @@ type Result struct {
 	VCPUs   int     `json:"vcpus"`
 	// CPU and CPUSignature are the vCPU model (kvm with APs only).
 	CPU          string `json:"cpu,omitempty"`
-	CPUSignature uint32 `json:"cpu_signature,omitempty"`
+	CPUSignature uint32 `json:"-"`
 	// GuestFeatures are the sev_features of the KVM-built VMSAs (kvm).
-	GuestFeatures uint64 `json:"guest_features"`
+	GuestFeatures uint64 `json:"-"`
 	HostKernel    string `json:"host_kernel,omitempty"`
 	// Policy is the file's SEV-SNP guest policy.
-	Policy snp.GuestPolicy `json:"policy"`
+	Policy snp.GuestPolicy `json:"-"`
 	// OneVCPUDigest is the kvm digest with one vCPU and APVMSAHash the
 	// contents hash of every AP's VMSA page: digest(N) is OneVCPUDigest
 	// extended by N-1 VMSA pages at KVMVMSAGPA with that hash (ExtendVCPUs).
@@ -561,4 +562,22 @@ func (m *measurer) flush() {
 		m.res.Regions = append(m.res.Regions, *m.cur)
 		m.cur = nil
 	}
+}
+
+// MarshalJSON prints the policy, CPU signature and guest features as hex.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type alias Result
+	var sig, feat string
+	if r.CPUSignature != 0 {
+		sig = fmt.Sprintf("%#x", r.CPUSignature)
+	}
+	if r.Profile == ProfileKVM {
+		feat = fmt.Sprintf("%#x", r.GuestFeatures)
+	}
+	return json.Marshal(struct {
+		Policy        string `json:"policy"`
+		CPUSignature  string `json:"cpu_signature,omitempty"`
+		GuestFeatures string `json:"guest_features,omitempty"`
+		alias
+	}{fmt.Sprintf("%#x", uint64(r.Policy)), sig, feat, alias(r)})
 }
