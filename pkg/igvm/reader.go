@@ -107,11 +107,9 @@ func Open(r io.ReaderAt, size int64) (*File, error) {
 	zeroed := fh
 	binary.LittleEndian.PutUint32(zeroed[20:], 0)
 	crc.Write(zeroed[:])
-	if vo > FixedHeaderSize {
-		// Bytes between the fixed header and the variable headers are
-		// not covered: the reference parser hashes exactly the fixed
-		// header and the variable header section.
-	}
+	// Bytes between the fixed header and a later variable header section
+	// are not covered: like the reference parser, hash exactly the fixed
+	// header and the variable header section.
 	crc.Write(section)
 	if sum := crc.Sum32(); sum != x.Checksum {
 		return nil, ferr(20, "checksum %#08x, computed %#08x", x.Checksum, sum)
@@ -170,8 +168,16 @@ type validator struct {
 	masks     uint32           // union of platform masks
 	maskType  map[uint32]uint8
 	areas     map[uint32]*areaState
+	ptMasks   uint32     // masks that have a PAGE_TABLE_RELOCATION_REGION
+	regions   []gpaRange // relocation and page-table regions
+	ptRegions []gpaRange
 	// file data bounds; dataStart == 0 disables file-offset checks
 	dataStart, size int64
+}
+
+type gpaRange struct {
+	mask       uint32
+	start, end uint64 // [start, end)
 }
 
 type areaState struct {
@@ -207,6 +213,26 @@ func (f *File) validate() error {
 func (v *validator) finish() error {
 	if len(v.platforms) == 0 {
 		return errors.New("no SUPPORTED_PLATFORM header")
+	}
+	return nil
+}
+
+// addRegion records a relocatable or page-table region and rejects overlap
+// with an earlier one of a shared platform.
+func (v *validator) addRegion(mask uint32, start, size uint64, pageTable bool) error {
+	end := start + size
+	if end < start {
+		return fmt.Errorf("region [%#x, +%#x) wraps around", start, size)
+	}
+	r := gpaRange{mask, start, end}
+	for _, o := range v.regions {
+		if o.mask&mask != 0 && start < o.end && o.start < end {
+			return fmt.Errorf("region [%#x, %#x) overlaps region [%#x, %#x)", start, end, o.start, o.end)
+		}
+	}
+	v.regions = append(v.regions, r)
+	if pageTable {
+		v.ptRegions = append(v.ptRegions, r)
 	}
 	return nil
 }
@@ -317,7 +343,13 @@ func (v *validator) check(h Header) error {
 		if x.MinimumRelocationGPA > x.MaximumRelocationGPA {
 			return fmt.Errorf("minimum_relocation_gpa %#x above maximum %#x", x.MinimumRelocationGPA, x.MaximumRelocationGPA)
 		}
-		return v.checkMask(x.CompatibilityMask)
+		if x.VTL > 2 {
+			return fmt.Errorf("vtl %d, must be 0, 1 or 2", x.VTL)
+		}
+		if err := v.checkMask(x.CompatibilityMask); err != nil {
+			return err
+		}
+		return v.addRegion(x.CompatibilityMask, x.RelocationRegionGPA, x.RelocationRegionSize, false)
 	case *PageTableRelocation:
 		if x.Reserved != 0 {
 			return fmt.Errorf("reserved field %#x is not zero", x.Reserved)
@@ -325,10 +357,20 @@ func (v *validator) check(h Header) error {
 		if err := checkGPA("gpa", x.GPA); err != nil {
 			return err
 		}
-		if x.Size%PageSize4K != 0 || x.UsedSize%PageSize4K != 0 || x.UsedSize > x.Size {
-			return fmt.Errorf("size %#x / used_size %#x not 4 KiB multiples with used <= size", x.Size, x.UsedSize)
+		if x.Size == 0 || x.Size%PageSize4K != 0 || x.UsedSize%PageSize4K != 0 || x.UsedSize > x.Size {
+			return fmt.Errorf("size %#x / used_size %#x not 4 KiB multiples with 0 < size and used <= size", x.Size, x.UsedSize)
 		}
-		return v.checkMask(x.CompatibilityMask)
+		if x.VTL > 2 {
+			return fmt.Errorf("vtl %d, must be 0, 1 or 2", x.VTL)
+		}
+		if err := v.checkMask(x.CompatibilityMask); err != nil {
+			return err
+		}
+		if v.ptMasks&x.CompatibilityMask != 0 {
+			return fmt.Errorf("second PAGE_TABLE_RELOCATION_REGION for mask %#x", x.CompatibilityMask&v.ptMasks)
+		}
+		v.ptMasks |= x.CompatibilityMask
+		return v.addRegion(x.CompatibilityMask, x.GPA, x.Size, true)
 	case *ParameterArea:
 		if x.NumberOfBytes == 0 || x.NumberOfBytes%PageSize4K != 0 {
 			return fmt.Errorf("number_of_bytes %#x not a nonzero multiple of 4 KiB", x.NumberOfBytes)
@@ -373,6 +415,11 @@ func (v *validator) check(h Header) error {
 			return fmt.Errorf("parameter area %d inserted twice", x.ParameterAreaIndex)
 		}
 		a.inserted = true
+		for _, r := range v.ptRegions {
+			if r.mask&x.CompatibilityMask != 0 && x.GPA >= r.start && x.GPA < r.end {
+				return fmt.Errorf("gpa %#x inside the page table relocation region [%#x, %#x)", x.GPA, r.start, r.end)
+			}
+		}
 		return v.checkMask(x.CompatibilityMask)
 	case *VPContext:
 		if err := checkGPA("gpa", x.GPA); err != nil {

@@ -152,6 +152,22 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 		pos += size
 	}
 
+	// The reference parser rejects a file without file data. If every
+	// content was zero, store the first one explicitly.
+	if len(blobs) == 0 {
+		for i, d := range b.data {
+			if d != nil {
+				fileOff[i] = uint32(pos)
+				blobs = append(blobs, blob{d, DataSize(b.headers[i])})
+				pos += DataSize(b.headers[i])
+				break
+			}
+		}
+		if len(blobs) == 0 {
+			return 0, errors.New("igvm: no header carries file data; an IGVM file needs some (a VP_CONTEXT or a PAGE_DATA with contents)")
+		}
+	}
+
 	// Encode the variable headers.
 	section := make([]byte, 0, hdrBytes)
 	for i, h := range b.headers {

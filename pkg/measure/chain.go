@@ -80,6 +80,7 @@ type Chain struct {
 	page   hash.Hash // SHA-384 of page contents
 	rec    hash.Hash // SHA-384 of PAGE_INFO
 	sum    []byte
+	h      Digest // scratch for page hashes
 }
 
 // NewChain starts a chain at start: the zero Digest for a fresh launch, or
@@ -121,7 +122,8 @@ var zeroPage [snp.PageSize]byte
 // and the record holds 48 zero bytes. It returns an error for contents
 // longer than a page, a GPA that is not page aligned or an unknown page type.
 func (c *Chain) AddPage(gpa uint64, t snp.PageType, contents []byte) error {
-	var h Digest
+	h := &c.h
+	*h = Digest{}
 	switch t {
 	case snp.PageNormal, snp.PageVMSA:
 		if len(contents) > snp.PageSize {
@@ -137,7 +139,7 @@ func (c *Chain) AddPage(gpa uint64, t snp.PageType, contents []byte) error {
 	default:
 		return fmt.Errorf("measure: page at %#x: unknown page type %v", gpa, t)
 	}
-	return c.AddPageHash(gpa, t, h)
+	return c.AddPageHash(gpa, t, *h)
 }
 
 // AddPageHash extends the chain with one page whose contents hash is

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"sort"
 
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
@@ -16,7 +15,7 @@ import (
 // page tables, RSP the boot stack, an "RSD PTR " signature at 0xE0000 the
 // ACPI tables. The names are hints for people; the digest never uses them.
 type labeler struct {
-	ranges []span // sorted by start; first match wins
+	ranges []span // in priority order: first match wins
 	acpi   bool
 }
 
@@ -59,7 +58,7 @@ func newLabeler(f *igvm.File, mask uint32) *labeler {
 		return out
 	}
 	add := func(start, end uint64, what string) {
-		if end > start {
+		if end > start && start != 0 {
 			l.ranges = append(l.ranges, span{start &^ (snp.PageSize - 1), end, what})
 		}
 	}
@@ -73,43 +72,47 @@ func newLabeler(f *igvm.File, mask uint32) *labeler {
 			}
 		}
 	}
-	sort.SliceStable(l.ranges, func(i, j int) bool { return l.ranges[i].start < l.ranges[j].start })
 	return l
 }
 
 func (l *labeler) fromVMSA(v *snp.VMSA, read func(uint64, int) []byte, add func(uint64, uint64, string)) {
 	const cbit = uint64(1) << 51
-	if cr3 := v.CR3 &^ cbit &^ 0xfff; v.CR0&0x80000000 != 0 && cr3 != 0 {
-		add(cr3, cr3+2*snp.PageSize, "page tables")
-	}
-	if v.RSP >= snp.PageSize {
-		add(v.RSP-snp.PageSize, v.RSP, "boot stack")
+	var pt uint64
+	if v.EFER&0x400 != 0 || v.CR0&0x80000000 != 0 { // long mode or paging
+		pt = v.CR3 &^ cbit &^ 0xfff
 	}
 	bp := v.RSI
-	if bp == 0 {
-		return
+	var b []byte
+	if bp != 0 {
+		b = read(bp, snp.PageSize)
 	}
-	b := read(bp, snp.PageSize)
 	if b == nil || !bytes.Equal(b[0x202:0x206], []byte("HdrS")) {
+		// Not a Linux boot_params: only what the registers say.
+		add(pt, pt+2*snp.PageSize, "page tables")
+		if v.RSP >= snp.PageSize {
+			add(v.RSP-snp.PageSize, v.RSP, "boot stack")
+		}
 		return
 	}
 	u32 := func(off int) uint64 { return uint64(binary.LittleEndian.Uint32(b[off:])) }
-	add(bp, bp+snp.PageSize, "boot_params (zero page)")
-	cmdline := u32(0x228) | u32(0xc8)<<32
-	if cmdline != 0 {
+	if cmdline := u32(0x228) | u32(0xc8)<<32; cmdline != 0 {
 		add(cmdline, cmdline+max(u32(0x238), 1)+1, "kernel command line")
 	}
 	if initrd, size := u32(0x218)|u32(0xc0)<<32, u32(0x21c)|u32(0xc4)<<32; size != 0 {
 		add(initrd, initrd+size, "initrd")
 	}
+	add(bp, bp+snp.PageSize, "boot_params (zero page)")
+	add(pt, pt+2*snp.PageSize, "page tables")
+	if v.RSP >= snp.PageSize {
+		add(v.RSP-snp.PageSize, v.RSP, "boot stack")
+	}
 	pref := binary.LittleEndian.Uint64(b[0x258:])
-	initSize := u32(0x260)
-	if pref != 0 && initSize != 0 {
+	if initSize := u32(0x260); pref != 0 && initSize != 0 {
 		add(pref, pref+initSize, "kernel")
 	}
 }
 
-func (l *labeler) label(gpa uint64, t snp.PageType) string {
+func (l *labeler) label(gpa uint64, t snp.PageType, hasData bool) string {
 	switch t {
 	case snp.PageSecrets:
 		return "SNP secrets page"
@@ -124,13 +127,12 @@ func (l *labeler) label(gpa uint64, t snp.PageType) string {
 		}
 	}
 	switch {
+	case !hasData:
+		return "zero pages"
 	case gpa < 0xA0000:
 		return "low memory"
-	case l.acpi && gpa < 0x800000:
+	case l.acpi && gpa >= 0xE0000 && gpa < 0x800000:
 		return "ACPI tables"
-	}
-	if t == snp.PageZero {
-		return "zero pages"
 	}
 	return "data"
 }

@@ -3,6 +3,7 @@ package measure
 import (
 	"crypto/sha512"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -91,12 +92,12 @@ type Result struct {
 	VCPUs   int     `json:"vcpus"`
 	// CPU and CPUSignature are the vCPU model (kvm with APs only).
 	CPU          string `json:"cpu,omitempty"`
-	CPUSignature uint32 `json:"cpu_signature,omitempty"`
+	CPUSignature uint32 `json:"-"`
 	// GuestFeatures are the sev_features of the KVM-built VMSAs (kvm).
-	GuestFeatures uint64 `json:"guest_features"`
+	GuestFeatures uint64 `json:"-"`
 	HostKernel    string `json:"host_kernel,omitempty"`
 	// Policy is the file's SEV-SNP guest policy.
-	Policy snp.GuestPolicy `json:"policy"`
+	Policy snp.GuestPolicy `json:"-"`
 	// OneVCPUDigest is the kvm digest with one vCPU and APVMSAHash the
 	// contents hash of every AP's VMSA page: digest(N) is OneVCPUDigest
 	// extended by N-1 VMSA pages at KVMVMSAGPA with that hash (ExtendVCPUs).
@@ -178,7 +179,7 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 			res.Policy = snp.GuestPolicy(p.Policy)
 		}
 	}
-	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, igvm.PageSize2M)}
+	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
 	if opts.Explain {
 		m.labels = newLabeler(f, mask)
 	}
@@ -200,11 +201,17 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 }
 
 type measurer struct {
-	f      *igvm.File
-	opts   Options
-	res    *Result
-	chain  *Chain
-	buf    []byte
+	f     *igvm.File
+	opts  Options
+	res   *Result
+	chain *Chain
+	buf   []byte
+	// Read-ahead of the page data of consecutive directives whose file
+	// data is contiguous: run holds file bytes [runOff, runOff+len(run)).
+	items  []item
+	next   int // index in items of the directive being measured + 1
+	run    []byte
+	runOff int64
 	labels *labeler
 	cur    *Region
 }
@@ -250,7 +257,9 @@ func (m *measurer) mshv(mask uint32) error {
 		return err
 	}
 	sort.SliceStable(items, func(i, j int) bool { return items[i].gpa < items[j].gpa })
-	for _, it := range items {
+	m.items = items
+	for i, it := range items {
+		m.next = i + 1
 		switch x := it.hdr.(type) {
 		case *igvm.PageData:
 			if x.Flags&igvm.PageFlagShared != 0 {
@@ -287,7 +296,9 @@ func (m *measurer) kvm(mask uint32) error {
 	contexts := map[uint16]*igvm.VPContext{}
 	var nctx int
 	orderBad := false
-	for _, it := range items {
+	m.items = items
+	for i, it := range items {
+		m.next = i + 1
 		switch x := it.hdr.(type) {
 		case *igvm.PageData:
 			if nctx > 0 && !orderBad {
@@ -441,29 +452,71 @@ func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
 		t = snp.PageZero
 	case !igvm.HasData(x):
 		for i := uint64(0); i < n; i++ {
-			if err := m.add(x.GPA+i*snp.PageSize, snp.PageNormal, zeroPageHash, ""); err != nil {
+			if err := m.add(x.GPA+i*snp.PageSize, snp.PageNormal, zeroPageHash, noData); err != nil {
 				return err
 			}
 		}
 		return nil
 	default:
-		buf := m.buf[:x.PageSize()]
-		if _, err := io.ReadFull(m.f.DataReader(x), buf); err != nil {
-			return fmt.Errorf("measure: read page data at %#x: %w", x.GPA, err)
+		if n == 1 {
+			page, err := m.readPage(x)
+			if err != nil {
+				return err
+			}
+			return m.addPage(x.GPA, page)
 		}
+		r := m.f.DataReader(x)
 		for i := uint64(0); i < n; i++ {
-			if err := m.addPage(x.GPA+i*snp.PageSize, buf[i*snp.PageSize:(i+1)*snp.PageSize]); err != nil {
+			if _, err := io.ReadFull(r, m.buf); err != nil {
+				return fmt.Errorf("measure: read page data at %#x: %w", x.GPA+i*snp.PageSize, err)
+			}
+			if err := m.addPage(x.GPA+i*snp.PageSize, m.buf); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+	what := ""
+	if !igvm.HasData(x) {
+		what = noData
+	}
 	for i := uint64(0); i < n; i++ {
-		if err := m.add(x.GPA+i*snp.PageSize, t, Digest{}, ""); err != nil {
+		if err := m.add(x.GPA+i*snp.PageSize, t, Digest{}, what); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// maxRun bounds the read-ahead (256 KiB).
+const maxRun = 64
+
+// readPage returns the 4 KiB file data of a PAGE_DATA directive, reading
+// ahead the data of the directives that follow it when their file data is
+// contiguous, so a large file costs one read per 256 KiB, not per page.
+func (m *measurer) readPage(x *igvm.PageData) ([]byte, error) {
+	if off := int64(x.FileOffset); off >= m.runOff && off+snp.PageSize <= m.runOff+int64(len(m.run)) {
+		return m.run[off-m.runOff : off-m.runOff+snp.PageSize], nil
+	}
+	ra, off, n := m.f.DataReader(x).Outer()
+	if n != snp.PageSize {
+		return nil, fmt.Errorf("measure: page data at %#x: %d bytes", x.GPA, n)
+	}
+	end := off + snp.PageSize
+	for i := m.next; i < len(m.items) && end-off < maxRun*snp.PageSize; i++ {
+		y, ok := m.items[i].hdr.(*igvm.PageData)
+		if !ok || !igvm.HasData(y) || y.PageSize() != snp.PageSize || int64(y.FileOffset) != end {
+			break
+		}
+		end += snp.PageSize
+	}
+	m.run = m.run[:end-off]
+	if _, err := ra.ReadAt(m.run, off); err != nil {
+		m.run = m.run[:0]
+		return nil, fmt.Errorf("measure: read page data at %#x: %w", x.GPA, err)
+	}
+	m.runOff = off
+	return m.run[:snp.PageSize], nil
 }
 
 // addPage measures a NORMAL page with contents.
@@ -484,13 +537,16 @@ func (m *measurer) add(gpa uint64, t snp.PageType, h Digest, what string) error 
 	return nil
 }
 
+// noData marks a page without file data for the labeler.
+const noData = "\x00"
+
 // note extends the current explain region or starts a new one.
 func (m *measurer) note(gpa uint64, t snp.PageType, what string) {
 	if m.labels == nil {
 		return
 	}
-	if what == "" {
-		what = m.labels.label(gpa, t)
+	if what == "" || what == noData {
+		what = m.labels.label(gpa, t, what != noData)
 	}
 	if c := m.cur; c != nil && c.Type == t && c.What == what && c.End() == gpa {
 		c.Pages++
@@ -506,4 +562,22 @@ func (m *measurer) flush() {
 		m.res.Regions = append(m.res.Regions, *m.cur)
 		m.cur = nil
 	}
+}
+
+// MarshalJSON prints the policy, CPU signature and guest features as hex.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type alias Result
+	var sig, feat string
+	if r.CPUSignature != 0 {
+		sig = fmt.Sprintf("%#x", r.CPUSignature)
+	}
+	if r.Profile == ProfileKVM {
+		feat = fmt.Sprintf("%#x", r.GuestFeatures)
+	}
+	return json.Marshal(struct {
+		Policy        string `json:"policy"`
+		CPUSignature  string `json:"cpu_signature,omitempty"`
+		GuestFeatures string `json:"guest_features,omitempty"`
+		alias
+	}{fmt.Sprintf("%#x", uint64(r.Policy)), sig, feat, alias(r)})
 }
