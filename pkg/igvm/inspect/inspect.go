@@ -505,8 +505,11 @@ func checksumOK(b []byte) bool {
 	return s == 0
 }
 
-// maxACPITable bounds the table length inspect reads.
-const maxACPITable = 16 << 20
+// Bounds on what inspect reads of ACPI: table length and number of tables.
+const (
+	maxACPITable  = 16 << 20
+	maxACPITables = 256
+)
 
 func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
 	t := ACPITable{Addr: Hex(addr), Via: via}
@@ -519,7 +522,11 @@ func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
 	t.Length = binary.LittleEndian.Uint32(hdr[4:])
 	if t.Signature == "FACS" {
 		// The FACS has no checksum and a shorter header.
-		body := make([]byte, max(t.Length, 8))
+		if t.Length < 8 || t.Length > maxACPITable {
+			t.Problem = fmt.Sprintf("length %d out of range", t.Length)
+			return t, nil
+		}
+		body := make([]byte, t.Length)
 		if _, err := mem.ReadAt(body, int64(addr)); err != nil {
 			t.Problem = err.Error()
 			return t, nil
@@ -592,7 +599,7 @@ func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
 	}
 	rootSig := a.Tables[0].Signature
 	var children []uint64
-	for o := 36; o+entry <= len(body); o += entry {
+	for o := 36; o+entry <= len(body) && len(children) < maxACPITables; o += entry {
 		if entry == 8 {
 			children = append(children, binary.LittleEndian.Uint64(body[o:]))
 		} else {
