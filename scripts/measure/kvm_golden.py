@@ -14,7 +14,7 @@ The model (see README "imagebuilder measure igvm"):
     no file data -> ZERO (3), else NORMAL (1) with SHA-384 of the page;
   * PARAMETER_INSERT: one UNMEASURED page per 4 KiB of the area;
   * then the VMSA of vCPU 0: the file's VP context page with sev_features =
-    guest features (plus DEBUG_SWAP on host 6.6/6.7) and, on host >= 6.10
+    guest features (plus DEBUG_SWAP on host 6.6-6.8) and, on host >= 6.10
     (KVM_SEV_INIT2), MXCSR 0x1f80 and FCW 0x37f; at GPA 0xFFFFFFFFF000;
   * then one reset-state VMSA per AP (CS f000:fff0 base ffff0000, RDX = CPU
     signature, EFER 0x1000, CR4 0x40, CR0 0x10, DR7 0x400, DR6 0xffff0ff0,
@@ -75,7 +75,7 @@ class Chain:
 def host_fields(page, features, host):
     page = bytearray(page)
     major, minor = host
-    if (6, 6) <= host < (6, 8):
+    if (6, 6) <= host < (6, 9):
         features |= 0x20
     struct.pack_into("<Q", page, 0x3B0, features)
     if host >= (6, 10):
@@ -182,6 +182,7 @@ CASES = [
     ("measure/kvm-ready.igvm", 64, "EPYC-Genoa", "6.12", None, False),
     ("measure/kvm-ready.igvm", 2, "EPYC-Milan", "6.9", None, False),
     ("measure/kvm-ready.igvm", 2, "EPYC-Milan", "6.6", None, False),
+    ("measure/kvm-ready.igvm", 3, "EPYC-Genoa", "6.8", None, False),
     ("measure/kvm-ready.igvm", 2, "EPYC-Genoa", "6.11", 0x21, False),
     ("igvm/d01_kata_clh_short.igvm", 1, None, "6.11", None, True),
     ("igvm/d01_kata_clh_short.igvm", 3, "EPYC-Milan", "6.11", None, True),
