@@ -102,10 +102,12 @@ func CPUModelNames() []string {
 //     FCW 0x37f. Older kernels (and KVM_SEV_INIT) leave them zero.
 //   - Before INIT2, sev_features were chosen by the kernel: kvm_amd's
 //     debug_swap parameter (added in 6.5, commit d1f85fbe836e) defaulted
-//     to on, adding DEBUG_SWAP (0x20) to every VMSA; "KVM: SEV: disable
-//     DEBUG_SWAP by default" (March 2024) turned it off from 6.9. The AMD
-//     SNP host branches of 6.6-6.8 therefore measure 0x21. With INIT2 the
-//     VMM passes the features explicitly.
+//     to on, adding DEBUG_SWAP (0x20) to every VMSA, until commit
+//     5abf6dceb066 "SEV: disable SEV-ES DebugSwap by default" (merged for
+//     6.8 final, March 2024, and backported to later 6.6.y/6.7.y stable
+//     releases: for those, give 6.8). The AMD SNP host branches based on
+//     6.6/6.7 therefore measure 0x21. With INIT2 the VMM passes the
+//     features explicitly.
 type HostKernel struct {
 	Major, Minor int
 }
@@ -148,9 +150,9 @@ func (h HostKernel) String() string { return fmt.Sprintf("%d.%d", h.Major, h.Min
 func (h HostKernel) INIT2() bool { return !h.less(HostKernel{6, 10}) }
 
 // DefaultDebugSwap reports whether kvm_amd adds DEBUG_SWAP to sev_features
-// by default (6.6 to 6.8).
+// by default (6.6 and 6.7 as first released).
 func (h HostKernel) DefaultDebugSwap() bool {
-	return !h.less(HostKernel{6, 6}) && h.less(HostKernel{6, 9})
+	return !h.less(HostKernel{6, 6}) && h.less(HostKernel{6, 8})
 }
 
 // EffectiveFeatures returns the sev_features KVM writes into every VMSA

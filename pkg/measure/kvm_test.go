@@ -40,7 +40,7 @@ func TestHostKernel(t *testing.T) {
 		in               string
 		init2, debugSwap bool
 	}{
-		{"6.6", false, true}, {"6.7.12", false, true}, {"6.8", false, true},
+		{"6.6", false, true}, {"6.7.12", false, true}, {"6.8", false, false},
 		{"6.9", false, false}, {"6.10", true, false}, {"6.11-rc1", true, false}, {"7.0", true, false},
 	}
 	for _, tc := range tests {

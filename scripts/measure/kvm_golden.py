@@ -14,7 +14,7 @@ The model (see README "imagebuilder measure igvm"):
     no file data -> ZERO (3), else NORMAL (1) with SHA-384 of the page;
   * PARAMETER_INSERT: one UNMEASURED page per 4 KiB of the area;
   * then the VMSA of vCPU 0: the file's VP context page with sev_features =
-    guest features (plus DEBUG_SWAP on host 6.6-6.8) and, on host >= 6.10
+    guest features (plus DEBUG_SWAP on host 6.6/6.7) and, on host >= 6.10
     (KVM_SEV_INIT2), MXCSR 0x1f80 and FCW 0x37f; at GPA 0xFFFFFFFFF000;
   * then one reset-state VMSA per AP (CS f000:fff0 base ffff0000, RDX = CPU
     signature, EFER 0x1000, CR4 0x40, CR0 0x10, DR7 0x400, DR6 0xffff0ff0,
@@ -75,7 +75,7 @@ class Chain:
 def host_fields(page, features, host):
     page = bytearray(page)
     major, minor = host
-    if (6, 6) <= host < (6, 9):
+    if (6, 6) <= host < (6, 8):
         features |= 0x20
     struct.pack_into("<Q", page, 0x3B0, features)
     if host >= (6, 10):
