@@ -287,6 +287,12 @@ func (v *validator) check(h Header) error {
 	}
 	switch x := h.(type) {
 	case *Unknown:
+		if _, known := bodySizes[x.HeaderType]; known {
+			return fmt.Errorf("type %#x is a known type; use its struct", uint32(x.HeaderType))
+		}
+		if x.HeaderType&OptionalBit == 0 {
+			return fmt.Errorf("unknown header type %#x", uint32(x.HeaderType))
+		}
 		return nil
 	case *SupportedPlatform:
 		if bits.OnesCount32(x.CompatibilityMask) != 1 {
@@ -480,6 +486,17 @@ func (v *validator) check(h Header) error {
 			return fmt.Errorf("byte_offset %#x outside parameter area %d (%#x bytes)", p.ByteOffset, p.ParameterAreaIndex, a.bytes)
 		}
 		return nil
+	}
+	return nil
+}
+
+// ParameterArea returns the PARAMETER_AREA directive that allocates index,
+// or nil.
+func (f *File) ParameterArea(index uint32) *ParameterArea {
+	for _, h := range f.Directives() {
+		if a, ok := h.(*ParameterArea); ok && a.ParameterAreaIndex == index {
+			return a
+		}
 	}
 	return nil
 }

@@ -287,6 +287,8 @@ func TestBuilderErrors(t *testing.T) {
 		{"oversized page", func(b *Builder) { b.Add(page(0x1000, 0), Bytes(make([]byte, 4097))) }, "exceeds the 4096 bytes"},
 		{"unaligned", func(b *Builder) { b.Add(page(0x1800, 0), Bytes([]byte{1})) }, "header 1 (PAGE_DATA) at offset 0x30: gpa 0x1800 not 4 KiB aligned"},
 		{"no data at all", func(b *Builder) { b.Add(&GuestPolicy{CompatibilityMask: 1}, nil) }, "no header carries file data"},
+		{"unknown not optional", func(b *Builder) { b.Add(&Unknown{HeaderType: 0x3f0}, nil) }, "unknown header type 0x3f0"},
+		{"unknown of a known type", func(b *Builder) { b.Add(&Unknown{HeaderType: TypePageData}, nil) }, "known type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

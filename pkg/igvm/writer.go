@@ -118,6 +118,9 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	if err := v.finish(); err != nil {
 		return 0, &FormatError{Index: len(b.headers), Offset: int64(FixedHeaderSize + hdrBytes), Msg: err.Error()}
 	}
+	if hdrBytes > MaxHeaderSection {
+		return 0, fmt.Errorf("igvm: %d bytes of variable headers exceed the %d-byte limit", hdrBytes, MaxHeaderSection)
+	}
 
 	// Assign file offsets, deduplicating contents.
 	dataStart := int64(FixedHeaderSize + hdrBytes)
