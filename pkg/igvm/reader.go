@@ -19,6 +19,8 @@ type FormatError struct {
 	Msg    string
 }
 
+// Error formats the violation as
+// "igvm: header N (TYPE) at offset 0x...: what is wrong".
 func (e *FormatError) Error() string {
 	if e.Index < 0 {
 		return fmt.Sprintf("igvm: fixed header at offset %#x: %s", e.Offset, e.Msg)
