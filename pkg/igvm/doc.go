@@ -37,7 +37,9 @@
 // file), parameter areas allocated once, used only before their insert and
 // inserted once, parameter byte offsets inside their area, relocation
 // regions well-formed and not overlapping, at most one page-table
-// relocation region per platform and no parameter insert inside it. Padding bytes
+// relocation region per platform and no parameter insert inside it, and
+// (reading one page per VP_CONTEXT) an SEV-SNP VMSA page zero after its
+// 0x670-byte save area. Padding bytes
 // between headers are not checked (igvmgen pads with ASCII '0'). The first
 // violation is returned as a *FormatError naming the header index, type
 // and file offset.

@@ -209,6 +209,34 @@ func (f *File) validate() error {
 		return &FormatError{Index: len(f.Headers), Offset: int64(f.Fixed.VariableHeaderOffset) + int64(f.Fixed.VariableHeaderSize), Msg: err.Error()}
 	}
 	f.nPlatform, f.nInit = v.nPlatform, v.nInit
+	// Like the reference parser, an SEV-SNP VMSA must be zero after the
+	// architectural save area.
+	page := make([]byte, PageSize4K)
+	for i, h := range f.Headers {
+		x, ok := h.(*VPContext)
+		if !ok || v.maskType[x.CompatibilityMask] != PlatformSEVSNP {
+			continue
+		}
+		if _, err := f.r.ReadAt(page, int64(x.FileOffset)); err != nil {
+			return fmt.Errorf("igvm: header %d (VP_CONTEXT): read VMSA: %w", i, err)
+		}
+		if err := checkVMSA(page); err != nil {
+			return &FormatError{Index: i, Type: h.Type(), Offset: f.Offsets[i], Msg: err.Error()}
+		}
+	}
+	return nil
+}
+
+// VMSASaveAreaSize is the size of the SEV-SNP save area proper (through
+// the YMM registers); the rest of a VMSA page must be zero.
+const VMSASaveAreaSize = 0x670
+
+func checkVMSA(page []byte) error {
+	for i := VMSASaveAreaSize; i < len(page); i++ {
+		if page[i] != 0 {
+			return fmt.Errorf("VMSA byte %#x is %#x: bytes after the save area (%#x) must be zero", i, page[i], VMSASaveAreaSize)
+		}
+	}
 	return nil
 }
 
