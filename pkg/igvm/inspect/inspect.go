@@ -1,0 +1,681 @@
+// Package inspect describes an IGVM file for people and programs: its
+// headers with page ranges folded, the SEV-SNP guest policy and VMSA
+// decoded, and what a Linux direct boot left in the measured pages (the
+// boot_params found through the VMSA's rsi, the command line, the e820 map,
+// the ACPI tables from the RSDP) plus the SNP ID block. It reads the file
+// through pkg/igvm, so only the pages it looks at are read.
+package inspect
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha512"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
+)
+
+// Hex is a number shown in hexadecimal (also in JSON, as a "0x..." string).
+type Hex uint64
+
+func (h Hex) String() string { return fmt.Sprintf("%#x", uint64(h)) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (h Hex) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// Report is the description of one IGVM file.
+type Report struct {
+	Size          int64      `json:"size"`
+	FormatVersion uint32     `json:"format_version"`
+	Checksum      Hex        `json:"checksum"`
+	HeaderCount   int        `json:"header_count"`
+	DataStart     Hex        `json:"file_data_offset"`
+	Platforms     []Platform `json:"platforms"`
+	Policies      []Policy   `json:"guest_policies"`
+	Init          []Entry    `json:"initialization,omitempty"`
+	Directives    []Entry    `json:"directives"`
+	VMSAs         []VMSA     `json:"vmsas"`
+	Linux         *Linux     `json:"linux,omitempty"`
+	ACPI          *ACPI      `json:"acpi,omitempty"`
+	IDBlock       *IDBlock   `json:"id_block,omitempty"`
+	Notes         []string   `json:"notes,omitempty"`
+}
+
+// Platform is a SUPPORTED_PLATFORM header.
+type Platform struct {
+	Type              string `json:"type"`
+	Mask              Hex    `json:"compatibility_mask"`
+	HighestVTL        uint8  `json:"highest_vtl"`
+	Version           uint16 `json:"platform_version"`
+	SharedGPABoundary Hex    `json:"shared_gpa_boundary"`
+}
+
+// Policy is a GUEST_POLICY header, decoded for SEV-SNP.
+type Policy struct {
+	Mask     Hex      `json:"compatibility_mask"`
+	Value    Hex      `json:"policy"`
+	ABIMajor uint8    `json:"abi_major"`
+	ABIMinor uint8    `json:"abi_minor"`
+	Flags    []string `json:"flags"`
+	Problem  string   `json:"problem,omitempty"`
+}
+
+// Entry is one directive, or a run of PAGE_DATA directives folded
+// together: consecutive headers loading contiguous pages of the same data
+// type, flags and mask, all with data or all zero.
+type Entry struct {
+	Index int    `json:"index"` // index of the (first) header
+	Count int    `json:"headers"`
+	Type  string `json:"type"`
+	// For folded PAGE_DATA runs.
+	Start    *Hex   `json:"gpa_start,omitempty"`
+	End      *Hex   `json:"gpa_end,omitempty"` // exclusive
+	Pages    int    `json:"pages,omitempty"`
+	DataType string `json:"data_type,omitempty"`
+	Flags    string `json:"flags,omitempty"`
+	Mask     *Hex   `json:"compatibility_mask,omitempty"`
+	Zero     *bool  `json:"zero,omitempty"`
+	// Other headers: a one-line description.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Segment is a decoded VMSA segment register.
+type Segment struct {
+	Selector Hex `json:"selector"`
+	Attrib   Hex `json:"attrib"`
+	Limit    Hex `json:"limit"`
+	Base     Hex `json:"base"`
+}
+
+// VMSA is a VP_CONTEXT's SEV-SNP save area, decoded.
+type VMSA struct {
+	Index       int                `json:"header_index"`
+	VP          uint16             `json:"vp_index"`
+	GPA         Hex                `json:"gpa"`
+	Registers   map[string]Hex     `json:"registers"`
+	Segments    map[string]Segment `json:"segments"`
+	SEVFeatures []string           `json:"sev_features"`
+}
+
+// E820 is one e820 entry of boot_params.
+type E820 struct {
+	Addr Hex    `json:"addr"`
+	Size Hex    `json:"size"`
+	End  Hex    `json:"end"`
+	Type uint32 `json:"type"`
+	Name string `json:"type_name"`
+}
+
+// Linux is what a Linux direct boot left in measured memory.
+type Linux struct {
+	BootParams      Hex    `json:"boot_params_gpa"`
+	Found           string `json:"found_via"`
+	Protocol        string `json:"boot_protocol"`
+	SetupSects      uint8  `json:"setup_sects"`
+	TypeOfLoader    Hex    `json:"type_of_loader"`
+	LoadFlags       Hex    `json:"loadflags"`
+	Code32Start     Hex    `json:"code32_start"`
+	PrefAddress     Hex    `json:"pref_address"`
+	InitSize        Hex    `json:"init_size"`
+	KernelAlignment Hex    `json:"kernel_alignment"`
+	XLoadFlags      Hex    `json:"xloadflags"`
+	CmdlineSize     uint32 `json:"cmdline_size"`
+	CmdlineGPA      Hex    `json:"cmdline_gpa"`
+	Cmdline         string `json:"cmdline"`
+	RamdiskGPA      Hex    `json:"ramdisk_gpa"`
+	RamdiskSize     Hex    `json:"ramdisk_size"`
+	ACPIRSDP        Hex    `json:"acpi_rsdp_addr"`
+	CCBlob          Hex    `json:"cc_blob_address"`
+	CCBlobMagic     string `json:"cc_blob_magic,omitempty"`
+	E820            []E820 `json:"e820"`
+}
+
+// ACPITable is one table reached from the RSDP.
+type ACPITable struct {
+	Signature  string `json:"signature"`
+	Addr       Hex    `json:"addr"`
+	Length     uint32 `json:"length"`
+	Revision   uint8  `json:"revision"`
+	OEMID      string `json:"oem_id"`
+	OEMTableID string `json:"oem_table_id"`
+	ChecksumOK bool   `json:"checksum_ok"`
+	Via        string `json:"via"`
+	Problem    string `json:"problem,omitempty"`
+}
+
+// ACPI is the table tree found from the RSDP.
+type ACPI struct {
+	RSDP       Hex         `json:"rsdp"`
+	OEMID      string      `json:"oem_id"`
+	Revision   uint8       `json:"revision"`
+	ChecksumOK bool        `json:"checksum_ok"`
+	RSDT       Hex         `json:"rsdt"`
+	XSDT       Hex         `json:"xsdt"`
+	Tables     []ACPITable `json:"tables"`
+}
+
+// IDBlock is the SNP_ID_BLOCK header.
+type IDBlock struct {
+	Index              int    `json:"header_index"`
+	Mask               Hex    `json:"compatibility_mask"`
+	LD                 string `json:"ld"`
+	FamilyID           string `json:"family_id"`
+	ImageID            string `json:"image_id"`
+	Version            uint32 `json:"version"`
+	GuestSVN           uint32 `json:"guest_svn"`
+	IDKeyAlgorithm     uint32 `json:"id_key_algorithm"`
+	IDKeyCurve         uint32 `json:"id_key_curve"`
+	IDKeyDigest        string `json:"id_key_digest"`
+	SignatureValid     *bool  `json:"signature_valid,omitempty"`
+	AuthorKeyEnabled   uint8  `json:"author_key_enabled"`
+	AuthorKeyAlgorithm uint32 `json:"author_key_algorithm"`
+	AuthorKeyDigest    string `json:"author_key_digest,omitempty"`
+}
+
+// Inspect builds the report of a file. Problems found in the guest payload
+// (a missing page, a bad ACPI checksum) are recorded in the report, not
+// returned as errors: the file itself is valid once igvm.Open accepted it.
+func Inspect(f *igvm.File) (*Report, error) {
+	r := &Report{
+		Size:          f.Size(),
+		FormatVersion: f.Fixed.FormatVersion,
+		Checksum:      Hex(f.Fixed.Checksum),
+		HeaderCount:   len(f.Headers),
+		DataStart:     Hex(f.Fixed.VariableHeaderOffset + f.Fixed.VariableHeaderSize),
+	}
+	for _, h := range f.Platforms() {
+		if p, ok := h.(*igvm.SupportedPlatform); ok {
+			r.Platforms = append(r.Platforms, Platform{igvm.PlatformName(p.PlatformType), Hex(p.CompatibilityMask), p.HighestVTL, p.PlatformVersion, Hex(p.SharedGPABoundary)})
+		}
+	}
+	snpMask := uint32(0)
+	for _, h := range f.Platforms() {
+		if p, ok := h.(*igvm.SupportedPlatform); ok && p.PlatformType == igvm.PlatformSEVSNP {
+			snpMask = p.CompatibilityMask
+		}
+	}
+	var snpPolicy *uint64
+	for i, h := range f.Initialization() {
+		switch x := h.(type) {
+		case *igvm.GuestPolicy:
+			gp := snp.GuestPolicy(x.Policy)
+			p := Policy{Mask: Hex(x.CompatibilityMask), Value: Hex(x.Policy), ABIMajor: gp.ABIMajor(), ABIMinor: gp.ABIMinor(), Flags: gp.Flags()}
+			if p.Flags == nil {
+				p.Flags = []string{}
+			}
+			if x.CompatibilityMask&snpMask != 0 {
+				if err := gp.Validate(); err != nil {
+					p.Problem = err.Error()
+				}
+				v := x.Policy
+				snpPolicy = &v
+			}
+			r.Policies = append(r.Policies, p)
+		default:
+			r.Init = append(r.Init, Entry{Index: len(f.Platforms()) + i, Count: 1, Type: h.Type().String(), Detail: describe(h)})
+		}
+	}
+	r.Directives = fold(f)
+
+	mem := f.Memory()
+	for i, h := range f.Directives() {
+		switch x := h.(type) {
+		case *igvm.VPContext:
+			if x.CompatibilityMask != snpMask {
+				continue
+			}
+			page, err := f.Data(x)
+			if err != nil {
+				return nil, err
+			}
+			v, err := snp.UnmarshalVMSA(page)
+			if err != nil {
+				return nil, err
+			}
+			r.VMSAs = append(r.VMSAs, decodeVMSA(f.DirectiveIndex(i), x, v))
+		case *igvm.SNPIDBlock:
+			r.IDBlock = decodeIDBlock(f.DirectiveIndex(i), x, snpPolicy)
+		}
+	}
+	if len(r.VMSAs) > 0 {
+		rsi := uint64(r.VMSAs[0].Registers["rsi"])
+		if l, err := decodeLinux(mem, rsi); err != nil {
+			r.Notes = append(r.Notes, fmt.Sprintf("no Linux boot_params at VMSA rsi %#x: %v", rsi, err))
+		} else {
+			r.Linux = l
+		}
+	}
+	rsdp := uint64(0xE0000)
+	if r.Linux != nil && r.Linux.ACPIRSDP != 0 {
+		rsdp = uint64(r.Linux.ACPIRSDP)
+	}
+	if a, err := decodeACPI(mem, rsdp); err != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("no ACPI tables: %v", err))
+	} else {
+		r.ACPI = a
+	}
+	return r, nil
+}
+
+func flagString(fl uint32) string {
+	var s []string
+	if fl&igvm.PageFlag2MB != 0 {
+		s = append(s, "2MB")
+	}
+	if fl&igvm.PageFlagUnmeasured != 0 {
+		s = append(s, "UNMEASURED")
+	}
+	if fl&igvm.PageFlagShared != 0 {
+		s = append(s, "SHARED")
+	}
+	return strings.Join(s, "|")
+}
+
+// fold groups the directives.
+func fold(f *igvm.File) []Entry {
+	var out []Entry
+	var run *Entry
+	var last *igvm.PageData
+	for i, h := range f.Directives() {
+		idx := f.DirectiveIndex(i)
+		p, ok := h.(*igvm.PageData)
+		if ok && run != nil && last != nil &&
+			p.GPA == last.GPA+last.PageSize() && p.DataType == last.DataType && p.Flags == last.Flags &&
+			p.CompatibilityMask == last.CompatibilityMask && (p.FileOffset == 0) == (last.FileOffset == 0) {
+			run.Count++
+			run.Pages += int(p.PageSize() / igvm.PageSize4K)
+			end := Hex(p.GPA + p.PageSize())
+			run.End = &end
+			last = p
+			continue
+		}
+		if run != nil {
+			out = append(out, *run)
+			run, last = nil, nil
+		}
+		if ok {
+			start, end, mask, zero := Hex(p.GPA), Hex(p.GPA+p.PageSize()), Hex(p.CompatibilityMask), p.FileOffset == 0
+			run = &Entry{Index: idx, Count: 1, Type: h.Type().String(), Start: &start, End: &end,
+				Pages: int(p.PageSize() / igvm.PageSize4K), DataType: p.DataType.String(), Flags: flagString(p.Flags), Mask: &mask, Zero: &zero}
+			last = p
+			continue
+		}
+		out = append(out, Entry{Index: idx, Count: 1, Type: h.Type().String(), Detail: describe(h)})
+	}
+	if run != nil {
+		out = append(out, *run)
+	}
+	return out
+}
+
+// describe is a one-line summary of a non-page header.
+func describe(h igvm.Header) string {
+	if p, ok := igvm.ParameterOf(h); ok {
+		return fmt.Sprintf("area %d offset %#x", p.ParameterAreaIndex, p.ByteOffset)
+	}
+	switch x := h.(type) {
+	case *igvm.ParameterArea:
+		init := "zero"
+		if x.FileOffset != 0 {
+			init = fmt.Sprintf("data at file offset %#x", x.FileOffset)
+		}
+		return fmt.Sprintf("area %d: %#x bytes, initially %s", x.ParameterAreaIndex, x.NumberOfBytes, init)
+	case *igvm.ParameterInsert:
+		return fmt.Sprintf("area %d at gpa %#x (unmeasured), mask %#x", x.ParameterAreaIndex, x.GPA, x.CompatibilityMask)
+	case *igvm.VPContext:
+		return fmt.Sprintf("vp %d at gpa %#x, mask %#x", x.VPIndex, x.GPA, x.CompatibilityMask)
+	case *igvm.RequiredMemory:
+		return fmt.Sprintf("gpa %#x, %#x bytes, flags %#x, mask %#x", x.GPA, x.NumberOfBytes, x.Flags, x.CompatibilityMask)
+	case *igvm.ErrorRange:
+		return fmt.Sprintf("gpa %#x, %#x bytes, mask %#x", x.GPA, x.SizeBytes, x.CompatibilityMask)
+	case *igvm.SNPIDBlock:
+		return fmt.Sprintf("mask %#x, ld %s", x.CompatibilityMask, hex.EncodeToString(x.LD[:]))
+	case *igvm.VBSMeasurement:
+		return fmt.Sprintf("mask %#x, version %d, product %d, module %d, svn %d", x.CompatibilityMask, x.Version, x.ProductID, x.ModuleID, x.SecurityVersion)
+	case *igvm.RelocatableRegion:
+		return fmt.Sprintf("gpa %#x, %#x bytes, alignment %#x, range [%#x, %#x], vp %d vtl %d flags %#x, mask %#x",
+			x.RelocationRegionGPA, x.RelocationRegionSize, x.RelocationAlignment, x.MinimumRelocationGPA, x.MaximumRelocationGPA, x.VPIndex, x.VTL, x.Flags, x.CompatibilityMask)
+	case *igvm.PageTableRelocation:
+		return fmt.Sprintf("gpa %#x, %#x bytes (%#x used), vp %d vtl %d, mask %#x", x.GPA, x.Size, x.UsedSize, x.VPIndex, x.VTL, x.CompatibilityMask)
+	case *igvm.Unknown:
+		return fmt.Sprintf("%d bytes (optional, ignored)", len(x.Body))
+	}
+	return ""
+}
+
+// SEV features bits (VMSA sev_features, AMD APM vol. 2 "SEV_FEATURES").
+var sevFeatureNames = []string{
+	0: "SNP_ACTIVE", 1: "VTOM", 2: "REFLECT_VC", 3: "RESTRICTED_INJECTION",
+	4: "ALTERNATE_INJECTION", 5: "DEBUG_SWAP", 6: "PREVENT_HOST_IBS", 7: "BTB_ISOLATION",
+	8: "VMPL_SSS", 9: "SECURE_TSC", 10: "VMGEXIT_PARAMETER", 12: "IBS_VIRTUALIZATION",
+	14: "VMSA_REG_PROT", 15: "SMT_PROTECTION",
+}
+
+func sevFeatures(v uint64) []string {
+	out := []string{}
+	for b := 0; b < 64; b++ {
+		if v&(1<<b) == 0 {
+			continue
+		}
+		if b < len(sevFeatureNames) && sevFeatureNames[b] != "" {
+			out = append(out, sevFeatureNames[b])
+		} else {
+			out = append(out, fmt.Sprintf("BIT%d", b))
+		}
+	}
+	return out
+}
+
+func seg(s snp.Segment) Segment {
+	return Segment{Hex(s.Selector), Hex(s.Attrib), Hex(s.Limit), Hex(s.Base)}
+}
+
+func decodeVMSA(idx int, x *igvm.VPContext, v *snp.VMSA) VMSA {
+	return VMSA{
+		Index: idx, VP: x.VPIndex, GPA: Hex(x.GPA),
+		Registers: map[string]Hex{
+			"rip": Hex(v.RIP), "rsp": Hex(v.RSP), "rsi": Hex(v.RSI), "rdi": Hex(v.RDI),
+			"rax": Hex(v.RAX), "rbx": Hex(v.RBX), "rcx": Hex(v.RCX), "rdx": Hex(v.RDX), "rbp": Hex(v.RBP),
+			"rflags": Hex(v.RFLAGS), "cr0": Hex(v.CR0), "cr3": Hex(v.CR3), "cr4": Hex(v.CR4),
+			"efer": Hex(v.EFER), "xcr0": Hex(v.XCR0), "g_pat": Hex(v.GPAT), "dr6": Hex(v.DR6), "dr7": Hex(v.DR7),
+			"sev_features": Hex(v.SEVFeatures), "vmpl": Hex(v.VMPL), "cpl": Hex(v.CPL), "mxcsr": Hex(v.MXCSR), "x87_fcw": Hex(v.X87FCW),
+			"virtual_tom": Hex(v.VirtualTOM),
+		},
+		Segments: map[string]Segment{
+			"es": seg(v.ES), "cs": seg(v.CS), "ss": seg(v.SS), "ds": seg(v.DS), "fs": seg(v.FS), "gs": seg(v.GS),
+			"gdtr": seg(v.GDTR), "ldtr": seg(v.LDTR), "idtr": seg(v.IDTR), "tr": seg(v.TR),
+		},
+		SEVFeatures: sevFeatures(v.SEVFeatures),
+	}
+}
+
+// Offsets in struct boot_params (Linux arch/x86/include/uapi/asm/bootparam.h).
+const (
+	bpACPIRSDP      = 0x070
+	bpExtRamdisk    = 0x0c0
+	bpExtRamdiskSz  = 0x0c4
+	bpExtCmdline    = 0x0c8
+	bpCCBlob        = 0x13c
+	bpE820Entries   = 0x1e8
+	bpSetupSects    = 0x1f1
+	bpHeaderMagic   = 0x202
+	bpVersion       = 0x206
+	bpTypeOfLoader  = 0x210
+	bpLoadFlags     = 0x211
+	bpCode32Start   = 0x214
+	bpRamdiskImage  = 0x218
+	bpRamdiskSize   = 0x21c
+	bpCmdLinePtr    = 0x228
+	bpKernelAlign   = 0x230
+	bpXLoadFlags    = 0x236
+	bpCmdlineSize   = 0x238
+	bpPrefAddress   = 0x258
+	bpInitSize      = 0x260
+	bpE820Table     = 0x2d0
+	bootParamsSize  = 0x1000
+	e820EntrySize   = 20
+	e820MaxEntries  = 128
+	maxCmdlineBytes = 1 << 16
+)
+
+var e820Names = map[uint32]string{1: "RAM", 2: "RESERVED", 3: "ACPI", 4: "NVS", 5: "UNUSABLE", 7: "PMEM", 12: "PRAM", 0xefffffff: "SOFT_RESERVED"}
+
+func decodeLinux(mem *igvm.Memory, gpa uint64) (*Linux, error) {
+	bp := make([]byte, bootParamsSize)
+	if _, err := mem.ReadAt(bp, int64(gpa)); err != nil {
+		return nil, err
+	}
+	if string(bp[bpHeaderMagic:bpHeaderMagic+4]) != "HdrS" {
+		return nil, fmt.Errorf("setup header magic %q, want \"HdrS\"", bp[bpHeaderMagic:bpHeaderMagic+4])
+	}
+	le32 := func(o int) uint32 { return binary.LittleEndian.Uint32(bp[o:]) }
+	ver := binary.LittleEndian.Uint16(bp[bpVersion:])
+	l := &Linux{
+		BootParams:      Hex(gpa),
+		Found:           "VMSA rsi",
+		Protocol:        fmt.Sprintf("%d.%02d", ver>>8, ver&0xff),
+		SetupSects:      bp[bpSetupSects],
+		TypeOfLoader:    Hex(bp[bpTypeOfLoader]),
+		LoadFlags:       Hex(bp[bpLoadFlags]),
+		Code32Start:     Hex(le32(bpCode32Start)),
+		PrefAddress:     Hex(binary.LittleEndian.Uint64(bp[bpPrefAddress:])),
+		InitSize:        Hex(le32(bpInitSize)),
+		KernelAlignment: Hex(le32(bpKernelAlign)),
+		XLoadFlags:      Hex(binary.LittleEndian.Uint16(bp[bpXLoadFlags:])),
+		CmdlineSize:     le32(bpCmdlineSize),
+		CmdlineGPA:      Hex(uint64(le32(bpCmdLinePtr)) | uint64(le32(bpExtCmdline))<<32),
+		RamdiskGPA:      Hex(uint64(le32(bpRamdiskImage)) | uint64(le32(bpExtRamdisk))<<32),
+		RamdiskSize:     Hex(uint64(le32(bpRamdiskSize)) | uint64(le32(bpExtRamdiskSz))<<32),
+		ACPIRSDP:        Hex(binary.LittleEndian.Uint64(bp[bpACPIRSDP:])),
+		CCBlob:          Hex(le32(bpCCBlob)),
+		E820:            []E820{},
+	}
+	if l.CmdlineGPA != 0 {
+		l.Cmdline = readCString(mem, uint64(l.CmdlineGPA), maxCmdlineBytes)
+	}
+	if l.CCBlob != 0 {
+		var m [4]byte
+		if _, err := mem.ReadAt(m[:], int64(l.CCBlob)); err == nil {
+			l.CCBlobMagic = fmt.Sprintf("%#x", binary.LittleEndian.Uint32(m[:]))
+		}
+	}
+	n := min(int(bp[bpE820Entries]), e820MaxEntries)
+	for i := 0; i < n; i++ {
+		e := bp[bpE820Table+i*e820EntrySize:]
+		addr, size, typ := binary.LittleEndian.Uint64(e), binary.LittleEndian.Uint64(e[8:]), binary.LittleEndian.Uint32(e[16:])
+		name := e820Names[typ]
+		if name == "" {
+			name = fmt.Sprintf("TYPE_%d", typ)
+		}
+		l.E820 = append(l.E820, E820{Hex(addr), Hex(size), Hex(addr + size), typ, name})
+	}
+	return l, nil
+}
+
+// readCString reads a NUL-terminated string at gpa, stopping at max bytes
+// or at the first page not loaded.
+func readCString(mem *igvm.Memory, gpa uint64, max int) string {
+	var out []byte
+	buf := make([]byte, 256)
+	for len(out) < max {
+		n, _ := mem.ReadAt(buf, int64(gpa)+int64(len(out)))
+		if i := bytes.IndexByte(buf[:n], 0); i >= 0 {
+			return string(append(out, buf[:i]...))
+		}
+		out = append(out, buf[:n]...)
+		if n < len(buf) {
+			break
+		}
+	}
+	return string(out)
+}
+
+func checksumOK(b []byte) bool {
+	var s byte
+	for _, c := range b {
+		s += c
+	}
+	return s == 0
+}
+
+// Bounds on what inspect reads of ACPI: table length and number of tables.
+const (
+	maxACPITable  = 16 << 20
+	maxACPITables = 256
+)
+
+func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
+	t := ACPITable{Addr: Hex(addr), Via: via}
+	var hdr [36]byte
+	if _, err := mem.ReadAt(hdr[:8], int64(addr)); err != nil {
+		t.Problem = err.Error()
+		return t, nil
+	}
+	t.Signature = printable(hdr[:4])
+	t.Length = binary.LittleEndian.Uint32(hdr[4:])
+	if t.Signature == "FACS" {
+		// The FACS has no checksum and a shorter header.
+		if t.Length < 8 || t.Length > maxACPITable {
+			t.Problem = fmt.Sprintf("length %d out of range", t.Length)
+			return t, nil
+		}
+		body := make([]byte, t.Length)
+		if _, err := mem.ReadAt(body, int64(addr)); err != nil {
+			t.Problem = err.Error()
+			return t, nil
+		}
+		t.ChecksumOK = true
+		return t, body
+	}
+	if t.Length < 36 || t.Length > maxACPITable {
+		t.Problem = fmt.Sprintf("length %d out of range", t.Length)
+		return t, nil
+	}
+	body := make([]byte, t.Length)
+	if _, err := mem.ReadAt(body, int64(addr)); err != nil {
+		t.Problem = err.Error()
+		return t, nil
+	}
+	t.Revision = body[8]
+	t.OEMID = printable(body[10:16])
+	t.OEMTableID = printable(body[16:24])
+	t.ChecksumOK = checksumOK(body)
+	if !t.ChecksumOK {
+		t.Problem = "bad checksum"
+	}
+	return t, body
+}
+
+func printable(b []byte) string {
+	return strings.TrimRight(strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '.'
+		}
+		return r
+	}, string(b)), " .")
+}
+
+func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
+	var b [36]byte
+	if _, err := mem.ReadAt(b[:20], int64(rsdp)); err != nil {
+		return nil, err
+	}
+	if string(b[:8]) != "RSD PTR " {
+		return nil, fmt.Errorf("no RSDP signature at %#x", rsdp)
+	}
+	a := &ACPI{RSDP: Hex(rsdp), OEMID: printable(b[9:15]), Revision: b[15], RSDT: Hex(binary.LittleEndian.Uint32(b[16:]))}
+	a.ChecksumOK = checksumOK(b[:20])
+	if a.Revision >= 2 {
+		if _, err := mem.ReadAt(b[:], int64(rsdp)); err != nil {
+			return nil, err
+		}
+		a.XSDT = Hex(binary.LittleEndian.Uint64(b[24:]))
+		a.ChecksumOK = a.ChecksumOK && checksumOK(b[:36])
+	}
+	seen := map[uint64]bool{}
+	add := func(addr uint64, via string) []byte {
+		if addr == 0 || seen[addr] {
+			return nil
+		}
+		seen[addr] = true
+		t, body := readTable(mem, addr, via)
+		a.Tables = append(a.Tables, t)
+		return body
+	}
+	root, entry := uint64(a.XSDT), 8
+	if root == 0 {
+		root, entry = uint64(a.RSDT), 4
+	}
+	body := add(root, "RSDP")
+	if body == nil {
+		return a, nil
+	}
+	rootSig := a.Tables[0].Signature
+	var children []uint64
+	for o := 36; o+entry <= len(body) && len(children) < maxACPITables; o += entry {
+		if entry == 8 {
+			children = append(children, binary.LittleEndian.Uint64(body[o:]))
+		} else {
+			children = append(children, uint64(binary.LittleEndian.Uint32(body[o:])))
+		}
+	}
+	for _, c := range children {
+		tb := add(c, rootSig)
+		if len(tb) >= 148 && string(tb[:4]) == "FACP" {
+			facs, dsdt := uint64(binary.LittleEndian.Uint32(tb[36:])), uint64(binary.LittleEndian.Uint32(tb[40:]))
+			if x := binary.LittleEndian.Uint64(tb[132:]); x != 0 {
+				facs = x
+			}
+			if x := binary.LittleEndian.Uint64(tb[140:]); x != 0 {
+				dsdt = x
+			}
+			add(dsdt, "FACP")
+			add(facs, "FACP")
+		}
+	}
+	return a, nil
+}
+
+func decodeIDBlock(idx int, x *igvm.SNPIDBlock, policy *uint64) *IDBlock {
+	id := &IDBlock{
+		Index: idx, Mask: Hex(x.CompatibilityMask),
+		LD: hex.EncodeToString(x.LD[:]), FamilyID: hex.EncodeToString(x.FamilyID[:]), ImageID: hex.EncodeToString(x.ImageID[:]),
+		Version: x.Version, GuestSVN: x.GuestSVN,
+		IDKeyAlgorithm: x.IDKeyAlgorithm, IDKeyCurve: x.IDPublicKey.Curve,
+		IDKeyDigest:      keyDigest(x.IDPublicKey),
+		AuthorKeyEnabled: x.AuthorKeyEnabled, AuthorKeyAlgorithm: x.AuthorKeyAlgorithm,
+	}
+	if x.AuthorKeyEnabled != 0 {
+		id.AuthorKeyDigest = keyDigest(x.AuthorPublicKey)
+	}
+	if policy != nil && x.IDKeyAlgorithm == 1 && x.IDPublicKey.Curve == 2 {
+		ok := verifyIDBlock(x, *policy)
+		id.SignatureValid = &ok
+	}
+	return id
+}
+
+// keyDigest is SHA-384 of the key in the SEV-SNP firmware ABI's 0x404-byte
+// public key format (curve u32, qx[72], qy[72], zeros), the value
+// attestation reports carry as ID_KEY_DIGEST / AUTHOR_KEY_DIGEST.
+func keyDigest(k igvm.SNPIDBlockPublicKey) string {
+	b := make([]byte, 0x404)
+	binary.LittleEndian.PutUint32(b, k.Curve)
+	copy(b[4:], k.QX[:])
+	copy(b[4+72:], k.QY[:])
+	s := sha512.Sum384(b)
+	return hex.EncodeToString(s[:])
+}
+
+// leInt decodes a little-endian integer.
+func leInt(b []byte) *big.Int {
+	r := slices.Clone(b)
+	slices.Reverse(r)
+	return new(big.Int).SetBytes(r)
+}
+
+// verifyIDBlock checks the ECDSA P-384/SHA-384 signature of the ID block
+// (ld, family_id, image_id, version, guest_svn, policy: 96 bytes, SEV-SNP
+// firmware ABI "ID_BLOCK").
+func verifyIDBlock(x *igvm.SNPIDBlock, policy uint64) bool {
+	msg := make([]byte, 0, 96)
+	msg = append(msg, x.LD[:]...)
+	msg = append(msg, x.FamilyID[:]...)
+	msg = append(msg, x.ImageID[:]...)
+	msg = binary.LittleEndian.AppendUint32(msg, x.Version)
+	msg = binary.LittleEndian.AppendUint32(msg, x.GuestSVN)
+	msg = binary.LittleEndian.AppendUint64(msg, policy)
+	pub := &ecdsa.PublicKey{Curve: elliptic.P384(), X: leInt(x.IDPublicKey.QX[:48]), Y: leInt(x.IDPublicKey.QY[:48])}
+	if !pub.Curve.IsOnCurve(pub.X, pub.Y) {
+		return false
+	}
+	d := sha512.Sum384(msg)
+	return ecdsa.Verify(pub, d[:], leInt(x.IDKeySignature.R[:]), leInt(x.IDKeySignature.S[:]))
+}
