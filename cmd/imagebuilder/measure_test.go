@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
 // runOut runs the CLI with stdout captured to a file.
@@ -111,5 +114,38 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("failed run left an output file")
+	}
+}
+
+// An IGVM file for another platform (VSM isolation) is refused with a
+// clear error, as is a truncated one.
+func TestMeasureIGVMNotSNP(t *testing.T) {
+	var b igvm.Builder
+	b.Add(&igvm.SupportedPlatform{CompatibilityMask: 1, PlatformType: igvm.PlatformVSMIsolation, PlatformVersion: 1}, nil)
+	b.Add(&igvm.PageData{GPA: 0x1000, CompatibilityMask: 1}, igvm.Bytes([]byte("x")))
+	var buf bytes.Buffer
+	if _, err := b.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	vsm := filepath.Join(dir, "vsm.igvm")
+	if err := os.WriteFile(vsm, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := runOut(t, "measure", "igvm", vsm, "--profile", "mshv")
+	if code != exitFailure || !strings.Contains(errs, "no SEV-SNP platform (it supports VSM_ISOLATION)") {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	good, err := os.ReadFile(d01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trunc := filepath.Join(dir, "trunc.igvm")
+	if err := os.WriteFile(trunc, good[:len(good)-100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs = runOut(t, "measure", "igvm", trunc, "--profile", "kvm")
+	if code != exitFailure || !strings.Contains(errs, "total_file_size") || strings.Count(errs, "\n") != 1 {
+		t.Errorf("exit %d, stderr %q", code, errs)
 	}
 }

@@ -35,10 +35,19 @@
 // (2 MiB for 2 MiB pages), known page data types and flags, zero reserved
 // fields, page-multiple sizes, file data inside [end of headers, end of
 // file), parameter areas allocated once, used only before their insert and
-// inserted once, parameter byte offsets inside their area. Padding bytes
+// inserted once, parameter byte offsets inside their area, relocation
+// regions well-formed and not overlapping, at most one page-table
+// relocation region per platform and no parameter insert inside it, and
+// (reading one page per VP_CONTEXT) an SEV-SNP VMSA page zero after its
+// 0x670-byte save area. Padding bytes
 // between headers are not checked (igvmgen pads with ASCII '0'). The first
 // violation is returned as a *FormatError naming the header index, type
 // and file offset.
+//
+// File.Memory gives a view of guest memory by GPA over the PAGE_DATA
+// directives (Memory.ReadAt reads across pages, only the pages asked for);
+// File.ParameterArea finds a parameter area by index; DataSize, HasData and
+// ParameterOf describe a header's data and parameter location.
 //
 // # Writing
 //
@@ -48,5 +57,23 @@
 // headers, identical contents stored once, all-zero pages as file_offset 0.
 // WriteTo applies the same validation as Open. Builder.CopyFile re-encodes
 // a File: reading and writing a valid file keeps its headers (other than
-// file offsets) and every page's contents.
+// file offsets) and every page's contents. Data sources are read twice
+// (hash, then copy) through small buffers: a 64 MiB initrd given as page
+// sections of its file is never held in memory.
+//
+// # Example
+//
+//	var b igvm.Builder
+//	b.Add(&igvm.SupportedPlatform{CompatibilityMask: 1, PlatformType: igvm.PlatformSEVSNP, PlatformVersion: 1}, nil)
+//	b.Add(&igvm.GuestPolicy{Policy: 0x30000, CompatibilityMask: 1}, nil)
+//	b.Add(&igvm.PageData{GPA: 0x100000, CompatibilityMask: 1}, igvm.Bytes(page))
+//	b.Add(&igvm.VPContext{GPA: 0x803000, CompatibilityMask: 1}, igvm.Bytes(vmsa.Marshal()))
+//	_, err := b.WriteTo(w)
+//
+//	f, err := igvm.Open(file, size)
+//	for _, h := range f.Directives() {
+//		if p, ok := h.(*igvm.PageData); ok {
+//			data, err := f.Data(p) // 4 KiB, zeros when FileOffset is 0
+//		}
+//	}
 package igvm

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -196,5 +197,44 @@ func TestRoundTrip(t *testing.T) {
 				t.Error("re-writing a canonical file changed it")
 			}
 		})
+	}
+}
+
+func TestParameterAreaLookup(t *testing.T) {
+	f, err := Parse(valid(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := f.ParameterArea(0); a == nil || a.NumberOfBytes != 0x1000 {
+		t.Errorf("ParameterArea(0) = %+v", a)
+	}
+	if a := f.ParameterArea(1); a != nil {
+		t.Errorf("ParameterArea(1) = %+v", a)
+	}
+}
+
+func TestMemory(t *testing.T) {
+	f, err := Parse(valid(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := f.Memory()
+	if got := m.Pages(); len(got) != 2 || got[0] != 0x1000 || got[1] != 0x2000 {
+		t.Fatalf("pages %#x", got)
+	}
+	// A read spanning the data page and the zero page.
+	p := make([]byte, 8)
+	if _, err := m.ReadAt(p, 0x1ffc); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p, []byte{0xaa, 0xaa, 0xaa, 0xaa, 0, 0, 0, 0}) {
+		t.Errorf("read %x", p)
+	}
+	n, err := m.ReadAt(p, 0x2ffc)
+	if err == nil || n != 4 || !strings.Contains(err.Error(), "gpa 0x3000 is not loaded") {
+		t.Errorf("read past loaded memory: n=%d err=%v", n, err)
+	}
+	if !m.Loaded(0x1fff) || m.Loaded(0x3000) {
+		t.Error("Loaded wrong")
 	}
 }

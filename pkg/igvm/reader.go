@@ -19,6 +19,8 @@ type FormatError struct {
 	Msg    string
 }
 
+// Error formats the violation as
+// "igvm: header N (TYPE) at offset 0x...: what is wrong".
 func (e *FormatError) Error() string {
 	if e.Index < 0 {
 		return fmt.Sprintf("igvm: fixed header at offset %#x: %s", e.Offset, e.Msg)
@@ -207,6 +209,34 @@ func (f *File) validate() error {
 		return &FormatError{Index: len(f.Headers), Offset: int64(f.Fixed.VariableHeaderOffset) + int64(f.Fixed.VariableHeaderSize), Msg: err.Error()}
 	}
 	f.nPlatform, f.nInit = v.nPlatform, v.nInit
+	// Like the reference parser, an SEV-SNP VMSA must be zero after the
+	// architectural save area.
+	page := make([]byte, PageSize4K)
+	for i, h := range f.Headers {
+		x, ok := h.(*VPContext)
+		if !ok || v.maskType[x.CompatibilityMask] != PlatformSEVSNP {
+			continue
+		}
+		if _, err := f.r.ReadAt(page, int64(x.FileOffset)); err != nil {
+			return fmt.Errorf("igvm: header %d (VP_CONTEXT): read VMSA: %w", i, err)
+		}
+		if err := checkVMSA(page); err != nil {
+			return &FormatError{Index: i, Type: h.Type(), Offset: f.Offsets[i], Msg: err.Error()}
+		}
+	}
+	return nil
+}
+
+// VMSASaveAreaSize is the size of the SEV-SNP save area proper (through
+// the YMM registers); the rest of a VMSA page must be zero.
+const VMSASaveAreaSize = 0x670
+
+func checkVMSA(page []byte) error {
+	for i := VMSASaveAreaSize; i < len(page); i++ {
+		if page[i] != 0 {
+			return fmt.Errorf("VMSA byte %#x is %#x: bytes after the save area (%#x) must be zero", i, page[i], VMSASaveAreaSize)
+		}
+	}
 	return nil
 }
 
@@ -287,6 +317,12 @@ func (v *validator) check(h Header) error {
 	}
 	switch x := h.(type) {
 	case *Unknown:
+		if _, known := bodySizes[x.HeaderType]; known {
+			return fmt.Errorf("type %#x is a known type; use its struct", uint32(x.HeaderType))
+		}
+		if x.HeaderType&OptionalBit == 0 {
+			return fmt.Errorf("unknown header type %#x", uint32(x.HeaderType))
+		}
 		return nil
 	case *SupportedPlatform:
 		if bits.OnesCount32(x.CompatibilityMask) != 1 {
@@ -480,6 +516,17 @@ func (v *validator) check(h Header) error {
 			return fmt.Errorf("byte_offset %#x outside parameter area %d (%#x bytes)", p.ByteOffset, p.ParameterAreaIndex, a.bytes)
 		}
 		return nil
+	}
+	return nil
+}
+
+// ParameterArea returns the PARAMETER_AREA directive that allocates index,
+// or nil.
+func (f *File) ParameterArea(index uint32) *ParameterArea {
+	for _, h := range f.Directives() {
+		if a, ok := h.(*ParameterArea); ok && a.ParameterAreaIndex == index {
+			return a
+		}
 	}
 	return nil
 }

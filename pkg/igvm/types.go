@@ -108,6 +108,7 @@ const (
 	SectionDirective
 )
 
+// String names the section.
 func (s Section) String() string {
 	switch s {
 	case SectionPlatform:
@@ -241,6 +242,7 @@ const (
 	DataCPUIDXF PageDataType = 3
 )
 
+// String returns the specification name, e.g. "CPUID_DATA".
 func (d PageDataType) String() string {
 	switch d {
 	case DataNormal:

@@ -75,7 +75,7 @@ func valid(mut func(d uint32, hs []Header) []Header) []byte {
 			hs = mut(d, hs)
 		}
 		return hs
-	}, bytes.Repeat([]byte{0xaa}, 0x2000))
+	}, append(bytes.Repeat([]byte{0xaa}, 0x1000), append(bytes.Repeat([]byte{0xbb}, 0x100), make([]byte, 0xf00)...)...))
 }
 
 func TestValidFile(t *testing.T) {
@@ -142,6 +142,13 @@ func TestRejects(t *testing.T) {
 			hs[9] = &VPContext{GPA: 0x4000, CompatibilityMask: 3, FileOffset: d}
 			return hs
 		}), "not exactly one platform's mask"},
+		{"vmsa tail", func() []byte {
+			b := valid(nil)
+			f, _ := Parse(b)
+			vp := f.Directives()[6].(*VPContext)
+			b[int(vp.FileOffset)+0xfff] = 1 // file data is not covered by the CRC
+			return b
+		}(), "header 8 (VP_CONTEXT) at offset 0xd8: VMSA byte 0xfff is 0x1"},
 		{"vp no data", valid(set(8, &VPContext{GPA: 0x4000, CompatibilityMask: 1})), "needs file data"},
 		{"data past end", valid(with(func(d uint32, hs []Header) { hs[2] = page(0x1000, d+0x1001) })), "runs past the end of the file"},
 		{"data in headers", valid(with(func(d uint32, hs []Header) { hs[2] = page(0x1000, 24) })), "points into the headers"},
@@ -287,6 +294,11 @@ func TestBuilderErrors(t *testing.T) {
 		{"oversized page", func(b *Builder) { b.Add(page(0x1000, 0), Bytes(make([]byte, 4097))) }, "exceeds the 4096 bytes"},
 		{"unaligned", func(b *Builder) { b.Add(page(0x1800, 0), Bytes([]byte{1})) }, "header 1 (PAGE_DATA) at offset 0x30: gpa 0x1800 not 4 KiB aligned"},
 		{"no data at all", func(b *Builder) { b.Add(&GuestPolicy{CompatibilityMask: 1}, nil) }, "no header carries file data"},
+		{"vmsa tail", func(b *Builder) {
+			b.Add(&VPContext{GPA: 0x1000, CompatibilityMask: 1}, Bytes(append(make([]byte, 0x670), 1)))
+		}, "VMSA byte 0x670 is 0x1"},
+		{"unknown not optional", func(b *Builder) { b.Add(&Unknown{HeaderType: 0x3f0}, nil) }, "unknown header type 0x3f0"},
+		{"unknown of a known type", func(b *Builder) { b.Add(&Unknown{HeaderType: TypePageData}, nil) }, "known type"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

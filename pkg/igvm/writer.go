@@ -106,6 +106,15 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 			if d == nil {
 				return 0, herr(errors.New("a VP context needs data (the VMSA page)"))
 			}
+			if x := h.(*VPContext); v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.Size() <= PageSize4K {
+				page := make([]byte, PageSize4K)
+				if _, err := d.ReadAt(page[:d.Size()], 0); err != nil && err != io.EOF {
+					return 0, herr(fmt.Errorf("read VMSA: %w", err))
+				}
+				if err := checkVMSA(page); err != nil {
+					return 0, herr(err)
+				}
+			}
 		default:
 			if d != nil {
 				return 0, herr(errors.New("this header type carries no file data"))
@@ -117,6 +126,9 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	}
 	if err := v.finish(); err != nil {
 		return 0, &FormatError{Index: len(b.headers), Offset: int64(FixedHeaderSize + hdrBytes), Msg: err.Error()}
+	}
+	if hdrBytes > MaxHeaderSection {
+		return 0, fmt.Errorf("igvm: %d bytes of variable headers exceed the %d-byte limit", hdrBytes, MaxHeaderSection)
 	}
 
 	// Assign file offsets, deduplicating contents.

@@ -2,7 +2,9 @@ package measure
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"strings"
 	"testing"
@@ -145,6 +147,25 @@ func TestReferenceValues(t *testing.T) {
 	}
 }
 
+// fixCRC rewrites the checksum of a fuzzed file so that mutations reach
+// the headers' meaning instead of stopping at the CRC check.
+func fixCRC(b []byte) {
+	if len(b) < 24 {
+		return
+	}
+	off, size := binary.LittleEndian.Uint32(b[8:]), binary.LittleEndian.Uint32(b[12:])
+	if off < 24 || uint64(off)+uint64(size) > uint64(len(b)) {
+		return
+	}
+	h := crc32.NewIEEE()
+	var fixed [24]byte
+	copy(fixed[:], b[:24])
+	clear(fixed[20:24])
+	h.Write(fixed[:])
+	h.Write(b[off : off+size])
+	binary.LittleEndian.PutUint32(b[20:], h.Sum32())
+}
+
 // FuzzMeasureIGVM: any input either fails to parse or measures under both
 // profiles without panicking.
 func FuzzMeasureIGVM(f *testing.F) {
@@ -155,6 +176,7 @@ func FuzzMeasureIGVM(f *testing.F) {
 	}
 	milan, _ := LookupCPU("milan")
 	f.Fuzz(func(t *testing.T, b []byte) {
+		fixCRC(b)
 		file, err := igvm.Parse(b)
 		if err != nil {
 			return

@@ -101,9 +101,13 @@ func CPUModelNames() []string {
 //     copies the reset FPU state, so every VMSA carries MXCSR 0x1f80 and x87
 //     FCW 0x37f. Older kernels (and KVM_SEV_INIT) leave them zero.
 //   - Before INIT2, sev_features were chosen by the kernel: kvm_amd's
-//     debug_swap parameter defaulted to on in 6.6 and 6.7 (the AMD SNP host
-//     branches were based on them), adding DEBUG_SWAP (0x20); 6.8 turned
-//     the default off. With INIT2 the VMM passes the features explicitly.
+//     debug_swap parameter (added in 6.5, commit d1f85fbe836e) defaulted
+//     to on, adding DEBUG_SWAP (0x20) to every VMSA, until commit
+//     5abf6dceb066 "SEV: disable SEV-ES DebugSwap by default" (merged for
+//     6.8 final, March 2024, and backported to later 6.6.y/6.7.y stable
+//     releases: for those, give 6.8). The AMD SNP host branches based on
+//     6.6/6.7 therefore measure 0x21. With INIT2 the VMM passes the
+//     features explicitly.
 type HostKernel struct {
 	Major, Minor int
 }
@@ -146,7 +150,7 @@ func (h HostKernel) String() string { return fmt.Sprintf("%d.%d", h.Major, h.Min
 func (h HostKernel) INIT2() bool { return !h.less(HostKernel{6, 10}) }
 
 // DefaultDebugSwap reports whether kvm_amd adds DEBUG_SWAP to sev_features
-// by default (6.6 and 6.7).
+// by default (6.6 and 6.7 as first released).
 func (h HostKernel) DefaultDebugSwap() bool {
 	return !h.less(HostKernel{6, 6}) && h.less(HostKernel{6, 8})
 }

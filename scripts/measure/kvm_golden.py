@@ -182,6 +182,7 @@ CASES = [
     ("measure/kvm-ready.igvm", 64, "EPYC-Genoa", "6.12", None, False),
     ("measure/kvm-ready.igvm", 2, "EPYC-Milan", "6.9", None, False),
     ("measure/kvm-ready.igvm", 2, "EPYC-Milan", "6.6", None, False),
+    ("measure/kvm-ready.igvm", 3, "EPYC-Genoa", "6.8", None, False),
     ("measure/kvm-ready.igvm", 2, "EPYC-Genoa", "6.11", 0x21, False),
     ("igvm/d01_kata_clh_short.igvm", 1, None, "6.11", None, True),
     ("igvm/d01_kata_clh_short.igvm", 3, "EPYC-Milan", "6.11", None, True),

@@ -202,3 +202,38 @@ func TestFolding(t *testing.T) {
 		t.Errorf("folded directives:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestInspectCanonical: re-writing a vector canonically changes nothing
+// inspect reports except the checksum.
+func TestInspectCanonical(t *testing.T) {
+	for _, c := range cases(t) {
+		f := open(t, filepath.Join("../../../testdata/igvm", filepath.Base(c.File)))
+		var b igvm.Builder
+		b.CopyFile(f)
+		var out bytes.Buffer
+		if _, err := b.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		g, err := igvm.Parse(out.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r1, err := Inspect(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r2, err := Inspect(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r1.Checksum == r2.Checksum {
+			t.Errorf("%s: checksum unchanged though the padding changed", c.Name)
+		}
+		r2.Checksum = r1.Checksum
+		j1, _ := json.Marshal(r1)
+		j2, _ := json.Marshal(r2)
+		if !bytes.Equal(j1, j2) {
+			t.Errorf("%s: report of the canonical file differs", c.Name)
+		}
+	}
+}
