@@ -16,6 +16,7 @@ declare -A need=(
   [xz]=xz-utils
   [modinfo]=kmod
   [busybox]=busybox-static
+  [python3]=python3
 )
 [ -x /usr/bin/time ] || missing_time=1
 

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/measure"
+)
+
+func TestIgvmSignCLI(t *testing.T) {
+	ovmfWithParent(t, "igvm")
+	src, err := filepath.Abs("../../testdata/igvm/d03_clh_empty_cpio.igvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := filepath.Abs("../../testdata/measure/ovmf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	idKey, authorKey := filepath.Join(keys, "id-key.pem"), filepath.Join(keys, "author-key.pem")
+
+	sign := func(args ...string) (int, string, string) {
+		return ovmfRunCaptured(t, append([]string{"igvm", "sign"}, args...)...)
+	}
+	verify := func(path string, opts measure.Options) *measure.IDAuth {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := igvm.Parse(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, auth, err := measure.VerifyIGVMIDBlock(f, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return auth
+	}
+
+	out1 := filepath.Join(dir, "a.igvm")
+	if code, stdout, stderr := sign(src, "--key", idKey, "--author-key", authorKey, "-o", out1); code != 0 || !strings.Contains(stdout, "id key digest: af505bae") {
+		t.Fatalf("sign: %d %q %q", code, stdout, stderr)
+	}
+	if a := verify(out1, measure.Options{Profile: measure.ProfileMSHV}); a.AuthorKey == nil {
+		t.Error("author key missing")
+	}
+	// Deterministic: a second run writes the same bytes.
+	out2 := filepath.Join(dir, "b.igvm")
+	if code, _, stderr := sign(src, "--key", idKey, "--author-key", authorKey, "-o", out2); code != 0 {
+		t.Fatal(stderr)
+	}
+	b1, _ := os.ReadFile(out1)
+	b2, _ := os.ReadFile(out2)
+	if !bytes.Equal(b1, b2) {
+		t.Error("two signing runs differ")
+	}
+	// Key-less, kvm profile, in place on a copy.
+	inplace := filepath.Join(dir, "c.igvm")
+	orig, err := os.ReadFile("../../testdata/measure/kvm-ready.igvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inplace, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := sign(inplace, "--keyless", "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa", "--json"); code != 0 {
+		t.Fatal(stderr)
+	}
+	g, _ := measure.LookupCPU("genoa")
+	verify(inplace, measure.Options{Profile: measure.ProfileKVM, VCPUs: 2, CPU: &g})
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"no key", []string{src, "-o", filepath.Join(dir, "x")}, exitUsage, "exactly one of"},
+		{"key and keyless", []string{src, "--key", idKey, "--keyless", "-o", filepath.Join(dir, "x")}, exitUsage, "exactly one of"},
+		{"author without key", []string{src, "--keyless", "--author-key", authorKey, "-o", filepath.Join(dir, "x")}, exitUsage, "needs --key"},
+		{"bad family id", []string{src, "--keyless", "--family-id", "12", "-o", filepath.Join(dir, "x")}, exitUsage, "16 bytes"},
+		{"kvm without cpu", []string{src, "--keyless", "--profile", "kvm", "--vcpus", "2", "-o", filepath.Join(dir, "x")}, exitUsage, "needs --cpu"},
+		{"not a key", []string{src, "--key", src, "-o", filepath.Join(dir, "x")}, exitFailure, "no PEM block"},
+		{"not igvm", []string{idKey, "--keyless", "-o", filepath.Join(dir, "x")}, exitFailure, "magic"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := sign(tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d stderr %q, want %d %q", code, stderr, tc.code, tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+				t.Error("output written on failure")
+			}
+		})
+	}
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runOut runs the CLI with stdout captured to a file.
+func runOut(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	tmp := filepath.Join(t.TempDir(), "stdout")
+	fh, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = fh
+	stderr = captureStderr(t, func() { code = run(args) })
+	os.Stdout = old
+	fh.Close()
+	b, _ := os.ReadFile(tmp)
+	return code, string(b), stderr
+}
+
+const (
+	d01      = "../../testdata/igvm/d01_kata_clh_short.igvm"
+	kvmReady = "../../testdata/measure/kvm-ready.igvm"
+)
+
+func TestMeasureIGVMCLI(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string // substring
+		stderr string // substring
+	}{
+		{"mshv", []string{"measure", "igvm", d01, "--profile", "mshv"}, exitOK,
+			"83b61499f9c1ef2627211cd295bedff977cf2cbebf5d6d1f00df82210636a243840c40d3aba3de2e21be5d6daf578e14\n", ""},
+		{"kvm 1", []string{"measure", "igvm", kvmReady, "--profile", "kvm"}, exitOK,
+			"4f991ab5d9eb9ab6ba16e7b0ef5a89ed33b1f2a1896df8d87fdb853a406ec22f75ec9d5f68d47f742562c267334c785a\n", ""},
+		{"kvm 4 genoa", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "4", "--cpu", "EPYC-Genoa"}, exitOK,
+			"\n", ""},
+		{"explain", []string{"measure", "igvm", d01, "--profile", "mshv", "--explain"}, exitOK, "SNP secrets page", ""},
+		{"json", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--json"}, exitOK, `"one_vcpu_digest"`, ""},
+		{"kvm checks", []string{"measure", "igvm", d01, "--profile", "kvm"}, exitFailure, "", "0xfffffffff000"},
+		{"no profile", []string{"measure", "igvm", d01}, exitUsage, "", "profile"},
+		{"bad profile", []string{"measure", "igvm", d01, "--profile", "xen"}, exitUsage, "", "unknown profile"},
+		{"0 vcpus", []string{"measure", "igvm", d01, "--profile", "kvm", "--vcpus", "0"}, exitUsage, "", "want 1 to 512"},
+		{"513 vcpus", []string{"measure", "igvm", d01, "--profile", "kvm", "--vcpus", "513"}, exitUsage, "", "want 1 to 512"},
+		{"unknown cpu", []string{"measure", "igvm", d01, "--profile", "kvm", "--vcpus", "2", "--cpu", "pentium"}, exitUsage, "", "unknown CPU model"},
+		{"no cpu", []string{"measure", "igvm", d01, "--profile", "kvm", "--vcpus", "2"}, exitUsage, "", "needs --cpu"},
+		{"bad features", []string{"measure", "igvm", d01, "--profile", "kvm", "--guest-features", "zz"}, exitUsage, "", "hex"},
+		{"missing file", []string{"measure", "igvm", "/nonexistent.igvm", "--profile", "mshv"}, exitFailure, "", "no such file"},
+		{"not igvm", []string{"measure", "igvm", "measure_test.go", "--profile", "mshv"}, exitFailure, "", "igvm:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := runOut(t, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, errs)
+			}
+			if !strings.Contains(out, tc.stdout) {
+				t.Errorf("stdout %q lacks %q", out, tc.stdout)
+			}
+			if !strings.Contains(errs, tc.stderr) {
+				t.Errorf("stderr %q lacks %q", errs, tc.stderr)
+			}
+		})
+	}
+}
+
+func TestMeasureReferenceValuesCLI(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "reference-values.json")
+	code, _, errs := runOut(t, "measure", "reference-values", kvmReady, "--cpu", "milan,genoa", "--vcpus", "1,2,8", "-o", out)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rv struct {
+		Policy  string `json:"policy"`
+		Entries []struct {
+			Profile string `json:"profile"`
+			ByVCPUs []struct {
+				VCPUs  int    `json:"vcpus"`
+				Digest string `json:"digest"`
+			} `json:"by_vcpus"`
+		} `json:"reference_values"`
+	}
+	if err := json.Unmarshal(b, &rv); err != nil {
+		t.Fatal(err)
+	}
+	if rv.Policy != "0x3001f" || len(rv.Entries) != 3 || len(rv.Entries[2].ByVCPUs) != 3 {
+		t.Fatalf("reference values %s", b)
+	}
+	// The 2-vCPU Genoa digest equals measure igvm's.
+	_, single, _ := runOut(t, "measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa")
+	if strings.TrimSpace(single) != rv.Entries[2].ByVCPUs[1].Digest {
+		t.Errorf("reference %s, measure igvm %s", rv.Entries[2].ByVCPUs[1].Digest, single)
+	}
+	// A failure leaves no file.
+	bad := filepath.Join(t.TempDir(), "rv.json")
+	if code, _, _ := runOut(t, "measure", "reference-values", d01, "--cpu", "milan", "-o", bad); code != exitFailure {
+		t.Errorf("d01 (not KVM-ready) exit %d", code)
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("failed run left an output file")
+	}
+}

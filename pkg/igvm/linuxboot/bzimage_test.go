@@ -1,0 +1,110 @@
+package linuxboot
+
+import (
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// fakeBzImage makes a bzImage with a valid 2.15 setup header and payload
+// bytes after setup_sects+1 sectors; edit modifies the header bytes.
+func fakeBzImage(payload []byte, edit func(b []byte)) []byte {
+	const setupSects = 3
+	b := make([]byte, (setupSects+1)*512+len(payload))
+	b[0x1f1] = setupSects
+	binary.LittleEndian.PutUint16(b[0x1fe:], 0xaa55)
+	copy(b[0x202:], "HdrS")
+	binary.LittleEndian.PutUint16(b[0x206:], 0x020f)
+	b[0x211] = 0x01                                      // LOADED_HIGH
+	binary.LittleEndian.PutUint32(b[0x22c:], 0x7fffffff) // initrd_addr_max
+	binary.LittleEndian.PutUint32(b[0x230:], 0x200000)   // kernel_alignment
+	b[0x234] = 1                                         // relocatable
+	binary.LittleEndian.PutUint16(b[0x236:], 0x7f)       // xloadflags
+	binary.LittleEndian.PutUint32(b[0x238:], 0x7ff)      // cmdline_size
+	binary.LittleEndian.PutUint64(b[0x258:], 0x1000000)  // pref_address
+	binary.LittleEndian.PutUint32(b[0x260:], 0x2000000)  // init_size
+	copy(b[(setupSects+1)*512:], payload)
+	if edit != nil {
+		edit(b)
+	}
+	return b
+}
+
+func TestParseBzImage(t *testing.T) {
+	payload := []byte("\x90payload")
+	k, err := ParseBzImage(fakeBzImage(payload, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := k.Header
+	if h.Version != 0x20f || h.PrefAddress != 0x1000000 || h.InitSize != 0x2000000 || h.CmdlineSize != 0x7ff ||
+		h.InitrdAddrMax != 0x7fffffff || h.KernelAlignment != 0x200000 || h.XLoadFlags != 0x7f || h.SetupSects != 3 {
+		t.Errorf("header %+v", h)
+	}
+	if string(k.Payload) != string(payload) {
+		t.Errorf("payload %q", k.Payload)
+	}
+
+	u16 := func(off int, v uint16) func([]byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint16(b[off:], v) }
+	}
+	u32 := func(off int, v uint32) func([]byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint32(b[off:], v) }
+	}
+	u64 := func(off int, v uint64) func([]byte) {
+		return func(b []byte) { binary.LittleEndian.PutUint64(b[off:], v) }
+	}
+	bad := []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"empty", nil, "not a bzImage: 0 bytes"},
+		{"ELF", append([]byte("\x7fELF"), make([]byte, 4096)...), "not a bzImage: no \"HdrS\""},
+		{"boot flag", fakeBzImage(payload, u16(0x1fe, 0)), "boot_flag"},
+		{"old protocol", fakeBzImage(payload, u16(0x206, 0x020a)), "boot protocol 2.10 is too old"},
+		{"zImage", fakeBzImage(payload, func(b []byte) { b[0x211] = 0 }), "zImage"},
+		{"no 64-bit entry", fakeBzImage(payload, u16(0x236, 0x2)), "no 64-bit entry point"},
+		{"setup_sects 0", fakeBzImage(payload, func(b []byte) { b[0x1f1] = 0 }), "setup_sects is 0"},
+		{"low pref_address", fakeBzImage(payload, u64(0x258, 0x200000)), "not above 3 MiB"},
+		{"unaligned pref_address", fakeBzImage(payload, u64(0x258, 0x1000800)), "multiples of 4 KiB"},
+		{"unaligned init_size", fakeBzImage(payload, u32(0x260, 0x2000001)), "multiples of 4 KiB"},
+		{"misaligned to kernel_alignment", fakeBzImage(payload, u64(0x258, 0x1001000)), "kernel_alignment"},
+		{"zero init_size", fakeBzImage(payload, u32(0x260, 0)), "init_size is 0"},
+		{"above 4 GiB", fakeBzImage(payload, u64(0x258, 0xffe00000)), "above 4 GiB"},
+		{"payload > init_size", fakeBzImage(make([]byte, 0x3000), u32(0x260, 0x2000)), "larger than init_size"},
+	}
+	for _, tc := range bad {
+		_, err := ParseBzImage(tc.data)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to contain %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := ParseBzImage([]byte("hello")); !errors.Is(err, ErrNotBzImage) {
+		t.Errorf("short file: %v is not ErrNotBzImage", err)
+	}
+}
+
+// FuzzParseBzImage: the parser never panics, and what it accepts satisfies
+// the invariants Build relies on.
+func FuzzParseBzImage(f *testing.F) {
+	f.Add(fakeBzImage([]byte("payload"), nil))
+	f.Add(fakeBzImage(nil, nil)[:0x300])
+	f.Add([]byte("HdrS"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := ParseBzImage(data)
+		if err != nil {
+			return
+		}
+		h := k.Header
+		if h.PrefAddress%pageSize != 0 || h.InitSize%pageSize != 0 || h.PrefAddress <= 3<<20 ||
+			uint64(len(k.Payload)) > uint64(h.InitSize) || h.XLoadFlags&1 == 0 || h.Version < MinProtocol {
+			t.Fatalf("accepted a header that breaks an invariant: %+v", h)
+		}
+		// Building must not panic either: it returns an image or an error
+		// (with pvalidate-opt, so a huge init_size does not mean a huge
+		// page list).
+		_, _ = Build(k, Options{Cmdline: "console=ttyS0", Initrd: []byte("x"), PvalidateOpt: true, AllowEmptyPayload: true})
+	})
+}

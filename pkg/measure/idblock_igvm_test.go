@@ -1,0 +1,141 @@
+package measure
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+)
+
+// resign writes f with hdr in place of its SNP_ID_BLOCK (as
+// "imagebuilder igvm sign" does) and reopens the result.
+func resign(t *testing.T, f *igvm.File, hdr *igvm.SNPIDBlock) *igvm.File {
+	t.Helper()
+	var b igvm.Builder
+	for _, h := range f.Headers {
+		if _, ok := h.(*igvm.SNPIDBlock); ok {
+			continue
+		}
+		var data []byte
+		if igvm.HasData(h) {
+			d, err := f.Data(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data = d
+		}
+		if data != nil {
+			b.Add(h, igvm.Bytes(data))
+		} else {
+			b.Add(h, nil)
+		}
+	}
+	b.Add(hdr, nil)
+	var out bytes.Buffer
+	if _, err := b.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	nf, err := igvm.Parse(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nf
+}
+
+func TestSignIGVM(t *testing.T) {
+	data, err := os.ReadFile("../../testdata/igvm/d03_clh_empty_cpio.igvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := igvm.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idKey, authorKey := idbReadKey(t, "id-key.pem"), idbReadKey(t, "author-key.pem")
+	for _, tc := range []struct {
+		name     string
+		id, auth bool
+		profile  Profile
+	}{
+		{"mshv keyless", false, false, ProfileMSHV},
+		{"mshv id key", true, false, ProfileMSHV},
+		{"mshv id and author keys", true, true, ProfileMSHV},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := IGVMSignOptions{Measure: Options{Profile: tc.profile}, GuestSVN: 2}
+			o.FamilyID[0] = 0xfa
+			if tc.id {
+				o.IDKey = idKey
+			}
+			if tc.auth {
+				o.AuthorKey = authorKey
+			}
+			s, err := SignIGVM(f, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nf := resign(t, f, s.Header)
+			blk, auth, err := VerifyIGVMIDBlock(nf, o.Measure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *blk != *s.Block {
+				t.Errorf("ID block read back %+v, want %+v", blk, s.Block)
+			}
+			if (auth.AuthorKey != nil) != tc.auth {
+				t.Errorf("author key present: %v", auth.AuthorKey != nil)
+			}
+			// Signing the signed file again gives the same header:
+			// the ID block does not enter the digest and signing is deterministic.
+			s2, err := SignIGVM(nf, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *s2.Header != *s.Header {
+				t.Error("re-signing changed the header")
+			}
+			// The digest in the ID block is the measured one.
+			res, err := MeasureIGVM(nf, o.Measure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.IDBlockDigest == nil || *res.IDBlockDigest != res.Digest {
+				t.Errorf("ID block digest %v, measured %s", res.IDBlockDigest, res.Digest)
+			}
+		})
+	}
+	// Golden headers: the SHA-256 of the SNP_ID_BLOCK body for d03 (mshv,
+	// policy 0x3001f), key-less and with the vector's ID key.
+	for _, g := range []struct {
+		key  *ecdsa.PrivateKey
+		want string
+	}{{nil, "638196401bc79c81ac6d374d14661a5ee6fec389a16d4bf86b384cc99df42369"}, {idKey, "45d111e12242976b8e79b3295720d20c3b1cc751ca29cc7af5c4370298f4671b"}} {
+		s, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, IDKey: g.key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := binary.Append(nil, binary.LittleEndian, s.Header)
+		if got := fmt.Sprintf("%x", sha256.Sum256(body)); got != g.want {
+			t.Errorf("header sha256 %s, want %s", got, g.want)
+		}
+	}
+	// The vector's own ID block (from igvm-tooling) is for another digest or
+	// key; a wrong profile is caught.
+	s, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nf := resign(t, f, s.Header)
+	if _, _, err := VerifyIGVMIDBlock(nf, Options{Profile: ProfileKVM, SkipKVMChecks: true}); err == nil || !strings.Contains(err.Error(), "measures") {
+		t.Errorf("kvm check of an mshv ID block: %v", err)
+	}
+	if _, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, AuthorKey: authorKey}); err == nil {
+		t.Error("author key without ID key accepted")
+	}
+}

@@ -1,0 +1,165 @@
+package measure
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
+)
+
+// tinyIGVM builds a small valid file on the given platform: two pages (one
+// with data, one without), a parameter area insert and a VMSA.
+func tinyIGVM(t testing.TB, platform uint8, withVMSA bool) []byte {
+	t.Helper()
+	var b igvm.Builder
+	b.Add(&igvm.SupportedPlatform{CompatibilityMask: 1, PlatformType: platform, PlatformVersion: 1}, nil)
+	b.Add(&igvm.GuestPolicy{Policy: 0x30000, CompatibilityMask: 1}, nil)
+	b.Add(&igvm.PageData{GPA: 0x1000, CompatibilityMask: 1}, igvm.Bytes([]byte("hello")))
+	b.Add(&igvm.PageData{GPA: 0x2000, CompatibilityMask: 1}, nil)
+	b.Add(&igvm.ParameterArea{NumberOfBytes: 0x2000, ParameterAreaIndex: 0}, nil)
+	b.Add(&igvm.VPCountParameter{ParameterAreaIndex: 0, ByteOffset: 0}, nil)
+	b.Add(&igvm.ParameterInsert{GPA: 0x10000, CompatibilityMask: 1, ParameterAreaIndex: 0}, nil)
+	if withVMSA {
+		v := snp.VMSA{CR0: 0x31, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
+		b.Add(&igvm.VPContext{GPA: KVMVMSAGPA, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
+	}
+	var out bytes.Buffer
+	if _, err := b.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// The tiny file measured by hand with the chain: both profiles.
+func TestTinyIGVM(t *testing.T) {
+	file := tinyIGVM(t, igvm.PlatformSEVSNP, true)
+	v := snp.VMSA{CR0: 0x31, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
+	mshv := NewChain(Digest{})
+	must(t, mshv.AddPage(0x1000, snp.PageNormal, []byte("hello")))
+	must(t, mshv.AddPage(0x2000, snp.PageNormal, nil))
+	must(t, mshv.AddPage(0x10000, snp.PageUnmeasured, nil))
+	must(t, mshv.AddPage(KVMVMSAGPA, snp.PageVMSA, v.Marshal()))
+	kvm := NewChain(Digest{})
+	must(t, kvm.AddPage(0x1000, snp.PageNormal, []byte("hello")))
+	must(t, kvm.AddPage(0x2000, snp.PageZero, nil))
+	must(t, kvm.AddPage(0x10000, snp.PageUnmeasured, nil))
+	must(t, kvm.AddPage(0x11000, snp.PageUnmeasured, nil))
+	must(t, kvm.AddPage(KVMVMSAGPA, snp.PageVMSA, v.Marshal()))
+	for _, tc := range []struct {
+		p    Profile
+		want Digest
+	}{{ProfileMSHV, mshv.Digest()}, {ProfileKVM, kvm.Digest()}} {
+		res, err := MeasureIGVMFile(bytes.NewReader(file), int64(len(file)), Options{Profile: tc.p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Digest != tc.want {
+			t.Errorf("%s: %s, want %s", tc.p, res.Digest, tc.want)
+		}
+		if res.Policy != 0x30000 {
+			t.Errorf("%s: policy %v", tc.p, res.Policy)
+		}
+	}
+}
+
+func TestIGVMBadInput(t *testing.T) {
+	good, err := os.ReadFile("../../testdata/igvm/d01_kata_clh_short.igvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt := append([]byte(nil), good...)
+	corrupt[40] ^= 0xff // inside the variable headers: CRC mismatch
+	milan, _ := LookupCPU("milan")
+	ready := tinyIGVM(t, igvm.PlatformSEVSNP, true)
+	tests := []struct {
+		name string
+		file []byte
+		opts Options
+		want string
+	}{
+		{"empty", nil, Options{Profile: ProfileMSHV}, "shorter than"},
+		{"truncated", good[:len(good)/2], Options{Profile: ProfileMSHV}, "igvm:"},
+		{"corrupt header", corrupt, Options{Profile: ProfileMSHV}, "igvm:"},
+		{"not SNP", tinyIGVM(t, igvm.PlatformVSMIsolation, false), Options{Profile: ProfileMSHV}, "no SEV-SNP platform"},
+		{"kvm without VMSA", tinyIGVM(t, igvm.PlatformSEVSNP, false), Options{Profile: ProfileKVM}, "no VP context"},
+		{"zero vcpus", ready, Options{Profile: ProfileKVM, VCPUs: -1}, "want 1 to 512"},
+		{"513 vcpus", ready, Options{Profile: ProfileKVM, VCPUs: 513, CPU: &milan}, "want 1 to 512"},
+		{"kvm APs without CPU", ready, Options{Profile: ProfileKVM, VCPUs: 2}, "CPU model"},
+		{"features without SNP", ready, Options{Profile: ProfileKVM, GuestFeatures: new(uint64)}, "SNP_ACTIVE"},
+		{"unknown profile", ready, Options{Profile: "xen"}, "unknown profile"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := MeasureIGVMFile(bytes.NewReader(tc.file), int64(len(tc.file)), tc.opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	// A kvm file whose VMSA is fine but is not last.
+	var ce *KVMCheckError
+	if _, err := MeasureIGVMFile(bytes.NewReader(good), int64(len(good)), Options{Profile: ProfileKVM}); !errors.As(err, &ce) {
+		t.Errorf("d01 under kvm: %v", err)
+	}
+}
+
+func TestReferenceValues(t *testing.T) {
+	ready, err := os.ReadFile("../../testdata/measure/kvm-ready.igvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := igvm.Parse(ready)
+	if err != nil {
+		t.Fatal(err)
+	}
+	milan, _ := LookupCPU("milan")
+	genoa, _ := LookupCPU("genoa")
+	rv, err := ComputeReferenceValues(f, RefSpec{CPUs: []CPUModel{milan, genoa}, VCPUs: []int{1, 2, 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rv.Entries) != 3 || rv.Policy != 0x3001f {
+		t.Fatalf("entries %d policy %v", len(rv.Entries), rv.Policy)
+	}
+	for _, e := range rv.Entries[1:] {
+		cpu, _ := LookupCPU(e.CPU)
+		for _, v := range e.ByVCPUs {
+			res, err := MeasureIGVM(f, Options{Profile: ProfileKVM, VCPUs: v.VCPUs, CPU: &cpu})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Digest != v.Digest {
+				t.Errorf("%s x%d: reference %s, measured %s", e.CPU, v.VCPUs, v.Digest, res.Digest)
+			}
+		}
+	}
+	if _, err := ComputeReferenceValues(f, RefSpec{Profiles: []Profile{ProfileKVM}}); err == nil {
+		t.Error("kvm reference values without a CPU model accepted")
+	}
+	if _, err := ComputeReferenceValues(f, RefSpec{VCPUs: []int{0}}); err == nil {
+		t.Error("0 vCPUs accepted")
+	}
+}
+
+// FuzzMeasureIGVM: any input either fails to parse or measures under both
+// profiles without panicking.
+func FuzzMeasureIGVM(f *testing.F) {
+	f.Add(tinyIGVM(f, igvm.PlatformSEVSNP, true))
+	f.Add(tinyIGVM(f, igvm.PlatformSEVSNP, false))
+	if b, err := os.ReadFile("../../testdata/igvm/d01_kata_clh_short.igvm"); err == nil {
+		f.Add(b)
+	}
+	milan, _ := LookupCPU("milan")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		file, err := igvm.Parse(b)
+		if err != nil {
+			return
+		}
+		MeasureIGVM(file, Options{Profile: ProfileMSHV, Explain: true})
+		MeasureIGVM(file, Options{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true})
+	})
+}
