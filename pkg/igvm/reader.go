@@ -247,12 +247,19 @@ func (v *validator) finish() error {
 	return nil
 }
 
+// maxRegions bounds the relocation and page-table regions of a file (the
+// overlap check is quadratic).
+const maxRegions = 4096
+
 // addRegion records a relocatable or page-table region and rejects overlap
 // with an earlier one of a shared platform.
 func (v *validator) addRegion(mask uint32, start, size uint64, pageTable bool) error {
 	end := start + size
 	if end < start {
 		return fmt.Errorf("region [%#x, +%#x) wraps around", start, size)
+	}
+	if len(v.regions) >= maxRegions {
+		return fmt.Errorf("more than %d relocation regions", maxRegions)
 	}
 	r := gpaRange{mask, start, end}
 	for _, o := range v.regions {
