@@ -212,11 +212,13 @@ func (f *File) validate() error {
 	// Like the reference parser, an SEV-SNP VMSA must be zero after the
 	// architectural save area.
 	page := make([]byte, PageSize4K)
+	checked := map[uint32]bool{}
 	for i, h := range f.Headers {
 		x, ok := h.(*VPContext)
-		if !ok || v.maskType[x.CompatibilityMask] != PlatformSEVSNP {
+		if !ok || v.maskType[x.CompatibilityMask] != PlatformSEVSNP || checked[x.FileOffset] {
 			continue
 		}
+		checked[x.FileOffset] = true
 		if _, err := f.r.ReadAt(page, int64(x.FileOffset)); err != nil {
 			return fmt.Errorf("igvm: header %d (VP_CONTEXT): read VMSA: %w", i, err)
 		}
