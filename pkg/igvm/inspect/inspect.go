@@ -527,6 +527,7 @@ func checksumOK(b []byte) bool {
 const (
 	maxACPITable  = 16 << 20
 	maxACPITables = 256
+	maxACPIBytes  = 64 << 20
 )
 
 func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
@@ -598,12 +599,14 @@ func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
 		a.ChecksumOK = a.ChecksumOK && checksumOK(b[:36])
 	}
 	seen := map[uint64]bool{}
+	budget := int64(maxACPIBytes)
 	add := func(addr uint64, via string) []byte {
-		if addr == 0 || seen[addr] {
+		if addr == 0 || seen[addr] || budget <= 0 {
 			return nil
 		}
 		seen[addr] = true
 		t, body := readTable(mem, addr, via)
+		budget -= int64(len(body))
 		a.Tables = append(a.Tables, t)
 		return body
 	}
