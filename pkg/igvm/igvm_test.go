@@ -238,3 +238,35 @@ func TestMemory(t *testing.T) {
 		t.Error("Loaded wrong")
 	}
 }
+
+func TestMemory2MPages(t *testing.T) {
+	var b Builder
+	b.Add(snp(1), nil)
+	b.Add(&PageData{GPA: 0x200000, CompatibilityMask: 1, Flags: PageFlag2MB}, Bytes(bytes.Repeat([]byte{7}, PageSize2M)))
+	b.Add(page(0x201000, 0), Bytes([]byte{9})) // later 4 KiB page overrides part of it
+	b.Add(&VPContext{GPA: 0x1000, CompatibilityMask: 1}, Bytes([]byte{1}))
+	var out bytes.Buffer
+	if _, err := b.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := f.Memory()
+	if n := len(m.Pages()); n != 512 {
+		t.Errorf("%d pages, want 512", n)
+	}
+	p := make([]byte, 2)
+	for _, tc := range []struct {
+		gpa  int64
+		want []byte
+	}{{0x200000, []byte{7, 7}}, {0x201000, []byte{9, 0}}, {0x3fffff - 1, []byte{7, 7}}} {
+		if _, err := m.ReadAt(p, tc.gpa); err != nil || !bytes.Equal(p, tc.want) {
+			t.Errorf("at %#x: %x %v, want %x", tc.gpa, p, err, tc.want)
+		}
+	}
+	if m.Loaded(0x400000) {
+		t.Error("0x400000 loaded")
+	}
+}

@@ -10,34 +10,72 @@ import (
 // same page, the last one wins. Parameter areas (filled by the loader) and
 // VMSAs are not part of it.
 type Memory struct {
-	f     *File
-	pages map[uint64]*PageData // page-aligned GPA -> header
+	f *File
+	// 4 KiB and 2 MiB pages by aligned GPA, with the directive index so
+	// the later of two overlapping headers wins.
+	small, large map[uint64]memPage
 }
 
-// Memory indexes the file's PAGE_DATA directives. Page contents are read
-// from the file only when ReadAt asks for them.
+type memPage struct {
+	h   *PageData
+	seq int
+}
+
+// Memory indexes the file's PAGE_DATA directives (one entry per header, so
+// 2 MiB pages cost no more than 4 KiB ones). Page contents are read from
+// the file only when ReadAt asks for them.
 func (f *File) Memory() *Memory {
-	m := &Memory{f: f, pages: map[uint64]*PageData{}}
-	for _, h := range f.Directives() {
+	m := &Memory{f: f, small: map[uint64]memPage{}, large: map[uint64]memPage{}}
+	for i, h := range f.Directives() {
 		if p, ok := h.(*PageData); ok {
-			for off := uint64(0); off < p.PageSize(); off += PageSize4K {
-				m.pages[p.GPA+off] = p
+			if p.Flags&PageFlag2MB != 0 {
+				m.large[p.GPA] = memPage{p, i}
+			} else {
+				m.small[p.GPA] = memPage{p, i}
 			}
 		}
 	}
 	return m
 }
 
+// lookup returns the header that loads the 4 KiB page at page.
+func (m *Memory) lookup(page uint64) (*PageData, bool) {
+	s, okS := m.small[page]
+	l, okL := m.large[page&^(PageSize2M-1)]
+	switch {
+	case okS && okL:
+		if l.seq > s.seq {
+			return l.h, true
+		}
+		return s.h, true
+	case okS:
+		return s.h, true
+	case okL:
+		return l.h, true
+	}
+	return nil, false
+}
+
 // Loaded reports whether the 4 KiB page holding gpa is loaded.
 func (m *Memory) Loaded(gpa uint64) bool {
-	_, ok := m.pages[gpa&^(PageSize4K-1)]
+	_, ok := m.lookup(gpa &^ (PageSize4K - 1))
 	return ok
 }
 
-// Pages returns the loaded 4 KiB page addresses in ascending order.
+// Pages returns the loaded 4 KiB page addresses in ascending order (a 2 MiB
+// page contributes its 512 small pages).
 func (m *Memory) Pages() []uint64 {
-	out := make([]uint64, 0, len(m.pages))
-	for g := range m.pages {
+	set := make(map[uint64]bool, len(m.small))
+	for g := range m.small {
+		set[g] = true
+	}
+	for g := range m.large {
+		for off := uint64(0); off < PageSize2M; off += PageSize4K {
+			set[g+off] = true
+		}
+	}
+	out := make([]uint64, 0, len(set))
+	for g := range set {
 		out = append(out, g)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
@@ -54,7 +92,7 @@ func (m *Memory) ReadAt(p []byte, gpa int64) (int, error) {
 	for n < len(p) {
 		addr := uint64(gpa) + uint64(n)
 		page := addr &^ (PageSize4K - 1)
-		h, ok := m.pages[page]
+		h, ok := m.lookup(page)
 		if !ok {
 			return n, fmt.Errorf("igvm: gpa %#x is not loaded by any PAGE_DATA", addr)
 		}

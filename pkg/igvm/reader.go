@@ -212,11 +212,13 @@ func (f *File) validate() error {
 	// Like the reference parser, an SEV-SNP VMSA must be zero after the
 	// architectural save area.
 	page := make([]byte, PageSize4K)
+	checked := map[uint32]bool{}
 	for i, h := range f.Headers {
 		x, ok := h.(*VPContext)
-		if !ok || v.maskType[x.CompatibilityMask] != PlatformSEVSNP {
+		if !ok || v.maskType[x.CompatibilityMask] != PlatformSEVSNP || checked[x.FileOffset] {
 			continue
 		}
+		checked[x.FileOffset] = true
 		if _, err := f.r.ReadAt(page, int64(x.FileOffset)); err != nil {
 			return fmt.Errorf("igvm: header %d (VP_CONTEXT): read VMSA: %w", i, err)
 		}
@@ -247,12 +249,19 @@ func (v *validator) finish() error {
 	return nil
 }
 
+// maxRegions bounds the relocation and page-table regions of a file (the
+// overlap check is quadratic).
+const maxRegions = 4096
+
 // addRegion records a relocatable or page-table region and rejects overlap
 // with an earlier one of a shared platform.
 func (v *validator) addRegion(mask uint32, start, size uint64, pageTable bool) error {
 	end := start + size
 	if end < start {
 		return fmt.Errorf("region [%#x, +%#x) wraps around", start, size)
+	}
+	if len(v.regions) >= maxRegions {
+		return fmt.Errorf("more than %d relocation regions", maxRegions)
 	}
 	r := gpaRange{mask, start, end}
 	for _, o := range v.regions {

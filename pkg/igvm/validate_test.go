@@ -325,3 +325,18 @@ func TestBuilderErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestManyRegions: the quadratic overlap check is bounded.
+func TestManyRegions(t *testing.T) {
+	b := valid(func(_ uint32, hs []Header) []Header {
+		var rs []Header
+		for i := 0; i <= maxRegions; i++ {
+			rs = append(rs, &RelocatableRegion{CompatibilityMask: 1, RelocationAlignment: 0x1000,
+				RelocationRegionGPA: 0x100000000 + uint64(i)*0x1000, RelocationRegionSize: 0x1000, MaximumRelocationGPA: 1 << 40})
+		}
+		return append(hs[:2], append(rs, hs[2:]...)...)
+	})
+	if _, err := Parse(b); err == nil || !strings.Contains(err.Error(), "more than 4096 relocation regions") {
+		t.Fatalf("error %v", err)
+	}
+}

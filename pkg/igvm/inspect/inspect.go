@@ -179,6 +179,9 @@ type IDBlock struct {
 	AuthorKeyDigest    string `json:"author_key_digest,omitempty"`
 }
 
+// maxVMSAs bounds the VP contexts decoded (a hostile file can hold millions).
+const maxVMSAs = 64
+
 // Inspect builds the report of a file. Problems found in the guest payload
 // (a missing page, a bad ACPI checksum) are recorded in the report, not
 // returned as errors: the file itself is valid once igvm.Open accepted it.
@@ -225,10 +228,15 @@ func Inspect(f *igvm.File) (*Report, error) {
 	r.Directives = fold(f)
 
 	mem := f.Memory()
+	moreVMSAs, moreIDBlocks := 0, 0
 	for i, h := range f.Directives() {
 		switch x := h.(type) {
 		case *igvm.VPContext:
 			if x.CompatibilityMask != snpMask {
+				continue
+			}
+			if len(r.VMSAs) >= maxVMSAs {
+				moreVMSAs++
 				continue
 			}
 			page, err := f.Data(x)
@@ -241,8 +249,18 @@ func Inspect(f *igvm.File) (*Report, error) {
 			}
 			r.VMSAs = append(r.VMSAs, decodeVMSA(f.DirectiveIndex(i), x, v))
 		case *igvm.SNPIDBlock:
+			if r.IDBlock != nil {
+				moreIDBlocks++
+				continue
+			}
 			r.IDBlock = decodeIDBlock(f.DirectiveIndex(i), x, snpPolicy)
 		}
+	}
+	if moreVMSAs > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d more SEV-SNP VP contexts not decoded", moreVMSAs))
+	}
+	if moreIDBlocks > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d more SNP_ID_BLOCK headers after the first (cloud-hypervisor accepts one)", moreIDBlocks))
 	}
 	if len(r.VMSAs) > 0 {
 		rsi := uint64(r.VMSAs[0].Registers["rsi"])
@@ -509,6 +527,7 @@ func checksumOK(b []byte) bool {
 const (
 	maxACPITable  = 16 << 20
 	maxACPITables = 256
+	maxACPIBytes  = 64 << 20
 )
 
 func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
@@ -580,12 +599,14 @@ func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
 		a.ChecksumOK = a.ChecksumOK && checksumOK(b[:36])
 	}
 	seen := map[uint64]bool{}
+	budget := int64(maxACPIBytes)
 	add := func(addr uint64, via string) []byte {
-		if addr == 0 || seen[addr] {
+		if addr == 0 || seen[addr] || budget <= 0 {
 			return nil
 		}
 		seen[addr] = true
 		t, body := readTable(mem, addr, via)
+		budget -= int64(len(body))
 		a.Tables = append(a.Tables, t)
 		return body
 	}

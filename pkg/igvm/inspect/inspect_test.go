@@ -237,3 +237,30 @@ func TestInspectCanonical(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondIDBlockNoted: only the first ID block is decoded (and its
+// signature checked); more are reported as a note.
+func TestSecondIDBlockNoted(t *testing.T) {
+	f := open(t, "../../../testdata/igvm/d01_kata_clh_short.igvm")
+	var b igvm.Builder
+	b.CopyFile(f)
+	b.Add(&igvm.SNPIDBlock{CompatibilityMask: 1}, nil)
+	var out bytes.Buffer
+	if _, err := b.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	g, err := igvm.Parse(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Inspect(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.IDBlock == nil || r.IDBlock.SignatureValid == nil || !*r.IDBlock.SignatureValid {
+		t.Errorf("first ID block %+v", r.IDBlock)
+	}
+	if len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "1 more SNP_ID_BLOCK") {
+		t.Errorf("notes %q", r.Notes)
+	}
+}

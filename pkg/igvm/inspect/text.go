@@ -30,6 +30,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	p("")
 	p("Directives:")
+	iw := len(fmt.Sprint(r.HeaderCount - 1))
+	iw = max(iw, 4)
 	for _, e := range r.Directives {
 		if e.Start != nil {
 			kind := "data"
@@ -44,10 +46,10 @@ func (r *Report) WriteText(w io.Writer) error {
 			if e.Pages == 1 {
 				pages = "page "
 			}
-			p("  [%4d] %-23s %5d %s %s %s%s", e.Index, fmt.Sprintf("%v-%v", *e.Start, *e.End), e.Pages, pages, e.DataType, kind, fl)
+			p("  [%*d] %-23s %5d %s %s %s%s", iw, e.Index, fmt.Sprintf("%v-%v", *e.Start, *e.End), e.Pages, pages, e.DataType, kind, fl)
 			continue
 		}
-		p("  [%4d] %s %s", e.Index, e.Type, e.Detail)
+		p("  [%*d] %s %s", iw, e.Index, e.Type, e.Detail)
 	}
 	for _, v := range r.VMSAs {
 		p("")
