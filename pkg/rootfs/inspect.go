@@ -143,7 +143,7 @@ func ListFiles(r io.ReaderAt) ([]FileInfo, error) {
 		if !ok {
 			return fmt.Errorf("%s: no erofs stat", p)
 		}
-		f := FileInfo{Path: path.Join("/", p), Mode: unixMode(fi.Mode()), UID: st.UID, GID: st.GID,
+		f := FileInfo{Path: path.Join("/", p), Mode: unixMode(st.Mode), UID: st.UID, GID: st.GID,
 			Size: fi.Size(), Nlink: st.Nlink, Ino: st.Ino, Rdev: st.Rdev, Xattrs: st.Xattrs}
 		if fi.Mode()&fs.ModeSymlink != 0 {
 			if f.Link, err = fs.ReadLink(fsys, p); err != nil {
