@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -35,6 +36,9 @@ func readEntries(ls *layerSrc, idx int) ([]entry, error) {
 			break
 		}
 		if err != nil {
+			if derr := digestFirst(rc, nil); derr != nil {
+				return nil, fmt.Errorf("%s: %w", ls.name, derr)
+			}
 			return nil, fmt.Errorf("%s: after %d entries: %w", ls.name, i, err)
 		}
 		if h.Typeflag == tar.TypeXGlobalHeader {
@@ -178,8 +182,9 @@ func writeData(layers []layerSrc, im *erofsImage, w io.WriterAt) error {
 		for j := 0; left > 0; j++ {
 			h, err := tr.Next()
 			if err != nil {
+				err = digestFirst(rc, unexpected(err))
 				rc.Close()
-				return fmt.Errorf("%s: second read: %w", ls.name, unexpected(err))
+				return fmt.Errorf("%s: second read: %w", ls.name, err)
 			}
 			n := want[i][j]
 			if n == nil {
@@ -239,4 +244,15 @@ func (r *byteReader) Read(p []byte) (int, error) {
 // sortEntries orders memory entries by name so that their parents come first.
 func sortEntries(es []entry) {
 	sort.SliceStable(es, func(a, b int) bool { return es[a].name < es[b].name })
+}
+
+// digestFirst reports a digest mismatch of the stream, if there is one,
+// in place of the tar error it caused: that is the real cause.
+func digestFirst(rc io.ReadCloser, err error) error {
+	if d, ok := rc.(*drainCloser); ok {
+		if ferr := d.finish(); ferr != nil && strings.Contains(ferr.Error(), "digest mismatch") {
+			return ferr
+		}
+	}
+	return err
 }

@@ -286,10 +286,12 @@ func (d *drainCloser) Close() error {
 }
 
 func (d *drainCloser) finish() error {
-	if _, err := io.Copy(io.Discard, d.Reader); err != nil {
-		return err
+	_, err := io.Copy(io.Discard, d.Reader)
+	// The raw stream's own end runs the digest check, which explains a
+	// decompression error better than the error itself.
+	if _, rerr := io.Copy(io.Discard, d.raw); rerr != nil {
+		return rerr
 	}
-	_, err := io.Copy(io.Discard, d.raw)
 	return err
 }
 
