@@ -279,6 +279,9 @@ type drainCloser struct {
 }
 
 func (d *drainCloser) Close() error {
+	if d.c == nil {
+		return nil
+	}
 	if d.zc != nil {
 		d.zc()
 	}
