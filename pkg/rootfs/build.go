@@ -44,8 +44,12 @@ type Options struct {
 }
 
 // DefaultCacheDir is where registry blobs are kept unless --cache says
-// otherwise: $XDG_CACHE_HOME/imagebuilder/blobs (or ~/.cache/...).
+// otherwise: $IMAGEBUILDER_CACHE/blobs, else the user cache directory's
+// imagebuilder/blobs ($XDG_CACHE_HOME or ~/.cache).
 func DefaultCacheDir() string {
+	if c := os.Getenv("IMAGEBUILDER_CACHE"); c != "" {
+		return filepath.Join(c, "blobs")
+	}
 	d, err := os.UserCacheDir()
 	if err != nil {
 		return ""

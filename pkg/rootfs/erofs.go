@@ -23,7 +23,8 @@ import (
 // symlink data blocks follow from block 1 in inode order; the metadata area
 // (inodes with their inline xattrs and inline tails) comes last, starting at
 // meta_blkaddr. Inodes are numbered in depth-first order of sorted names,
-// the root first (nid 0). Compact 32-byte inodes are used unless uid, gid,
+// the root first (nid 1: the kernel's st_ino is the nid, and 0 is not a
+// valid inode number). Compact 32-byte inodes are used unless uid, gid,
 // nlink or size need the extended form. No timestamps are stored: every
 // inode's time is the superblock build time, SOURCE_DATE_EPOCH.
 
@@ -216,8 +217,9 @@ func layoutErofs(t *tree, buildTime uint64, uuid [16]byte) (*erofsImage, error) 
 	}
 	walk(t.root)
 
-	// Sizes of everything, then the metadata area.
-	var cur int64
+	// Sizes of everything, then the metadata area. Slot 0 stays empty:
+	// Linux uses the nid as the inode number, and 0 is no valid st_ino.
+	cur := int64(32)
 	for _, n := range im.inodes {
 		l := &n.lay
 		switch n.mode & sIFMT {
@@ -258,7 +260,7 @@ func layoutErofs(t *tree, buildTime uint64, uuid [16]byte) (*erofsImage, error) 
 		if l.dataKind == layoutFlatPlain && fixed > room {
 			cur = (cur + blockSize - 1) &^ (blockSize - 1)
 		}
-		if n == t.root && cur != 0 {
+		if n == t.root && cur != 32 {
 			return nil, errors.New("erofs: internal error: root inode not first")
 		}
 		l.nid = uint64(cur / 32)
