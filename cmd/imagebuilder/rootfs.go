@@ -24,8 +24,8 @@ func newRootfsCmd() *cobra.Command {
 	return cmd
 }
 
-// sourceDateEpoch reads SOURCE_DATE_EPOCH (default 0).
-func sourceDateEpoch() (int64, error) {
+// rootfsSourceDateEpoch reads SOURCE_DATE_EPOCH (default 0).
+func rootfsSourceDateEpoch() (int64, error) {
 	s := os.Getenv("SOURCE_DATE_EPOCH")
 	if s == "" {
 		return 0, nil
@@ -68,7 +68,7 @@ the root hash, geometry, partitions and kernel command line fragments.`,
 			if out == "" {
 				return usagef("rootfs build: -o is required")
 			}
-			epoch, err := sourceDateEpoch()
+			epoch, err := rootfsSourceDateEpoch()
 			if err != nil {
 				return err
 			}
@@ -158,7 +158,7 @@ func newRootfsInspectCmd() *cobra.Command {
 				w.Write(append(js, '\n'))
 				return ierr
 			}
-			printInspection(w, in)
+			printRootfsInspection(w, in)
 			return ierr
 		},
 	}
@@ -167,7 +167,7 @@ func newRootfsInspectCmd() *cobra.Command {
 	return cmd
 }
 
-func printInspection(w io.Writer, in *rootfs.Inspection) {
+func printRootfsInspection(w io.Writer, in *rootfs.Inspection) {
 	fmt.Fprintf(w, "disk: %d bytes, GUID %s\n", in.DiskSize, in.DiskGUID)
 	for _, p := range in.Partitions {
 		fmt.Fprintf(w, "partition %d %-19s offset %d size %d type %s uuid %s attrs %#x\n",
