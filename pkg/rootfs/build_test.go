@@ -49,11 +49,13 @@ func smallLayers(t testing.TB) [][]byte {
 		{name: "usr/lib/replaced-by-file/inner", body: "gone"},
 	}, many...)
 	top := []tent{
+		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"}, // to a lower layer's file
+		{name: "bin/sh-before", typ: tar.TypeLink, link: "bin/sh"},   // keeps the old shell...
 		{name: "etc/.wh.passwd"},
 		{name: "etc/passwd.new", body: "new"},
 		{name: "etc/old/.wh..wh..opq"},
 		{name: "etc/old/c", body: "c"},
-		{name: "bin/sh", mode: 0o755, body: "new shell"},
+		{name: "bin/sh", mode: 0o755, body: "new shell"}, // ...which this replaces
 		{name: "usr/lib/replaced-by-file", body: "now a file"},
 		{name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
 		{name: "etc/hosts", body: "127.0.0.1 localhost\n"},

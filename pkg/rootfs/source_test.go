@@ -66,6 +66,45 @@ func writeLayout(t testing.TB, dir, arch string, layers [][]byte) string {
 	return dir
 }
 
+// multiPlatform rewrites a layout so that index.json points to an image
+// index holding its image (as linux/amd64) and an arm64 image of other
+// layers, as multi-platform images are published.
+func multiPlatform(t testing.TB, layout string) {
+	t.Helper()
+	idx, _ := os.ReadFile(filepath.Join(layout, "index.json"))
+	var ix struct {
+		Manifests []map[string]any `json:"manifests"`
+	}
+	json.Unmarshal(idx, &ix)
+	amd := ix.Manifests[0]
+	delete(amd, "annotations")
+	amd["platform"] = map[string]string{"os": "linux", "architecture": "amd64"}
+	arm := writeLayout(t, filepath.Join(layout, "..", "arm"), "arm64", [][]byte{mkTar(t, []tent{{name: "arm", body: "arm"}})})
+	aidx, _ := os.ReadFile(filepath.Join(arm, "index.json"))
+	var ax struct {
+		Manifests []map[string]any `json:"manifests"`
+	}
+	json.Unmarshal(aidx, &ax)
+	armM := ax.Manifests[0]
+	delete(armM, "annotations")
+	armM["platform"] = map[string]string{"os": "linux", "architecture": "arm64"}
+	filepath.Walk(filepath.Join(arm, "blobs"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			b, _ := os.ReadFile(p)
+			writeFile(t, filepath.Join(layout, "blobs", "sha256", filepath.Base(p)), b)
+		}
+		return nil
+	})
+	inner, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+		"manifests": []map[string]any{armM, amd}})
+	d := fmt.Sprintf("%x", sha256.Sum256(inner))
+	writeFile(t, filepath.Join(layout, "blobs", "sha256", d), inner)
+	outer, _ := json.Marshal(map[string]any{"schemaVersion": 2, "manifests": []map[string]any{{
+		"mediaType": "application/vnd.oci.image.index.v1+json", "digest": "sha256:" + d, "size": len(inner),
+		"annotations": map[string]string{"org.opencontainers.image.ref.name": "multi"}}}})
+	writeFile(t, filepath.Join(layout, "index.json"), outer)
+}
+
 // tarDir archives a directory (an oci-archive).
 func tarDir(t testing.TB, dir, out string) {
 	var buf bytes.Buffer
@@ -101,6 +140,8 @@ func TestSourceKinds(t *testing.T) {
 
 	layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", layers)
 	tarDir(t, layout, filepath.Join(dir, "image.oci.tar"))
+	multi := writeLayout(t, filepath.Join(dir, "multi", "layout"), "amd64", layers)
+	multiPlatform(t, multi)
 	// docker save format through go-containerregistry.
 	img := mutate.MediaType(empty.Image, "application/vnd.docker.distribution.manifest.v2+json")
 	for _, l := range layers {
@@ -126,9 +167,10 @@ func TestSourceKinds(t *testing.T) {
 		"oci-layout:" + layout + ":v1",
 		"oci-layout:" + layout,
 		"oci-archive:" + filepath.Join(dir, "image.oci.tar"),
+		"oci-layout:" + multi + ":multi",
 		"docker-archive:" + filepath.Join(dir, "docker.tar"),
 	} {
-		t.Run(strings.Split(src, ":")[0], func(t *testing.T) {
+		t.Run(strings.Split(src, ":")[0]+"/"+filepath.Base(strings.Split(src, ":")[1]), func(t *testing.T) {
 			out := filepath.Join(dir, "out.img")
 			_, err := buildFile(t, Options{Sources: []string{src}, Agent: agent, Seed: "s"}, out)
 			if err != nil {
@@ -137,6 +179,14 @@ func TestSourceKinds(t *testing.T) {
 			compareTrees(t, readBack(t, out), want)
 			sums = append(sums, sha256File(t, out))
 		})
+	}
+	// --platform picks the other image of the index.
+	out := filepath.Join(dir, "arm.img")
+	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + multi + ":multi"}, Platform: "linux/arm64", Agent: agent, Seed: "s"}, out); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, out); got["/arm"] == "" || got["/bin/sh"] != "" {
+		t.Errorf("linux/arm64 did not pick the arm64 image")
 	}
 	for _, s := range sums[1:] {
 		if s != sums[0] {
