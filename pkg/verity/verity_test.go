@@ -408,3 +408,34 @@ func FuzzParseSuperblock(f *testing.F) {
 		}
 	})
 }
+
+// FuzzVerify feeds arbitrary hash devices (superblock and tree) to Verify:
+// it must return an error, never panic, and accept only the real tree.
+func FuzzVerify(f *testing.F) {
+	data := testData(40*512, 2)
+	p := DefaultParams()
+	p.DataBlockSize, p.HashBlockSize = 512, 512
+	p.Salt = []byte{7}
+	var h memFile
+	res, err := Format(bytes.NewReader(data), int64(len(data)), &h, p)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(h.b)
+	f.Add(h.b[:512])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, hash []byte) {
+		err := Verify(bytes.NewReader(data), bytes.NewReader(hash), res.RootHash, sbParams(hash))
+		if err == nil && !bytes.Equal(hash[512:len(h.b)], h.b[512:]) {
+			t.Fatalf("accepted a different tree")
+		}
+	})
+}
+
+// sbParams takes the parameters from a superblock, as the CLI does.
+func sbParams(hash []byte) Params {
+	if sb, err := ParseSuperblock(hash); err == nil {
+		return sb.Params(0)
+	}
+	return DefaultParams()
+}
