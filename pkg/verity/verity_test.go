@@ -236,6 +236,23 @@ func TestVerifyCorruption(t *testing.T) {
 	vp := p
 	vp.DataBlocks = 0 // from the superblock
 	vp.Salt = nil
+	vs, _ := exec.LookPath("veritysetup")
+	if vs != "" {
+		// Work on veritysetup's own tree (identical to ours, checked).
+		dir := t.TempDir()
+		dp, hp := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+		os.WriteFile(dp, data, 0o644)
+		out, err := exec.Command(vs, "format", dp, hp, "--hash-block-size=512",
+			"--salt="+hex.EncodeToString(p.Salt), "--uuid="+FormatUUID(p.UUID)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("veritysetup format: %v\n%s", err, out)
+		}
+		theirs, _ := os.ReadFile(hp)
+		if !bytes.Equal(theirs, h.b) {
+			t.Fatal("veritysetup's tree differs from ours")
+		}
+		h.b = theirs
+	}
 	if err := Verify(bytes.NewReader(data), &h, res.RootHash, vp); err != nil {
 		t.Fatalf("clean tree: %v", err)
 	}
@@ -267,7 +284,6 @@ func TestVerifyCorruption(t *testing.T) {
 		{name: "hash device short", data: data, hash: h.b[:len(h.b)-1], wantErr: "hash device is too small: it must be at least 11776 bytes"},
 		{name: "data short", data: data[:len(data)-1], hash: h.b, wantErr: "data is too small"},
 	}
-	vs, _ := exec.LookPath("veritysetup")
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if vs != "" {
