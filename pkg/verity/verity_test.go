@@ -88,6 +88,13 @@ func TestFormatStreamMatchesFormat(t *testing.T) {
 		if !bytes.Equal(ra.RootHash, rb.RootHash) || !bytes.Equal(a.b, b.b) {
 			t.Fatalf("%d blocks: FormatStream differs from Format", n)
 		}
+		plan, err := Plan(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plan.HashAreaSize != ra.HashAreaSize || plan.HashStartBlock != ra.HashStartBlock || plan.Levels != ra.Levels || plan.HashBlocks != ra.HashBlocks {
+			t.Fatalf("%d blocks: Plan %+v differs from Format %+v", n, plan, ra)
+		}
 		if int64(len(a.b)) != ra.HashDeviceSize() {
 			t.Fatalf("%d blocks: wrote %d bytes, HashDeviceSize %d", n, len(a.b), ra.HashDeviceSize())
 		}
