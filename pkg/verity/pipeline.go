@@ -8,6 +8,10 @@ import (
 	"sync"
 )
 
+// subRead is how much a worker reads at a time when it cannot map the
+// data: small enough to be hashed while still in the CPU cache.
+var subRead uint64 = 256 << 10
+
 // maxWorkers caps the goroutines hashing the leaf level (beyond it, memory
 // bandwidth rather than cores limits).
 const maxWorkers = 32
@@ -125,9 +129,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				defer wg.Done()
 				h := g.hasher(p)
 				var buf []byte
-				if mm == nil {
-					buf = make([]byte, per*bs)
-				} else {
+				if mm != nil {
 					// A mapped file cut short under us faults; make that
 					// an error instead of a crash.
 					debug.SetPanicOnFault(true)
@@ -155,12 +157,21 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 						d = hashMapped(mm, first, n, bs, func(b []byte) []byte { return hashChunk(h, idx, b) })
 					}
 					if d == nil {
+						// Read in pieces that stay in the CPU cache
+						// between the copy and the hashing.
 						if buf == nil {
-							buf = make([]byte, per*bs)
+							buf = make([]byte, max(subRead/bs, 1)*bs)
 						}
-						b := buf[:n*bs]
-						if err = src(first, b); err == nil {
-							d = hashChunk(h, idx, b)
+						d = digestPool.Get().([]byte)[:0]
+						for i := uint64(0); i < n && err == nil; {
+							k := min(uint64(len(buf))/bs, n-i)
+							b := buf[:k*bs]
+							if err = src(first+i, b); err == nil {
+								for j := uint64(0); j < k; j++ {
+									d = h.sum(d, b[j*bs:(j+1)*bs])
+								}
+							}
+							i += k
 						}
 					}
 					if err != nil {
