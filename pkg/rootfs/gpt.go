@@ -176,6 +176,9 @@ func writeGPT(w io.WriterAt, diskSize int64, disk GUID, parts []Partition) error
 // readGPT reads and checks the primary GPT of a disk image of the given size.
 func readGPT(r io.ReaderAt, size int64) (GUID, []Partition, error) {
 	var disk GUID
+	if size < (2+gptEntrySects)*sectorSize {
+		return disk, nil, fmt.Errorf("gpt: %d bytes is too small for a GPT disk image", size)
+	}
 	h := make([]byte, sectorSize)
 	if _, err := r.ReadAt(h, sectorSize); err != nil {
 		return disk, nil, fmt.Errorf("gpt: reading header: %w", err)
