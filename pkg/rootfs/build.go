@@ -171,7 +171,7 @@ func Build(opts Options, disk Disk) (*Description, error) {
 		if err != nil || !fi.IsDir() {
 			return nil, fmt.Errorf("rootfs: --add %s: not a directory", d)
 		}
-		layers = append(layers, layerSrc{name: "--add " + d, dir: d})
+		layers = append(layers, layerSrc{name: "--add " + d, dir: d, noRoot: true})
 	}
 	if len(opts.Files) > 0 {
 		fl, err := fileLayer(opts.Files)

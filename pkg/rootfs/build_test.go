@@ -224,7 +224,12 @@ func TestReproducible(t *testing.T) {
 		makeDirSource(t, "src", reverse, mtime, uid)
 		opts, _ := smallBuild(t, ".")
 		opts.Sources = append(opts.Sources, "dir:src")
-		opts.AddDirs = []string{"src"}
+		os.MkdirAll("add/etc", 0o755)
+		writeFile(t, "add/etc/added", []byte("added"))
+		os.Chmod("add/etc/added", 0o644)
+		os.Chmod("add/etc", 0o755)
+		os.Chmod("add", 0o777&^os.FileMode(umask)) // the --add directory's own mode must not matter
+		opts.AddDirs = []string{"add"}
 		if _, err := buildFile(t, opts, "rootfs.img"); err != nil {
 			t.Fatal(err)
 		}

@@ -76,6 +76,9 @@ func dirEntries(ls *layerSrc, idx int) ([]entry, error) {
 		}
 		rel = filepath.ToSlash(rel)
 		if rel == "." {
+			if ls.noRoot {
+				return nil
+			}
 			rel = ""
 		}
 		fi, err := d.Info()

@@ -34,6 +34,9 @@ type layerSrc struct {
 	open func() (io.ReadCloser, error)
 	dir  string
 	mem  []entry // entries made in memory (the agent, units, --file)
+	// noRoot leaves out the directory's own entry, so that an --add
+	// directory does not change the mode of the image's root.
+	noRoot bool
 }
 
 // SourceKinds lists the source forms Build accepts, for help texts.
