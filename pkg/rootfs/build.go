@@ -133,8 +133,8 @@ func deriveUUID(key []byte, msg string) GUID {
 }
 
 // Build layers the sources, adds the agent and units, and writes the GPT
-// disk image (erofs, verity hash) into disk. On error the disk's content is
-// undefined; the caller discards it.
+// disk image (erofs, verity hash) into disk, which it first truncates to
+// zero. On error the disk's content is undefined; the caller discards it.
 func Build(opts Options, disk Disk) (*Description, error) {
 	if opts.Seed == "" {
 		return nil, errors.New("rootfs: a seed is required")
@@ -198,6 +198,10 @@ func Build(opts Options, disk Disk) (*Description, error) {
 		}
 	}
 
+	// Every byte not written below must read as zero.
+	if err := disk.Truncate(0); err != nil {
+		return nil, fmt.Errorf("rootfs: %w", err)
+	}
 	seed := []byte(opts.Seed)
 	fsUUID := deriveUUID(seed, "file-system-uuid")
 	im, err := layoutErofs(t, uint64(opts.SourceDateEpoch), fsUUID)
