@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -35,11 +36,20 @@ func BenchmarkFormat(b *testing.B) {
 	p.Salt = SaltFromSeed(nil)
 	b.SetBytes(size)
 	b.ResetTimer()
+	c0 := cpuTime()
 	for range b.N {
 		if _, err := Format(f, size, discard{}, p); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric((cpuTime()-c0)/float64(b.N), "cpu-s/op")
+}
+
+// cpuTime is the user and system CPU time of the process in seconds.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // BenchmarkRawSHA256 is the bound: sha256 of the same 4 KiB blocks (salt
@@ -51,6 +61,8 @@ func BenchmarkRawSHA256(b *testing.B) {
 	workers := runtime.GOMAXPROCS(0)
 	b.SetBytes(size)
 	b.ResetTimer()
+	c0 := cpuTime()
+	defer func() { b.ReportMetric((cpuTime()-c0)/float64(b.N), "cpu-s/op") }()
 	for range b.N {
 		var wg sync.WaitGroup
 		for w := range workers {

@@ -15,7 +15,7 @@ type mmapper struct{ fd int }
 
 func newMmapper(r io.ReaderAt) *mmapper {
 	f, ok := r.(*os.File)
-	if !ok {
+	if !ok || os.Getenv("VERITY_NOMMAP") != "" {
 		return nil
 	}
 	st, err := f.Stat()

@@ -1,0 +1,243 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// smallLayers is the fixed small fixture: two layers that use whiteouts, an
+// opaque directory, hard links, symlinks, device nodes, a FIFO, xattrs,
+// large ids, setuid bits, files across block boundaries and a directory
+// over several blocks.
+func smallLayers(t testing.TB) [][]byte {
+	many := []tent{{name: "usr/share/many", typ: tar.TypeDir}}
+	for i := range 300 {
+		many = append(many, tent{name: fmt.Sprintf("usr/share/many/entry-with-a-rather-long-name-%03d", i), body: fmt.Sprint(i)})
+	}
+	base := append([]tent{
+		{name: "./", typ: tar.TypeDir},
+		{name: "bin/", typ: tar.TypeDir},
+		{name: "bin/sh", mode: 0o755, body: "original shell"},
+		{name: "bin/sh-link", typ: tar.TypeLink, link: "bin/sh"},
+		{name: "bin/ping", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
+		{name: "bin/su", mode: 0o4755, body: "su"},
+		{name: "dev/", typ: tar.TypeDir},
+		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
+		{name: "dev/sda", typ: tar.TypeBlock, mode: 0o660, major: 8, minor: 0, gid: 6},
+		{name: "dev/big", typ: tar.TypeChar, mode: 0o600, major: 511, minor: 70000},
+		{name: "run/initctl", typ: tar.TypeFifo, mode: 0o600},
+		{name: "etc/", typ: tar.TypeDir},
+		{name: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n"},
+		{name: "etc/old/", typ: tar.TypeDir},
+		{name: "etc/old/a", body: "a"},
+		{name: "etc/old/sub/b", body: "b"},
+		{name: "home/user/notes", uid: 1000, gid: 70000, mode: 0o600, body: "large gid"},
+		{name: "usr/lib/block", body: strings.Repeat("x", 4096)},
+		{name: "usr/lib/tail", body: strings.Repeat("y", 10000)},
+		{name: "usr/lib/bigtail", body: strings.Repeat("z", 8192+3000)},
+		{name: "usr/lib/empty"},
+		{name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
+		{name: "usr/lib/longlink", typ: tar.TypeSymlink, link: strings.Repeat("d/", 1500) + "end"},
+		{name: "usr/lib/replaced-by-file/", typ: tar.TypeDir},
+		{name: "usr/lib/replaced-by-file/inner", body: "gone"},
+	}, many...)
+	top := []tent{
+		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"}, // to a lower layer's file
+		{name: "bin/sh-before", typ: tar.TypeLink, link: "bin/sh"},   // keeps the old shell...
+		{name: "etc/.wh.passwd"},
+		{name: "etc/passwd.new", body: "new"},
+		{name: "etc/old/.wh..wh..opq"},
+		{name: "etc/old/c", body: "c"},
+		{name: "bin/sh", mode: 0o755, body: "new shell"}, // ...which this replaces
+		{name: "usr/lib/replaced-by-file", body: "now a file"},
+		{name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
+		{name: "etc/hosts", body: "127.0.0.1 localhost\n"},
+		{name: "etc/hosts-link", typ: tar.TypeLink, link: "etc/hosts"},
+		{name: "bin/", typ: tar.TypeDir, mode: 0o700},
+	}
+	return [][]byte{mkTar(t, base), mkTar(t, top)}
+}
+
+// smallBuild writes the small fixture's layers as tar files in dir and
+// returns build options for them.
+func smallBuild(t testing.TB, dir string) (Options, *model) {
+	var opts Options
+	m := newModel()
+	for i, l := range smallLayers(t) {
+		p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), l)
+		opts.Sources = append(opts.Sources, "tar:"+p)
+		m.applyTar(t, l)
+	}
+	opts.Agent = fakeAgent(t, dir)
+	m.applyTar(t, additions(t, opts.Agent))
+	opts.Seed = "imagebuilder-test"
+	opts.SourceDateEpoch = 1700000000
+	return opts, m
+}
+
+const goldenFile = "../../testdata/rootfs/small.sha256"
+
+func TestSmallImage(t *testing.T) {
+	dir := t.TempDir()
+	opts, m := smallBuild(t, dir)
+	img := filepath.Join(dir, "rootfs.img")
+	d, err := buildFile(t, opts, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareTrees(t, readBack(t, img), m.describe())
+
+	// Golden sha256 of the whole disk image.
+	sum := sha256File(t, img)
+	if os.Getenv("UPDATE_GOLDEN") != "" {
+		writeFile(t, goldenFile, []byte(sum+"  small fixture of pkg/rootfs/build_test.go (smallLayers), seed imagebuilder-test, SOURCE_DATE_EPOCH=1700000000\n"))
+	}
+	g, err := os.ReadFile(goldenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := strings.Fields(string(g))[0]; sum != want {
+		t.Errorf("rootfs.img sha256 %s, golden %s", sum, want)
+	}
+
+	// Inspect agrees with the description and checks the root hash.
+	f, _ := os.Open(img)
+	defer f.Close()
+	fi, _ := f.Stat()
+	in, err := Inspect(f, fi.Size(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !in.RootHashOK || in.Verity != d.Verity || in.Cmdline != d.Cmdline || in.DiskGUID != d.DiskGUID || in.Filesystem != d.Filesystem {
+		t.Errorf("inspect differs from build:\n%+v\n%+v", in, d)
+	}
+	if len(in.Files) != len(m.files) {
+		t.Errorf("inspect lists %d files, want %d", len(in.Files), len(m.files))
+	}
+	checkGeometry(t, d)
+	checkOracles(t, img, d)
+}
+
+func checkGeometry(t *testing.T, d *Description) {
+	t.Helper()
+	p1, p2 := d.Partitions[0], d.Partitions[1]
+	if p1.Offset != 1<<20 || p1.Size != d.Filesystem.Size || p2.Offset != p1.Offset+p1.Size || p2.Size%4096 != 0 ||
+		p2.Size-d.Verity.HashSize >= 4096 || d.DiskSize%4096 != 0 {
+		t.Errorf("partition geometry: %+v", d.Partitions)
+	}
+	if p1.UUID.String() != d.Verity.RootHash[:8]+"-"+d.Verity.RootHash[8:12]+"-"+d.Verity.RootHash[12:16]+"-"+d.Verity.RootHash[16:20]+"-"+d.Verity.RootHash[20:32] ||
+		strings.ReplaceAll(p2.UUID.String(), "-", "") != d.Verity.RootHash[32:] {
+		t.Errorf("PARTUUIDs %s %s are not the halves of %s", p1.UUID, p2.UUID, d.Verity.RootHash)
+	}
+	want := fmt.Sprintf("ibroot.hash=%s ibroot.salt=%s ibroot.alg=sha256 ibroot.blocks=%d ibroot.bs=4096 ibroot.hashbs=4096 ibroot.hashstart=1 ibroot.fstype=erofs",
+		d.Verity.RootHash, d.Verity.Salt, d.Verity.DataBlocks)
+	if d.Cmdline.IBRoot != want {
+		t.Errorf("ibroot cmdline %q, want %q", d.Cmdline.IBRoot, want)
+	}
+	if d.Cmdline.Systemd != "roothash="+d.Verity.RootHash {
+		t.Errorf("systemd cmdline %q", d.Cmdline.Systemd)
+	}
+	if !strings.HasPrefix(d.Cmdline.DMModCreate, `dm-mod.create="root,,,ro,0 `) || !strings.HasSuffix(d.Cmdline.DMModCreate, " root=/dev/dm-0 rootfstype=erofs ro") {
+		t.Errorf("dm-mod.create cmdline %q", d.Cmdline.DMModCreate)
+	}
+}
+
+func TestRootHashChangesWithOneByte(t *testing.T) {
+	dir := t.TempDir()
+	opts, _ := smallBuild(t, dir)
+	extra := writeFile(t, filepath.Join(dir, "extra"), bytes.Repeat([]byte("a"), 5000))
+	opts.Files = []string{extra + ":/etc/extra:0600"}
+	d1, err := buildFile(t, opts, filepath.Join(dir, "a.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Repeat([]byte("a"), 5000)
+	b[4321] = 'b'
+	writeFile(t, extra, b)
+	d2, err := buildFile(t, opts, filepath.Join(dir, "b.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1.Verity.RootHash == d2.Verity.RootHash {
+		t.Fatal("root hash did not change when one byte of one file did")
+	}
+	if d1.DiskGUID != d2.DiskGUID || d1.Verity.Salt != d2.Verity.Salt {
+		t.Error("seed-derived identifiers changed with the content")
+	}
+	opts.Seed = "another seed"
+	d3, err := buildFile(t, opts, filepath.Join(dir, "c.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d3.DiskGUID == d2.DiskGUID || d3.Verity.Salt == d2.Verity.Salt || d3.Filesystem.UUID == d2.Filesystem.UUID {
+		t.Error("identifiers did not change with the seed")
+	}
+}
+
+// makeDirSource writes the same tree in a given order, with given mtimes
+// and (when root) owners.
+func makeDirSource(t *testing.T, root string, reverse bool, mtime time.Time, uid int) {
+	files := []string{"a/x", "a/y", "b/z", "c", "d/e/f"}
+	if reverse {
+		for i, j := 0, len(files)-1; i < j; i, j = i+1, j-1 {
+			files[i], files[j] = files[j], files[i]
+		}
+	}
+	for _, f := range files {
+		p := writeFile(t, filepath.Join(root, f), []byte("content of "+f))
+		os.Chmod(p, 0o644)
+	}
+	os.Symlink("c", filepath.Join(root, "link"))
+	os.Link(filepath.Join(root, "c"), filepath.Join(root, "c-hard"))
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if fi.IsDir() {
+			os.Chmod(p, 0o755)
+		}
+		if os.Geteuid() == 0 {
+			os.Lchown(p, uid, uid)
+		}
+		os.Chtimes(p, mtime, mtime)
+		return nil
+	})
+}
+
+func TestReproducible(t *testing.T) {
+	base := t.TempDir()
+	build := func(name string, reverse bool, mtime time.Time, uid int, umask int, tz *time.Location) string {
+		dir := filepath.Join(base, name)
+		os.MkdirAll(dir, 0o755)
+		old := syscall.Umask(umask)
+		defer syscall.Umask(old)
+		oldTZ := time.Local
+		time.Local = tz
+		defer func() { time.Local = oldTZ }()
+		wd, _ := os.Getwd()
+		defer os.Chdir(wd)
+		os.Chdir(dir)
+		makeDirSource(t, "src", reverse, mtime, uid)
+		opts, _ := smallBuild(t, ".")
+		opts.Sources = append(opts.Sources, "dir:src")
+		os.MkdirAll("add/etc", 0o755)
+		writeFile(t, "add/etc/added", []byte("added"))
+		os.Chmod("add/etc/added", 0o644)
+		os.Chmod("add/etc", 0o755)
+		os.Chmod("add", 0o777&^os.FileMode(umask)) // the --add directory's own mode must not matter
+		opts.AddDirs = []string{"add"}
+		if _, err := buildFile(t, opts, "rootfs.img"); err != nil {
+			t.Fatal(err)
+		}
+		return sha256File(t, "rootfs.img")
+	}
+	a := build("one", false, time.Unix(1000, 0), 0, 0o022, time.UTC)
+	b := build("two/deeper", true, time.Now(), 4242, 0o077, time.FixedZone("X", -7*3600))
+	if a != b {
+		t.Fatalf("builds differ: %s vs %s", a, b)
+	}
+}

@@ -1,0 +1,98 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"testing"
+)
+
+// memDisk is an in-memory Disk.
+type memDisk struct{ b []byte }
+
+func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(m.b)) {
+		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memDisk) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m *memDisk) Truncate(n int64) error {
+	if n <= int64(len(m.b)) {
+		m.b = m.b[:n]
+		return nil
+	}
+	m.b = append(m.b, make([]byte, n-int64(len(m.b)))...)
+	return nil
+}
+
+// FuzzLayer feeds arbitrary bytes as a layer: reading, layering and writing
+// must fail cleanly or produce an erofs that go-erofs reads back.
+func FuzzLayer(f *testing.F) {
+	f.Add(mkTar(f, []tent{{name: ".", typ: tar.TypeDir}, {name: "bin/sh", mode: 0o755, body: "sh"},
+		{name: "bin/ln", typ: tar.TypeLink, link: "bin/sh"}, {name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
+		{name: "dev/null", typ: tar.TypeChar, major: 1, minor: 3},
+		{name: "f", body: "x", xattrs: map[string]string{"security.capability": "c"}},
+		{name: "big", body: string(make([]byte, 5000))}}))
+	f.Add(mkTar(f, []tent{{name: "a/.wh..wh..opq"}, {name: "a/b", typ: tar.TypeLink, link: "c"}}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ls := []layerSrc{{name: "fuzz", open: func() (io.ReadCloser, error) {
+			return decompress(bytes.NewReader(data), io.NopCloser(nil))
+		}}}
+		es, err := readEntries(&ls[0], 0)
+		if err != nil {
+			return
+		}
+		tr := newTree()
+		if err := tr.apply("fuzz", es); err != nil {
+			return
+		}
+		im, err := layoutErofs(tr, 0, GUID{})
+		if err != nil {
+			return
+		}
+		if im.Size() > 4<<20 {
+			return
+		}
+		disk := &memDisk{}
+		if err := writeData(ls, im, disk); err != nil {
+			return
+		}
+		if err := im.finish(disk); err != nil {
+			t.Fatal(err)
+		}
+		disk.Truncate(im.Size())
+		if _, err := ListFiles(disk); err != nil {
+			t.Fatalf("built image does not read back: %v", err)
+		}
+	})
+}
+
+// FuzzInspect feeds arbitrary disk images to Inspect.
+func FuzzInspect(f *testing.F) {
+	dir := f.TempDir()
+	opts, _ := smallBuild(f, dir)
+	disk := &memDisk{}
+	if _, err := Build(opts, disk); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(disk.b[:8<<10])
+	f.Add(append(append([]byte{}, disk.b[:34*512]...), disk.b[len(disk.b)-33*512:]...))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		Inspect(bytes.NewReader(data), int64(len(data)), true)
+	})
+}
+
+// Compile-time check: the in-memory disk is a Disk.
+var _ Disk = (*memDisk)(nil)
