@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCLI runs the CLI and returns the exit code, stdout and stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() {
+		var b bytes.Buffer
+		io.Copy(&b, r)
+		done <- b.String()
+	}()
+	var code int
+	stderr := captureStderr(t, func() { code = run(args) })
+	w.Close()
+	os.Stdout = old
+	return code, <-done, stderr
+}
+
+func writeData(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i/4096)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestVerityFormatVerifyDump(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	hash := filepath.Join(dir, "hash")
+	writeData(t, data, 300*4096)
+	code, out, stderr := runCLI(t, "verity", "format", data, hash, "--seed=test", "--root-hash-file", filepath.Join(dir, "root"))
+	if code != 0 {
+		t.Fatalf("format: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"VERITY header information for " + hash, "Data blocks:     \t300", "Hash blocks:     \t4", "Root hash:      \t", "Hash device size: \t20480 [bytes]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("format output lacks %q:\n%s", want, out)
+		}
+	}
+	root, _ := os.ReadFile(filepath.Join(dir, "root"))
+	rootHex := strings.TrimSpace(string(root))
+	if !strings.Contains(out, rootHex) || len(rootHex) != 64 {
+		t.Fatalf("root hash file %q", root)
+	}
+	first, _ := os.ReadFile(hash)
+	// Reproducible: the same seed gives the same bytes.
+	if code, _, stderr := runCLI(t, "verity", "format", data, hash, "--seed=test"); code != 0 {
+		t.Fatal(stderr)
+	}
+	if again, _ := os.ReadFile(hash); !bytes.Equal(first, again) {
+		t.Fatal("two seeded runs differ")
+	}
+	if code, out, stderr := runCLI(t, "verity", "verify", data, hash, rootHex); code != 0 || !strings.Contains(out, "match root hash") {
+		t.Fatalf("verify: exit %d %s %s", code, out, stderr)
+	}
+	if code, _, stderr := runCLI(t, "verity", "verify", data, hash, "--root-hash-file", filepath.Join(dir, "root")); code != 0 {
+		t.Fatalf("verify --root-hash-file: %s", stderr)
+	}
+	code, out, _ = runCLI(t, "verity", "dump", hash, "--json")
+	var j formatJSON
+	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.DataBlocks != 300 || j.HashDeviceSize != 20480 || j.UUID == "" {
+		t.Fatalf("dump --json: %d %s", code, out)
+	}
+	code, out, _ = runCLI(t, "verity", "format", data, hash, "--seed=test", "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.RootHash != rootHex || !strings.Contains(j.Table, " 300 1 sha256 "+rootHex) {
+		t.Fatalf("format --json: %d %s", code, out)
+	}
+
+	// A flipped bit in the data is named.
+	b, _ := os.ReadFile(data)
+	b[77*4096+5] ^= 0x10
+	os.WriteFile(data, b, 0o644)
+	code, _, stderr = runCLI(t, "verity", "verify", data, hash, rootHex)
+	if code != 1 || !strings.Contains(stderr, "data block 77 is corrupt") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("verify of corrupt data: exit %d %q", code, stderr)
+	}
+}
+
+func TestVerityAppended(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "disk")
+	writeData(t, data, 129*4096)
+	code, out, stderr := runCLI(t, "verity", "format", data, data, "--no-superblock", "--salt=-", "--json")
+	if code != 0 {
+		t.Fatalf("format: %s", stderr)
+	}
+	var j formatJSON
+	json.Unmarshal([]byte(out), &j)
+	st, _ := os.Stat(data)
+	if j.HashOffset != 129*4096 || st.Size() != 129*4096+3*4096 || j.HashStartBlock != 129 {
+		t.Fatalf("appended: offset %d start %d size %d", j.HashOffset, j.HashStartBlock, st.Size())
+	}
+	code, _, stderr = runCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096), "--data-blocks=129")
+	if code != 0 {
+		t.Fatalf("verify: %s", stderr)
+	}
+	code, _, stderr = runCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096))
+	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
+		t.Fatalf("verify without --data-blocks: %d %s", code, stderr)
+	}
+	// A failure leaves the data file as it was.
+	before, _ := os.ReadFile(data)
+	code, _, stderr = runCLI(t, "verity", "format", data, data, "--hash-offset=4096", "--data-blocks=2")
+	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
+		t.Fatalf("overlap: %d %s", code, stderr)
+	}
+	if after, _ := os.ReadFile(data); !bytes.Equal(before, after) {
+		t.Fatal("failed format changed the data file")
+	}
+}
+
+func TestVerityBadInput(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	writeData(t, data, 64*4096)
+	odd := filepath.Join(dir, "odd")
+	writeData(t, odd, 5000)
+	good := filepath.Join(dir, "good")
+	if code, _, stderr := runCLI(t, "verity", "format", data, good); code != 0 {
+		t.Fatal(stderr)
+	}
+	goodBytes, _ := os.ReadFile(good)
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, goodBytes[:len(goodBytes)-100], 0o644)
+	badMagic := filepath.Join(dir, "badmagic")
+	os.WriteFile(badMagic, append([]byte("VERITY"), goodBytes[6:]...), 0o644)
+	badVersion := filepath.Join(dir, "badversion")
+	bv := append([]byte(nil), goodBytes...)
+	bv[8] = 2
+	os.WriteFile(badVersion, bv, 0o644)
+	out := filepath.Join(dir, "out")
+	root := strings.Repeat("00", 32)
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"dbs not power of two", []string{"verity", "format", data, out, "--data-block-size=3000"}, 1, "data block size 3000 is not a power of two"},
+		{"hbs out of range", []string{"verity", "format", data, out, "--hash-block-size=131072"}, 1, "hash block size 131072"},
+		{"dbs too small", []string{"verity", "format", data, out, "--data-block-size=256"}, 1, "data block size 256"},
+		{"salt not hex", []string{"verity", "format", data, out, "--salt=xyz"}, 1, `salt "xyz" is not hex`},
+		{"salt too long", []string{"verity", "format", data, out, "--salt=" + strings.Repeat("ab", 257)}, 1, "salt is 257 bytes"},
+		{"unknown algorithm", []string{"verity", "format", data, out, "--hash=md5"}, 1, `unknown hash algorithm "md5"`},
+		{"bad uuid", []string{"verity", "format", data, out, "--uuid=nope"}, 1, `UUID "nope"`},
+		{"size not multiple", []string{"verity", "format", odd, out}, 1, "data size 5000 is not a multiple of the data block size 4096"},
+		{"missing data", []string{"verity", "format", filepath.Join(dir, "nothing"), out}, 1, "no such file"},
+		{"hash file too small", []string{"verity", "verify", data, short, root}, 1, "hash device is too small"},
+		{"wrong magic", []string{"verity", "dump", badMagic}, 1, "bad magic"},
+		{"wrong version", []string{"verity", "dump", badVersion}, 1, "unsupported superblock version 2"},
+		{"verify wrong magic", []string{"verity", "verify", data, badMagic, root}, 1, "bad magic"},
+		{"root hash not hex", []string{"verity", "verify", data, good, "xyz"}, 1, `root hash "xyz" is not hex`},
+		{"wrong root hash", []string{"verity", "verify", data, good, root}, 1, "does not match the root hash"},
+		{"no root hash", []string{"verity", "verify", data, good}, 2, "give ROOTHASH"},
+		{"format args", []string{"verity", "format", data}, 2, "takes 2 argument"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, tc.args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.want)
+			}
+			if tc.code == 1 && strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("error is not one line: %q", stderr)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Fatal("partial output left under the final name")
+			}
+			ents, _ := os.ReadDir(dir)
+			for _, e := range ents {
+				if strings.HasPrefix(e.Name(), ".") {
+					t.Fatalf("temporary file %s left behind", e.Name())
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,229 @@
+package verity
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Result describes a formatted hash tree.
+type Result struct {
+	// RootHash is the digest of the top hash block.
+	RootHash []byte
+	// Salt is the salt used (a copy of Params.Salt).
+	Salt []byte
+	// DataBlocks is the number of data blocks covered.
+	DataBlocks uint64
+	// HashStartBlock is the first tree block in the hash device, in hash
+	// blocks: the <hash_start> of the device-mapper table.
+	HashStartBlock uint64
+	// HashBlocks is the number of tree blocks (without the superblock).
+	HashBlocks uint64
+	// Levels is the number of tree levels (0 for a single data block).
+	Levels int
+	// HashAreaSize is the number of bytes of the hash device from
+	// HashOffset to the end of the tree (superblock and tree); the hash
+	// device must be at least HashOffset+HashAreaSize bytes.
+	HashAreaSize int64
+	// Params are the parameters used, with DataBlocks filled in.
+	Params Params
+}
+
+// RootHashHex is the root hash in lowercase hex.
+func (r *Result) RootHashHex() string { return hex.EncodeToString(r.RootHash) }
+
+// HashDeviceSize is the size veritysetup gives a hash device it formats:
+// HashOffset+HashAreaSize rounded up to whole hash blocks.
+func (r *Result) HashDeviceSize() int64 { return int64(r.Params.HashOffset) + r.HashAreaSize }
+
+// dataBlocksFor works out how many data blocks to hash from the size of the
+// data and the parameters.
+func dataBlocksFor(dataSize int64, p *Params) (uint64, error) {
+	bs := uint64(p.DataBlockSize)
+	if dataSize < 0 {
+		return 0, fmt.Errorf("data size %d is negative", dataSize)
+	}
+	if p.DataBlocks == 0 {
+		if uint64(dataSize)%bs != 0 {
+			return 0, fmt.Errorf("data size %d is not a multiple of the data block size %d (give the number of data blocks to hash only a prefix)", dataSize, bs)
+		}
+		if dataSize == 0 {
+			return 0, errors.New("data is empty")
+		}
+		return uint64(dataSize) / bs, nil
+	}
+	if p.DataBlocks > uint64(dataSize)/bs {
+		return 0, fmt.Errorf("data is %d bytes, too small for %d blocks of %d bytes", dataSize, p.DataBlocks, bs)
+	}
+	return p.DataBlocks, nil
+}
+
+// Format computes the hash tree of the data (dataSize bytes readable from
+// data) and writes the superblock (unless p.NoSuperblock) and the tree to
+// hash from p.HashOffset on. Only the bytes of the superblock and the tree
+// are written, and the zeros between the superblock and the tree.
+//
+// data and hash may be the same file when the hash area lies after the
+// data (p.HashOffset >= the data blocks' end).
+func Format(data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Result, error) {
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	n, err := dataBlocksFor(dataSize, &p)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	p.DataBlocks = n
+	return format(readerAtSource(data, uint64(p.DataBlockSize)), true, hash, p)
+}
+
+// FormatStream is Format for data read once, in order, from an io.Reader.
+// p.DataBlocks must be set (the tree's layout depends on it); exactly that
+// many blocks are read.
+func FormatStream(data io.Reader, hash io.WriterAt, p Params) (*Result, error) {
+	if p.DataBlocks == 0 {
+		return nil, errors.New("verity: FormatStream needs the number of data blocks")
+	}
+	return format(readerSource(data, uint64(p.DataBlockSize)), false, hash, p)
+}
+
+func format(src blockSource, parallel bool, hash io.WriterAt, p Params) (*Result, error) {
+	g, err := newGeometry(&p, p.DataBlocks)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	p.Salt = append([]byte(nil), p.Salt...)
+	hbs := uint64(p.HashBlockSize)
+	b := &treeBuilder{g: g, w: hash, hbs: hbs, h: g.hasher(&p)}
+	b.levels = make([]levelBuf, g.levels)
+	for i := range b.levels {
+		b.levels[i].buf = make([]byte, hbs)
+	}
+	var root []byte
+	if g.levels == 0 {
+		// A single data block: its digest is the root hash; no tree.
+		err = hashData(src, parallel, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+			root = append([]byte(nil), d...)
+			return nil
+		})
+	} else {
+		err = hashData(src, parallel, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+			for i := 0; i < len(d); i += g.digestSize {
+				if err := b.add(0, d[i:i+g.digestSize]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			root, err = b.finish()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	if !p.NoSuperblock {
+		// The superblock, then zeros up to the tree (or, with a single
+		// data block, to the end of the hash block holding the
+		// superblock: veritysetup's device size).
+		raw := SuperblockFromParams(&p).Marshal()
+		raw = append(raw, make([]byte, g.hashStart*hbs-(p.HashOffset+SuperblockSize))...)
+		if _, err := hash.WriteAt(raw, int64(p.HashOffset)); err != nil {
+			return nil, fmt.Errorf("verity: writing superblock: %w", err)
+		}
+	}
+	r := g.result(&p)
+	r.RootHash = root
+	return r, nil
+}
+
+func (g *geometry) result(p *Params) *Result {
+	end := g.end * uint64(p.HashBlockSize)
+	if end < p.HashOffset {
+		end = p.HashOffset // no superblock and a single data block: no tree
+	}
+	return &Result{
+		Salt:           p.Salt,
+		DataBlocks:     g.dataBlocks,
+		HashStartBlock: g.hashStart,
+		HashBlocks:     g.hashBlocks(),
+		Levels:         g.levels,
+		HashAreaSize:   int64(end - p.HashOffset),
+		Params:         *p,
+	}
+}
+
+// Plan returns the layout Format writes for p (with p.DataBlocks set):
+// everything of the Result but the root hash. Use it to size the hash
+// device (HashDeviceSize) before formatting.
+func Plan(p Params) (*Result, error) {
+	if p.DataBlocks == 0 {
+		return nil, errors.New("verity: Plan needs the number of data blocks")
+	}
+	g, err := newGeometry(&p, p.DataBlocks)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	p.Salt = append([]byte(nil), p.Salt...)
+	return g.result(&p), nil
+}
+
+type levelBuf struct {
+	buf []byte
+	n   int    // digests in buf
+	blk uint64 // blocks of this level written
+}
+
+// treeBuilder builds the levels of the tree as the leaf digests arrive in
+// order, keeping one partial hash block per level.
+type treeBuilder struct {
+	g      *geometry
+	w      io.WriterAt
+	hbs    uint64
+	h      *blockHasher
+	levels []levelBuf
+	root   []byte
+	digest []byte
+}
+
+func (b *treeBuilder) add(level int, d []byte) error {
+	l := &b.levels[level]
+	copy(l.buf[l.n*b.g.stride:], d)
+	l.n++
+	if l.n == b.g.hashPerBlock {
+		return b.flush(level)
+	}
+	return nil
+}
+
+func (b *treeBuilder) flush(level int) error {
+	l := &b.levels[level]
+	pos := b.g.levelStart[level] + l.blk
+	if _, err := b.w.WriteAt(l.buf, int64(pos*b.hbs)); err != nil {
+		return fmt.Errorf("writing hash block %d: %w", pos, err)
+	}
+	b.digest = b.h.sum(b.digest[:0], l.buf)
+	clear(l.buf)
+	l.n = 0
+	l.blk++
+	if level+1 < len(b.levels) {
+		return b.add(level+1, b.digest)
+	}
+	b.root = append(b.root[:0], b.digest...)
+	return nil
+}
+
+func (b *treeBuilder) finish() ([]byte, error) {
+	for i := range b.levels {
+		if b.levels[i].n > 0 {
+			if err := b.flush(i); err != nil {
+				return nil, err
+			}
+		}
+		if b.levels[i].blk != b.g.levelSize[i] {
+			return nil, fmt.Errorf("internal error: level %d has %d blocks, want %d", i, b.levels[i].blk, b.g.levelSize[i])
+		}
+	}
+	return b.root, nil
+}
