@@ -15,11 +15,13 @@ import (
 	"time"
 
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
+	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
 // Boot tests: a real Debian kernel (scripts/fixtures/debian-kernel.sh)
 // with an initrd built by pkg/initrd around this init, and a GPT disk
-// holding an erofs root and its dm-verity hash tree, under QEMU (TCG).
+// holding an erofs root (mkfs.erofs) and its dm-verity hash tree
+// (pkg/verity, checked with veritysetup verify), under QEMU (TCG).
 
 func cacheDir() string {
 	if d := os.Getenv("IMAGEBUILDER_CACHE"); d != "" {
@@ -98,13 +100,31 @@ func makeDisk(t *testing.T, dir, rootDir string, partHash func(root string) stri
 	data := filepath.Join(dir, "root.erofs")
 	hash := filepath.Join(dir, "root.verity")
 	runCmd(t, dir, nil, "mkfs.erofs", "-T0", "-U", "6b1e6a2c-4f0a-4b7e-9a55-0c2b8b7f3e01", "--all-root", data, rootDir)
-	salt := hex.EncodeToString(sha256.New().Sum([]byte("ibroot-test-salt"))[:32])
-	out := runCmd(t, dir, nil, "veritysetup", "format", "--salt="+salt, "--uuid=2a5c1a57-1c1e-4c47-8a9f-6f1de0b4a1d2", data, hash)
-	m := regexp.MustCompile(`Root hash:\s+([0-9a-f]{64})`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("no root hash in veritysetup output:\n%s", out)
+	salt := sha256.Sum256([]byte("ibroot-test-salt"))
+	params := verity.DefaultParams()
+	params.Salt = salt[:]
+	copy(params.UUID[:], []byte("ibroot-test-uuid"))
+	df, err := os.Open(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	root := m[1]
+	defer df.Close()
+	dst, _ := df.Stat()
+	hf, err := os.Create(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := verity.Format(df, dst.Size(), hf, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hf.Close()
+	if res.HashStartBlock != 1 {
+		t.Fatalf("hash start block %d, the test's command line says 1", res.HashStartBlock)
+	}
+	// Cross-check against veritysetup, the reference tool.
+	runCmd(t, dir, nil, "veritysetup", "verify", data, hash, res.RootHashHex())
+	root := res.RootHashHex()
 	ph := partHash(root)
 	ds, _ := os.Stat(data)
 	hs, _ := os.Stat(hash)
@@ -142,7 +162,7 @@ func makeDisk(t *testing.T, dir, rootDir string, partHash func(root string) stri
 			t.Fatal(err)
 		}
 	}
-	return verityDisk{path: disk, rootHash: root, salt: salt, blocks: ds.Size() / 4096, dataOffset: p1 * 512}
+	return verityDisk{path: disk, rootHash: root, salt: hex.EncodeToString(salt[:]), blocks: ds.Size() / 4096, dataOffset: p1 * 512}
 }
 
 func cmdline(root, salt string, blocks int64, extra string) string {
