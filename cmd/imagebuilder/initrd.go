@@ -75,7 +75,7 @@ root described by the ibroot.* kernel parameters.`,
 	fl.StringVar(&f.verityInit, "verity-init", "", `guest init to place at /init with /dev/console, /dev, /proc, /sys ("auto": guest-init next to this executable)`)
 	fl.StringVar(&f.early, "early-cpio", "", "uncompressed newc archive to put first (CPU microcode)")
 	fl.StringVar(&f.compress, "compress", "zstd", "compression: none, gzip or zstd")
-	fl.IntVar(&f.level, "level", 0, "compression level (0: gzip 9, zstd 19)")
+	fl.IntVar(&f.level, "level", 0, "compression level (0: gzip 6, zstd 3, as the gzip and zstd tools)")
 	fl.BoolVar(&f.keepOwners, "keep-owners", false, "store the owners of host files instead of 0:0")
 	fl.StringVarP(&f.out, "output", "o", "", "output file (required)")
 	return cmd
