@@ -235,15 +235,21 @@ func TestBoot(t *testing.T) {
 	if err := initrd.AddInitSkeleton(a); err != nil {
 		t.Fatal(err)
 	}
-	img := filepath.Join(dir, "initrd.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
+	// zstd for two boots, gzip (our parallel deflate) for the other two:
+	// the kernel's own decompressors must unpack both.
+	imgs := map[initrd.Compression]string{}
+	for _, c := range []initrd.Compression{initrd.Zstd, initrd.Gzip} {
+		imgs[c] = filepath.Join(dir, "initrd-"+string(c)+".img")
+		f, err := os.Create(imgs[c])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := initrd.Build(f, a, initrd.BuildOptions{Compression: c}); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
 	}
-	if err := initrd.Build(f, a, initrd.BuildOptions{Compression: initrd.Zstd}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	img := imgs[initrd.Zstd]
 
 	good := makeDisk(t, mkdir(t, dir, "good"), rootDir, func(r string) string { return r })
 	const timeout = 90 * time.Second
@@ -283,7 +289,7 @@ func TestBoot(t *testing.T) {
 		// line, but its tree has another root: what a swapped disk looks like.
 		wh := flipHex(good.rootHash, 5)
 		d := makeDisk(t, mkdir(t, dir, "wrong"), rootDir, func(string) string { return wh })
-		out := boot(t, vmlinuz, img, d.path, cmdline(wh, d.salt, d.blocks, ""), timeout)
+		out := boot(t, vmlinuz, imgs[initrd.Gzip], d.path, cmdline(wh, d.salt, d.blocks, ""), timeout)
 		if strings.Contains(out, "MARKER") {
 			t.Fatalf("root with a wrong hash booted:\n%s", out)
 		}
@@ -294,7 +300,7 @@ func TestBoot(t *testing.T) {
 	})
 
 	t.Run("missing-disk", func(t *testing.T) {
-		out := boot(t, vmlinuz, img, "", cmdline(good.rootHash, good.salt, good.blocks, "ibroot.timeout=3"), timeout)
+		out := boot(t, vmlinuz, imgs[initrd.Gzip], "", cmdline(good.rootHash, good.salt, good.blocks, "ibroot.timeout=3"), timeout)
 		if !strings.Contains(out, "ibroot: FATAL: no disk with GPT partitions "+uuidOf(good.rootHash[:32])) {
 			t.Fatalf("no missing-disk error:\n%s", out)
 		}

@@ -208,16 +208,19 @@ func copyContent(cw *cpioWriter, e *Entry, open func() (io.ReadCloser, error), b
 
 // Header is one entry as read back from an archive.
 type Header struct {
-	Name                 string
-	Ino                  uint32
-	Mode                 uint32
-	UID, GID             uint32
-	NLink                uint32
-	MTime                int64
-	Size                 int64
-	DevMajor, DevMinor   uint32
-	RDevMajor, RDevMinor uint32
-	Linkname             string
+	Name      string `json:"name"`
+	Ino       uint32 `json:"ino"`
+	Mode      uint32 `json:"mode"`
+	UID       uint32 `json:"uid"`
+	GID       uint32 `json:"gid"`
+	NLink     uint32 `json:"nlink"`
+	MTime     int64  `json:"mtime"`
+	Size      int64  `json:"size"`
+	DevMajor  uint32 `json:"devmajor"`
+	DevMinor  uint32 `json:"devminor"`
+	RDevMajor uint32 `json:"rdevmajor"`
+	RDevMinor uint32 `json:"rdevminor"`
+	Linkname  string `json:"linkname,omitempty"`
 }
 
 // Reader reads newc entries from an uncompressed cpio stream.
