@@ -75,7 +75,7 @@ func Format(data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Resu
 		return nil, fmt.Errorf("verity: %w", err)
 	}
 	p.DataBlocks = n
-	return format(readerAtSource(data, uint64(p.DataBlockSize)), true, hash, p)
+	return format(readerAtSource(data, uint64(p.DataBlockSize)), true, newMmapper(data), hash, p)
 }
 
 // FormatStream is Format for data read once, in order, from an io.Reader.
@@ -85,10 +85,10 @@ func FormatStream(data io.Reader, hash io.WriterAt, p Params) (*Result, error) {
 	if p.DataBlocks == 0 {
 		return nil, errors.New("verity: FormatStream needs the number of data blocks")
 	}
-	return format(readerSource(data, uint64(p.DataBlockSize)), false, hash, p)
+	return format(readerSource(data, uint64(p.DataBlockSize)), false, nil, hash, p)
 }
 
-func format(src blockSource, parallel bool, hash io.WriterAt, p Params) (*Result, error) {
+func format(src blockSource, parallel bool, mm *mmapper, hash io.WriterAt, p Params) (*Result, error) {
 	g, err := newGeometry(&p, p.DataBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("verity: %w", err)
@@ -103,12 +103,12 @@ func format(src blockSource, parallel bool, hash io.WriterAt, p Params) (*Result
 	var root []byte
 	if g.levels == 0 {
 		// A single data block: its digest is the root hash; no tree.
-		err = hashData(src, parallel, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+		err = hashData(src, parallel, mm, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
 			root = append([]byte(nil), d...)
 			return nil
 		})
 	} else {
-		err = hashData(src, parallel, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+		err = hashData(src, parallel, mm, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
 			for i := 0; i < len(d); i += g.digestSize {
 				if err := b.add(0, d[i:i+g.digestSize]); err != nil {
 					return err
@@ -172,8 +172,15 @@ func Plan(p Params) (*Result, error) {
 type levelBuf struct {
 	buf []byte
 	n   int    // digests in buf
-	blk uint64 // blocks of this level written
+	blk uint64 // blocks of this level done
+	// out holds finished blocks not yet written, from block outStart of
+	// the level on, so that the tree is written in large pieces.
+	out      []byte
+	outStart uint64
 }
+
+// writeBatch is how much of a level is written at once.
+const writeBatch = 256 << 10
 
 // treeBuilder builds the levels of the tree as the leaf digests arrive in
 // order, keeping one partial hash block per level.
@@ -199,9 +206,14 @@ func (b *treeBuilder) add(level int, d []byte) error {
 
 func (b *treeBuilder) flush(level int) error {
 	l := &b.levels[level]
-	pos := b.g.levelStart[level] + l.blk
-	if _, err := b.w.WriteAt(l.buf, int64(pos*b.hbs)); err != nil {
-		return fmt.Errorf("writing hash block %d: %w", pos, err)
+	if len(l.out) == 0 {
+		l.outStart = l.blk
+	}
+	l.out = append(l.out, l.buf...)
+	if len(l.out) >= writeBatch {
+		if err := b.write(level); err != nil {
+			return err
+		}
 	}
 	b.digest = b.h.sum(b.digest[:0], l.buf)
 	clear(l.buf)
@@ -214,12 +226,29 @@ func (b *treeBuilder) flush(level int) error {
 	return nil
 }
 
+// write writes the finished blocks of a level.
+func (b *treeBuilder) write(level int) error {
+	l := &b.levels[level]
+	if len(l.out) == 0 {
+		return nil
+	}
+	pos := b.g.levelStart[level] + l.outStart
+	if _, err := b.w.WriteAt(l.out, int64(pos*b.hbs)); err != nil {
+		return fmt.Errorf("writing hash blocks %d..%d: %w", pos, pos+uint64(len(l.out))/b.hbs-1, err)
+	}
+	l.out = l.out[:0]
+	return nil
+}
+
 func (b *treeBuilder) finish() ([]byte, error) {
 	for i := range b.levels {
 		if b.levels[i].n > 0 {
 			if err := b.flush(i); err != nil {
 				return nil, err
 			}
+		}
+		if err := b.write(i); err != nil {
+			return nil, err
 		}
 		if b.levels[i].blk != b.g.levelSize[i] {
 			return nil, fmt.Errorf("internal error: level %d has %d blocks, want %d", i, b.levels[i].blk, b.g.levelSize[i])

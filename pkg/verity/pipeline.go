@@ -4,12 +4,29 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"sync"
 )
 
-// chunkBytes is the amount of data one worker hashes at a time. Memory use
-// is a few chunks per worker, whatever the data size.
-const chunkBytes = 1 << 20
+// subRead is how much a worker reads at a time when it cannot map the
+// data: small enough to be hashed while still in the CPU cache.
+var subRead uint64 = 256 << 10
+
+// maxWorkers caps the goroutines hashing the leaf level (beyond it, memory
+// bandwidth rather than cores limits).
+const maxWorkers = 32
+
+// chunkSize is the amount of data one worker hashes at a time: 4 MiB (a
+// mapping that size costs little next to hashing it), less with many
+// workers so that the chunks in flight stay within 32 MiB. Memory use is
+// one chunk per worker, whatever the data size.
+func chunkSize(workers int) uint64 {
+	c := uint64(4 << 20)
+	for c > 1<<20 && c*uint64(workers) > 32<<20 {
+		c /= 2
+	}
+	return c
+}
 
 // blockSource fills buf with the data blocks starting at block first.
 type blockSource func(first uint64, buf []byte) error
@@ -45,14 +62,14 @@ func readerSource(r io.Reader, bs uint64) blockSource {
 // packed) of consecutive runs of blocks. parallelRead says whether src may
 // be called from several goroutines at once (io.ReaderAt) or must be
 // called in order from one (io.Reader).
-func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometry, p *Params,
+//
+// With mm set (parallelRead only), chunks are mapped from the file instead
+// of read into buffers, falling back to src when mapping fails.
+func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint64, g *geometry, p *Params,
 	emit func(first uint64, digests []byte) error) error {
-	per := uint64(chunkBytes) / bs
-	if per == 0 {
-		per = 1
-	}
+	workers := min(runtime.GOMAXPROCS(0), maxWorkers)
+	per := max(chunkSize(workers)/bs, 1)
 	nchunks := (nblocks + per - 1) / per
-	workers := runtime.GOMAXPROCS(0)
 	if uint64(workers) > nchunks {
 		workers = int(nchunks)
 	}
@@ -111,7 +128,12 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 			go func() {
 				defer wg.Done()
 				h := g.hasher(p)
-				buf := make([]byte, per*bs)
+				var buf []byte
+				if mm != nil {
+					// A mapped file cut short under us faults; make that
+					// an error instead of a crash.
+					debug.SetPanicOnFault(true)
+				}
 				for {
 					select {
 					case tokens <- struct{}{}:
@@ -126,12 +148,37 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 						return
 					}
 					first, n := chunkRange(idx)
-					b := buf[:n*bs]
-					if err := src(first, b); err != nil {
+					var d []byte
+					var err error
+					if mm != nil {
+						// nil when the chunk cannot be mapped or faults
+						// (the file is shorter than said): read it then,
+						// for the error to say where.
+						d = hashMapped(mm, first, n, bs, func(b []byte) []byte { return hashChunk(h, idx, b) })
+					}
+					if d == nil {
+						// Read in pieces that stay in the CPU cache
+						// between the copy and the hashing.
+						if buf == nil {
+							buf = make([]byte, max(subRead/bs, 1)*bs)
+						}
+						d = digestPool.Get().([]byte)[:0]
+						for i := uint64(0); i < n && err == nil; {
+							k := min(uint64(len(buf))/bs, n-i)
+							b := buf[:k*bs]
+							if err = src(first+i, b); err == nil {
+								for j := uint64(0); j < k; j++ {
+									d = h.sum(d, b[j*bs:(j+1)*bs])
+								}
+							}
+							i += k
+						}
+					}
+					if err != nil {
 						send(result{idx: idx, err: err})
 						return
 					}
-					if !send(result{idx: idx, digests: hashChunk(h, idx, b)}) {
+					if !send(result{idx: idx, digests: d}) {
 						return
 					}
 				}
@@ -189,21 +236,23 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 	}
 
 	// Collect in order.
-	pending := make(map[uint64][]byte, window)
+	// Errors too are taken in order, so the first bad block is named.
+	pending := make(map[uint64]result, window)
 	var err error
 	for want := uint64(0); want < nchunks && err == nil; {
 		r := <-results
-		if r.err != nil {
-			err = r.err
-			break
-		}
-		pending[r.idx] = r.digests
-		for {
-			d, ok := pending[want]
+		pending[r.idx] = r
+		for err == nil {
+			r, ok := pending[want]
 			if !ok {
 				break
 			}
 			delete(pending, want)
+			if r.err != nil {
+				err = r.err
+				break
+			}
+			d := r.digests
 			first, _ := chunkRange(want)
 			if e := emit(first, d); e != nil {
 				err = e
@@ -217,4 +266,20 @@ func hashData(src blockSource, parallelRead bool, nblocks, bs uint64, g *geometr
 	stop()
 	wg.Wait()
 	return err
+}
+
+// hashMapped maps n blocks from block first and hashes them with hash. It
+// returns nil when the chunk cannot be mapped or reading it faults.
+func hashMapped(mm *mmapper, first, n, bs uint64, hash func([]byte) []byte) (d []byte) {
+	m, err := mm.mmap(int64(first*bs), int(n*bs))
+	if err != nil {
+		return nil
+	}
+	defer mm.munmap(m)
+	defer func() {
+		if recover() != nil {
+			d = nil
+		}
+	}()
+	return hash(m)
 }

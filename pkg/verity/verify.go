@@ -117,7 +117,7 @@ func verify(data io.ReaderAt, hash io.ReaderAt, rootHash []byte, p Params) error
 	}
 	// The data blocks against the leaf level, hashed on all cores.
 	leaf := newLevelReader(g, readHash, hbs)
-	return hashData(readerAtSource(data, dbs), true, g.dataBlocks, dbs, g, &p, func(first uint64, ds []byte) error {
+	return hashData(readerAtSource(data, dbs), true, newMmapper(data), g.dataBlocks, dbs, g, &p, func(first uint64, ds []byte) error {
 		for i := 0; i < len(ds); i += g.digestSize {
 			n := first + uint64(i/g.digestSize)
 			want, err := leaf.digest(0, n)

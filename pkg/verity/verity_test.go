@@ -88,6 +88,13 @@ func TestFormatStreamMatchesFormat(t *testing.T) {
 		if !bytes.Equal(ra.RootHash, rb.RootHash) || !bytes.Equal(a.b, b.b) {
 			t.Fatalf("%d blocks: FormatStream differs from Format", n)
 		}
+		plan, err := Plan(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plan.HashAreaSize != ra.HashAreaSize || plan.HashStartBlock != ra.HashStartBlock || plan.Levels != ra.Levels || plan.HashBlocks != ra.HashBlocks {
+			t.Fatalf("%d blocks: Plan %+v differs from Format %+v", n, plan, ra)
+		}
 		if int64(len(a.b)) != ra.HashDeviceSize() {
 			t.Fatalf("%d blocks: wrote %d bytes, HashDeviceSize %d", n, len(a.b), ra.HashDeviceSize())
 		}
@@ -236,6 +243,23 @@ func TestVerifyCorruption(t *testing.T) {
 	vp := p
 	vp.DataBlocks = 0 // from the superblock
 	vp.Salt = nil
+	vs, _ := exec.LookPath("veritysetup")
+	if vs != "" {
+		// Work on veritysetup's own tree (identical to ours, checked).
+		dir := t.TempDir()
+		dp, hp := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+		os.WriteFile(dp, data, 0o644)
+		out, err := exec.Command(vs, "format", dp, hp, "--hash-block-size=512",
+			"--salt="+hex.EncodeToString(p.Salt), "--uuid="+FormatUUID(p.UUID)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("veritysetup format: %v\n%s", err, out)
+		}
+		theirs, _ := os.ReadFile(hp)
+		if !bytes.Equal(theirs, h.b) {
+			t.Fatal("veritysetup's tree differs from ours")
+		}
+		h.b = theirs
+	}
 	if err := Verify(bytes.NewReader(data), &h, res.RootHash, vp); err != nil {
 		t.Fatalf("clean tree: %v", err)
 	}
@@ -267,7 +291,6 @@ func TestVerifyCorruption(t *testing.T) {
 		{name: "hash device short", data: data, hash: h.b[:len(h.b)-1], wantErr: "hash device is too small: it must be at least 11776 bytes"},
 		{name: "data short", data: data[:len(data)-1], hash: h.b, wantErr: "data is too small"},
 	}
-	vs, _ := exec.LookPath("veritysetup")
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			if vs != "" {
@@ -407,4 +430,35 @@ func FuzzParseSuperblock(f *testing.F) {
 			t.Fatalf("valid superblock gives no geometry: %v", err)
 		}
 	})
+}
+
+// FuzzVerify feeds arbitrary hash devices (superblock and tree) to Verify:
+// it must return an error, never panic, and accept only the real tree.
+func FuzzVerify(f *testing.F) {
+	data := testData(40*512, 2)
+	p := DefaultParams()
+	p.DataBlockSize, p.HashBlockSize = 512, 512
+	p.Salt = []byte{7}
+	var h memFile
+	res, err := Format(bytes.NewReader(data), int64(len(data)), &h, p)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(h.b)
+	f.Add(h.b[:512])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, hash []byte) {
+		err := Verify(bytes.NewReader(data), bytes.NewReader(hash), res.RootHash, sbParams(hash))
+		if err == nil && !bytes.Equal(hash[512:len(h.b)], h.b[512:]) {
+			t.Fatalf("accepted a different tree")
+		}
+	})
+}
+
+// sbParams takes the parameters from a superblock, as the CLI does.
+func sbParams(hash []byte) Params {
+	if sb, err := ParseSuperblock(hash); err == nil {
+		return sb.Params(0)
+	}
+	return DefaultParams()
 }

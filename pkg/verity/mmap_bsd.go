@@ -1,0 +1,5 @@
+//go:build darwin || freebsd
+
+package verity
+
+const mapPopulate = 0

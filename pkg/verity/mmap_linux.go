@@ -1,0 +1,5 @@
+package verity
+
+import "syscall"
+
+const mapPopulate = syscall.MAP_POPULATE
