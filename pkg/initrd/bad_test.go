@@ -54,6 +54,11 @@ func TestBadInput(t *testing.T) {
 		{"spec device type", func(a *Archive) error {
 			return a.AddSpec(strings.NewReader("nod /dev/x 600 0 0 x 1 1\n"), "d.spec", dir)
 		}, `d.spec:1: device type "x"`},
+		{"file under a file", func(a *Archive) error {
+			a.Add(Entry{Path: "bin", Mode: TypeReg | 0o644})
+			a.Add(Entry{Path: "bin/sh", Mode: TypeReg | 0o755})
+			return Build(&bytes.Buffer{}, a, BuildOptions{Compression: None})
+		}, "bin/sh: parent bin is not a directory"},
 		{"unknown compression", func(a *Archive) error { return Build(&bytes.Buffer{}, a, BuildOptions{Compression: "lz4"}) }, `unknown compression "lz4" (want none, gzip or zstd)`},
 		{"gzip level", func(a *Archive) error { return Build(&bytes.Buffer{}, a, BuildOptions{Compression: Gzip, Level: 12}) }, "gzip level 12 out of range"},
 	} {

@@ -98,6 +98,13 @@ func (a *Archive) WriteCPIO(w io.Writer, opts WriteOptions) (int64, error) {
 		return 0, fmt.Errorf("initrd: mtime %d does not fit the newc 32-bit field", opts.MTime)
 	}
 	entries := a.Entries()
+	types := make(map[string]uint32, len(entries))
+	for _, e := range entries {
+		types[e.Path] = e.typ()
+		if d := path.Dir(e.Path); d != "." && types[d] != TypeDir {
+			return 0, fmt.Errorf("initrd: %s: parent %s is not a directory", describe(e), d)
+		}
+	}
 	// Hard link groups: inode of the first name, content on the last.
 	type group struct {
 		ino   uint32
