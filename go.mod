@@ -1,13 +1,14 @@
 module github.com/imagebuilder/imagebuilder
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/erofs/go-erofs v0.3.1
 	github.com/google/go-containerregistry v0.22.1
-	github.com/klauspost/compress v1.19.2
+	github.com/klauspost/compress v1.20.4
 	github.com/spf13/cobra v1.10.2
-	golang.org/x/sys v0.47.0
+	github.com/ulikunitz/xz v0.5.17
+	golang.org/x/sys v0.50.0
 )
 
 require (

@@ -1,0 +1,163 @@
+package initrd
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// fakeModules writes a modules tree of minimal ELF modules, without
+// modules.dep or modules.alias unless asked, some compressed.
+func fakeModules(t *testing.T, withDep bool) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "lib", "modules", "6.99.0-test")
+	mods := []struct {
+		rel string
+		kv  []string
+	}{
+		{"kernel/drivers/md/dm-verity.ko.xz", []string{"name=dm_verity", "depends=dm-bufio,dm-mod,reed_solomon"}},
+		{"kernel/drivers/md/dm-bufio.ko.zst", []string{"name=dm_bufio", "depends=dm-mod"}},
+		{"kernel/drivers/md/dm-mod.ko", []string{"name=dm_mod", "depends="}},
+		{"kernel/lib/reed_solomon/reed_solomon.ko", []string{"name=reed_solomon", "depends="}},
+		{"kernel/fs/erofs/erofs.ko.xz", []string{"name=erofs", "depends=libcrc32c"}},
+		{"kernel/lib/libcrc32c.ko", []string{"name=libcrc32c", "depends=", "softdep=pre: crc32c"}},
+		{"kernel/crypto/crc32c_generic.ko", []string{"name=crc32c_generic", "alias=crypto-crc32c", "alias=crc32c"}},
+		{"kernel/fs/needs-missing.ko", []string{"name=needs_missing", "depends=no_such_mod"}},
+		{"kernel/a.ko", []string{"name=a", "depends=b"}},
+		{"kernel/b.ko", []string{"name=b", "depends=a"}},
+	}
+	for _, m := range mods {
+		p := filepath.Join(dir, m.rel)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		b := makeKO(m.kv...)
+		var out bytes.Buffer
+		switch {
+		case strings.HasSuffix(p, ".xz"):
+			w, _ := xz.NewWriter(&out)
+			w.Write(b)
+			w.Close()
+		case strings.HasSuffix(p, ".zst"):
+			w, _ := zstd.NewWriter(&out)
+			w.Write(b)
+			w.Close()
+		default:
+			out.Write(b)
+		}
+		if err := os.WriteFile(p, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "modules.builtin"), []byte("kernel/drivers/virtio/virtio.ko\n"), 0o644)
+	if withDep {
+		dep := "kernel/drivers/md/dm-verity.ko.xz: kernel/drivers/md/dm-bufio.ko.zst kernel/drivers/md/dm-mod.ko kernel/lib/reed_solomon/reed_solomon.ko\n" +
+			"kernel/drivers/md/dm-bufio.ko.zst: kernel/drivers/md/dm-mod.ko\n" +
+			"kernel/drivers/md/dm-mod.ko:\nkernel/lib/reed_solomon/reed_solomon.ko:\n" +
+			"kernel/fs/erofs/erofs.ko.xz: kernel/lib/libcrc32c.ko\nkernel/lib/libcrc32c.ko:\nkernel/crypto/crc32c_generic.ko:\n"
+		os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep), 0o644)
+		os.WriteFile(filepath.Join(dir, "modules.alias"), []byte("alias crc32c crc32c_generic\nalias crypto-crc32c crc32c_generic\n"), 0o644)
+	}
+	return dir
+}
+
+func names(mods []Module) string {
+	var s []string
+	for _, m := range mods {
+		n := m.Name
+		if m.Optional {
+			n += "?"
+		}
+		s = append(s, n)
+	}
+	return strings.Join(s, " ")
+}
+
+func TestResolveModules(t *testing.T) {
+	for _, withDep := range []bool{false, true} {
+		ms, err := OpenModules(fakeModules(t, withDep))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mods, err := ms.Resolve([]string{"virtio", "dm-verity", "erofs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// .modinfo depends= order (dm-bufio first) without modules.dep.
+		want := "dm_mod dm_bufio reed_solomon dm_verity crc32c_generic? libcrc32c erofs"
+		if withDep {
+			// modules.dep's order, loaded from its end.
+			want = "reed_solomon dm_mod dm_bufio dm_verity crc32c_generic? libcrc32c erofs"
+		}
+		if got := names(mods); got != want {
+			t.Errorf("modules.dep=%v: order %q, want %q", withDep, got, want)
+		}
+		_, err = ms.Resolve([]string{"needs-missing"})
+		if withDep {
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "module no_such_mod, needed by needs_missing, not found in") {
+			t.Errorf("missing dependency: %v", err)
+		}
+		if _, err := ms.Resolve([]string{"nonesuch"}); err == nil || !strings.Contains(err.Error(), "module nonesuch (requested) not found") {
+			t.Errorf("missing module: %v", err)
+		}
+		if _, err := ms.Resolve([]string{"a"}); err == nil || !strings.Contains(err.Error(), "cycle: a -> b -> a") {
+			t.Errorf("cycle: %v", err)
+		}
+		// The archive holds the modules uncompressed and the load order.
+		a := New()
+		if err := a.AddModules(ms, mods); err != nil {
+			t.Fatal(err)
+		}
+		var order string
+		var verity []byte
+		for _, e := range a.Entries() {
+			if e.Path == LoadOrderPath {
+				order = string(e.Data)
+			}
+			if e.Path == "lib/modules/6.99.0-test/kernel/drivers/md/dm-verity.ko" {
+				verity = e.Data
+			}
+		}
+		if !bytes.HasPrefix(verity, []byte("\x7fELF")) {
+			t.Errorf("dm-verity.ko.xz not stored uncompressed as dm-verity.ko")
+		}
+		if !strings.Contains(order, "/lib/modules/6.99.0-test/kernel/crypto/crc32c_generic.ko optional\n/lib/modules/6.99.0-test/kernel/lib/libcrc32c.ko\n") {
+			t.Errorf("load order:\n%s", order)
+		}
+	}
+}
+
+// TestDebianModules resolves the modules the guest init needs in the real
+// Debian kernel tree (scripts/fixtures/debian-kernel.sh); the order is the
+// one that boots (docs: rootfs.md).
+func TestDebianModules(t *testing.T) {
+	cache := os.Getenv("IMAGEBUILDER_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "imagebuilder")
+	}
+	ver, err := os.ReadFile(filepath.Join(cache, "debian-kernel", "version"))
+	if err != nil {
+		if testing.Short() || os.Getenv("CI") == "" {
+			t.Skip("Debian kernel fixture missing (scripts/fixtures/debian-kernel.sh)")
+		}
+		t.Fatal(err)
+	}
+	ms, err := OpenModules(filepath.Join(cache, "debian-kernel", "lib", "modules", strings.TrimSpace(string(ver))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mods, err := ms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk reed_solomon dm_mod dm_bufio dm_verity crc32c_generic? crc32c_intel? libcrc32c erofs"
+	if got := names(mods); got != want {
+		t.Errorf("order %q\nwant  %q", got, want)
+	}
+}

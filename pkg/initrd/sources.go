@@ -1,0 +1,327 @@
+package initrd
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// AddDir adds the tree under the host directory root, placed under prefix
+// in the archive ("" for the archive root). Symlinks are stored as symlinks,
+// never followed; files with several links inside the tree become hard
+// links; device nodes, fifos and sockets are kept. Host owners are recorded
+// (and stored only with WriteOptions.KeepOwners); timestamps are not.
+func (a *Archive) AddDir(root, prefix string) error {
+	st, err := os.Stat(root)
+	if err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("initrd: %s is not a directory", root)
+	}
+	pre := ""
+	if prefix != "" && prefix != "/" && prefix != "." {
+		if pre, err = CleanPath(prefix); err != nil {
+			return fmt.Errorf("initrd: prefix: %w", err)
+		}
+	}
+	return filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("initrd: %w", err)
+		}
+		rel, err := filepath.Rel(root, name)
+		if err != nil {
+			return fmt.Errorf("initrd: %w", err)
+		}
+		arch := path.Join(pre, filepath.ToSlash(rel))
+		if arch == "." || arch == "" {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return fmt.Errorf("initrd: %w", err)
+		}
+		e, err := entryFromHost(name, arch, fi)
+		if err != nil {
+			return err
+		}
+		return a.Add(e)
+	})
+}
+
+// entryFromHost describes the host file name (already lstat'ed as fi) as an
+// archive entry at arch.
+func entryFromHost(name, arch string, fi fs.FileInfo) (Entry, error) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return Entry{}, fmt.Errorf("initrd: %s: no Unix file information", name)
+	}
+	e := Entry{
+		Path:   arch,
+		Mode:   uint32(st.Mode),
+		UID:    uint32(st.Uid),
+		GID:    uint32(st.Gid),
+		Source: name,
+	}
+	switch e.typ() {
+	case TypeReg:
+		e.Size = fi.Size()
+		if e.Size > MaxFileSize {
+			return Entry{}, fmt.Errorf("initrd: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Size, int64(MaxFileSize))
+		}
+		e.Open = fileSource(name, e.Size)
+		if uint64(st.Nlink) > 1 {
+			e.LinkGroup = fmt.Sprintf("host:%d:%d", uint64(st.Dev), uint64(st.Ino))
+		}
+	case TypeSymlink:
+		t, err := os.Readlink(name)
+		if err != nil {
+			return Entry{}, fmt.Errorf("initrd: %w", err)
+		}
+		e.Linkname = t
+	case TypeChar, TypeBlock:
+		e.RDevMajor, e.RDevMinor = unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))
+	}
+	return e, nil
+}
+
+// AddFile adds the host file src (symlinks followed) at dst in the archive.
+// mode, when not negative, replaces the file's permission bits.
+func (a *Archive) AddFile(src, dst string, mode int) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("initrd: %s is not a regular file", src)
+	}
+	e, err := entryFromHost(src, dst, fi)
+	if err != nil {
+		return err
+	}
+	e.LinkGroup = ""
+	if mode >= 0 {
+		if mode > PermMask {
+			return fmt.Errorf("initrd: %s: mode %#o out of range", src, mode)
+		}
+		e.Mode = TypeReg | uint32(mode)
+	}
+	return a.Add(e)
+}
+
+// ParseFileArg parses the CLI form SRC:DST[:MODE] (MODE octal).
+func ParseFileArg(s string) (src, dst string, mode int, err error) {
+	parts := strings.Split(s, ":")
+	mode = -1
+	switch len(parts) {
+	case 2:
+	case 3:
+		m, perr := strconv.ParseUint(parts[2], 8, 32)
+		if perr != nil || m > PermMask {
+			return "", "", 0, fmt.Errorf("--file %q: mode %q is not an octal permission", s, parts[2])
+		}
+		mode = int(m)
+	default:
+		return "", "", 0, fmt.Errorf("--file %q: want SRC:DST[:MODE]", s)
+	}
+	if parts[0] == "" || parts[1] == "" {
+		return "", "", 0, fmt.Errorf("--file %q: want SRC:DST[:MODE]", s)
+	}
+	return parts[0], parts[1], mode, nil
+}
+
+// AddSpec adds the entries of a spec in the format of the kernel's
+// usr/gen_init_cpio:
+//
+//	file <name> <location> <mode> <uid> <gid> [<hard links>...]
+//	dir <name> <mode> <uid> <gid>
+//	nod <name> <mode> <uid> <gid> <b|c> <major> <minor>
+//	slink <name> <target> <mode> <uid> <gid>
+//	pipe <name> <mode> <uid> <gid>
+//	sock <name> <mode> <uid> <gid>
+//
+// Modes are octal; '#' starts a comment line. A relative <location> is
+// taken relative to baseDir (the spec file's directory, so the result does
+// not depend on the working directory). specName names the spec in errors,
+// which carry the line number. Owners given in the spec are stored as given.
+func (a *Archive) AddSpec(r io.Reader, specName, baseDir string) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || text[0] == '#' {
+			continue
+		}
+		if err := a.specLine(text, specName, line, baseDir); err != nil {
+			return fmt.Errorf("initrd: %s:%d: %w", specName, line, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("initrd: %s:%d: %w", specName, line+1, err)
+	}
+	return nil
+}
+
+func (a *Archive) specLine(text, specName string, line int, baseDir string) error {
+	f := strings.Fields(text)
+	want := map[string]int{"file": 6, "dir": 5, "nod": 8, "slink": 6, "pipe": 5, "sock": 5}
+	n, ok := want[f[0]]
+	if !ok {
+		return fmt.Errorf("unknown type %q (want file, dir, nod, slink, pipe or sock)", f[0])
+	}
+	if len(f) < n || (f[0] != "file" && len(f) > n) {
+		return fmt.Errorf("%s wants %d fields, got %d: %q", f[0], n-1, len(f)-1, text)
+	}
+	modeAt := map[string]int{"file": 3, "dir": 2, "nod": 2, "slink": 3, "pipe": 2, "sock": 2}[f[0]]
+	mode, err := strconv.ParseUint(f[modeAt], 8, 32)
+	if err != nil || mode > PermMask {
+		return fmt.Errorf("mode %q is not an octal permission", f[modeAt])
+	}
+	uid, err := strconv.ParseUint(f[modeAt+1], 10, 32)
+	if err != nil {
+		return fmt.Errorf("uid %q is not a number", f[modeAt+1])
+	}
+	gid, err := strconv.ParseUint(f[modeAt+2], 10, 32)
+	if err != nil {
+		return fmt.Errorf("gid %q is not a number", f[modeAt+2])
+	}
+	e := Entry{Path: f[1], Mode: uint32(mode), UID: uint32(uid), GID: uint32(gid), KeepOwner: true,
+		Source: fmt.Sprintf("%s:%d", specName, line)}
+	if _, err := CleanPath(f[1]); err != nil {
+		return err
+	}
+	switch f[0] {
+	case "dir":
+		e.Mode |= TypeDir
+	case "pipe":
+		e.Mode |= TypeFifo
+	case "sock":
+		e.Mode |= TypeSocket
+	case "slink":
+		e.Mode |= TypeSymlink
+		e.Linkname = f[2]
+	case "nod":
+		switch f[5] {
+		case "c":
+			e.Mode |= TypeChar
+		case "b":
+			e.Mode |= TypeBlock
+		default:
+			return fmt.Errorf("device type %q (want b or c)", f[5])
+		}
+		maj, err1 := strconv.ParseUint(f[6], 10, 32)
+		min, err2 := strconv.ParseUint(f[7], 10, 32)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("device numbers %q %q are not numbers", f[6], f[7])
+		}
+		e.RDevMajor, e.RDevMinor = uint32(maj), uint32(min)
+	case "file":
+		loc := f[2]
+		if !filepath.IsAbs(loc) && baseDir != "" {
+			loc = filepath.Join(baseDir, loc)
+		}
+		fi, err := os.Stat(loc)
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", loc)
+		}
+		e.Mode |= TypeReg
+		e.Size = fi.Size()
+		if e.Size > MaxFileSize {
+			return fmt.Errorf("%s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", loc, e.Size, int64(MaxFileSize))
+		}
+		e.Open = fileSource(loc, e.Size)
+		e.Source = loc
+		if len(f) > 6 {
+			e.LinkGroup = fmt.Sprintf("spec:%s:%d", specName, line)
+			for _, l := range f[6:] {
+				le := e
+				le.Path = l
+				if err := a.Add(le); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return a.Add(e)
+}
+
+// WriteSpec writes the archive's entries (implied parents included) as a
+// gen_init_cpio spec. Regular files must come from host files (their
+// location is the host path); hard links are listed on their first name's
+// line. Owners are written as they will be stored under opts.
+func (a *Archive) WriteSpec(w io.Writer, opts WriteOptions) error {
+	bw := bufio.NewWriter(w)
+	entries := a.Entries()
+	links := map[string][]string{}
+	for _, e := range entries {
+		if e.typ() == TypeReg && e.LinkGroup != "" {
+			links[e.LinkGroup] = append(links[e.LinkGroup], "/"+e.Path)
+		}
+	}
+	for _, e := range entries {
+		uid, gid := uint32(0), uint32(0)
+		if opts.KeepOwners || e.KeepOwner {
+			uid, gid = e.UID, e.GID
+		}
+		name, perm := "/"+e.Path, e.Mode&PermMask
+		switch e.typ() {
+		case TypeDir:
+			fmt.Fprintf(bw, "dir %s %o %d %d\n", name, perm, uid, gid)
+		case TypeFifo:
+			fmt.Fprintf(bw, "pipe %s %o %d %d\n", name, perm, uid, gid)
+		case TypeSocket:
+			fmt.Fprintf(bw, "sock %s %o %d %d\n", name, perm, uid, gid)
+		case TypeSymlink:
+			fmt.Fprintf(bw, "slink %s %s %o %d %d\n", name, e.Linkname, perm, uid, gid)
+		case TypeChar, TypeBlock:
+			t := "c"
+			if e.typ() == TypeBlock {
+				t = "b"
+			}
+			fmt.Fprintf(bw, "nod %s %o %d %d %s %d %d\n", name, perm, uid, gid, t, e.RDevMajor, e.RDevMinor)
+		case TypeReg:
+			if e.Open == nil || e.Source == "" {
+				return fmt.Errorf("initrd: %s: no host file to name in a spec", e.Path)
+			}
+			var extra []string
+			if e.LinkGroup != "" {
+				l := links[e.LinkGroup]
+				if l[0] != name {
+					continue
+				}
+				extra = l[1:]
+			}
+			fmt.Fprintf(bw, "file %s %s %o %d %d", name, e.Source, perm, uid, gid)
+			for _, x := range extra {
+				fmt.Fprintf(bw, " %s", x)
+			}
+			fmt.Fprintln(bw)
+		}
+	}
+	return bw.Flush()
+}
+
+// sortedKeys returns the keys of m in order.
+func sortedKeys[V any](m map[string]V) []string {
+	k := make([]string, 0, len(m))
+	for x := range m {
+		k = append(k, x)
+	}
+	sort.Strings(k)
+	return k
+}
