@@ -534,3 +534,65 @@ func encodeBody(h Header) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// bodyDecoder decodes header bodies without reflection (binary.Decode
+// costs about 0.3 µs a header, which shows when a file has 16,000 pages of
+// kernel and initrd) and allocates PAGE_DATA bodies, by far the most
+// common, in blocks.
+type bodyDecoder struct {
+	pages []PageData
+}
+
+// pageBlock is the number of PAGE_DATA bodies allocated at once (24 KiB).
+const pageBlock = 1024
+
+// decode returns the body of type t; len(body) must be bodySizes[t].
+// Types that are rare in files fall back to binary.Decode.
+func (d *bodyDecoder) decode(t HeaderType, body []byte) (Header, error) {
+	le := binary.LittleEndian
+	switch t {
+	case TypePageData:
+		if len(d.pages) == cap(d.pages) {
+			d.pages = make([]PageData, 0, pageBlock)
+		}
+		d.pages = append(d.pages, PageData{
+			GPA:               le.Uint64(body[0:]),
+			CompatibilityMask: le.Uint32(body[8:]),
+			FileOffset:        le.Uint32(body[12:]),
+			Flags:             le.Uint32(body[16:]),
+			DataType:          PageDataType(le.Uint16(body[20:])),
+			Reserved:          le.Uint16(body[22:]),
+		})
+		return &d.pages[len(d.pages)-1], nil
+	case TypeSupportedPlatform:
+		return &SupportedPlatform{
+			CompatibilityMask: le.Uint32(body[0:]),
+			HighestVTL:        body[4],
+			PlatformType:      body[5],
+			PlatformVersion:   le.Uint16(body[6:]),
+			SharedGPABoundary: le.Uint64(body[8:]),
+		}, nil
+	case TypeGuestPolicy:
+		return &GuestPolicy{Policy: le.Uint64(body[0:]), CompatibilityMask: le.Uint32(body[8:]), Reserved: le.Uint32(body[12:])}, nil
+	case TypeParameterArea:
+		return &ParameterArea{NumberOfBytes: le.Uint64(body[0:]), ParameterAreaIndex: le.Uint32(body[8:]), FileOffset: le.Uint32(body[12:])}, nil
+	case TypeParameterInsert:
+		return &ParameterInsert{GPA: le.Uint64(body[0:]), CompatibilityMask: le.Uint32(body[8:]), ParameterAreaIndex: le.Uint32(body[12:])}, nil
+	case TypeVPContext:
+		return &VPContext{
+			GPA:               le.Uint64(body[0:]),
+			CompatibilityMask: le.Uint32(body[8:]),
+			FileOffset:        le.Uint32(body[12:]),
+			VPIndex:           le.Uint16(body[16:]),
+			Reserved:          le.Uint16(body[18:]),
+		}, nil
+	}
+	h := newBody(t)
+	if h == nil {
+		return nil, fmt.Errorf("unknown header type %#x", uint32(t))
+	}
+	if _, err := binary.Decode(body, le, h); err != nil {
+		return nil, err
+	}
+	return h, nil
+}

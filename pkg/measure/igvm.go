@@ -498,10 +498,7 @@ func (m *measurer) readPage(x *igvm.PageData) ([]byte, error) {
 	if off := int64(x.FileOffset); off >= m.runOff && off+snp.PageSize <= m.runOff+int64(len(m.run)) {
 		return m.run[off-m.runOff : off-m.runOff+snp.PageSize], nil
 	}
-	ra, off, n := m.f.DataReader(x).Outer()
-	if n != snp.PageSize {
-		return nil, fmt.Errorf("measure: page data at %#x: %d bytes", x.GPA, n)
-	}
+	off := int64(x.FileOffset)
 	end := off + snp.PageSize
 	for i := m.next; i < len(m.items) && end-off < maxRun*snp.PageSize; i++ {
 		y, ok := m.items[i].hdr.(*igvm.PageData)
@@ -511,7 +508,7 @@ func (m *measurer) readPage(x *igvm.PageData) ([]byte, error) {
 		end += snp.PageSize
 	}
 	m.run = m.run[:end-off]
-	if _, err := ra.ReadAt(m.run, off); err != nil {
+	if _, err := m.f.ReadAt(m.run, off); err != nil {
 		m.run = m.run[:0]
 		return nil, fmt.Errorf("measure: read page data at %#x: %w", x.GPA, err)
 	}
