@@ -180,6 +180,7 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 		}
 	}
 	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
+	defer func() { m.pool.stop() }()
 	if opts.Explain {
 		m.labels = newLabeler(f, mask)
 	}
@@ -214,6 +215,8 @@ type measurer struct {
 	runOff int64
 	labels *labeler
 	cur    *Region
+	// pool hashes page contents ahead of the chain (nil: sequentially).
+	pool *hashPool
 }
 
 // directives returns the directives that apply to the SNP platform, with
@@ -258,6 +261,7 @@ func (m *measurer) mshv(mask uint32) error {
 	}
 	sort.SliceStable(items, func(i, j int) bool { return items[i].gpa < items[j].gpa })
 	m.items = items
+	m.pool = newHashPool(m.f, items, true)
 	for i, it := range items {
 		m.next = i + 1
 		switch x := it.hdr.(type) {
@@ -297,6 +301,7 @@ func (m *measurer) kvm(mask uint32) error {
 	var nctx int
 	orderBad := false
 	m.items = items
+	m.pool = newHashPool(m.f, items, false)
 	for i, it := range items {
 		m.next = i + 1
 		switch x := it.hdr.(type) {
@@ -453,6 +458,18 @@ func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
 	case !igvm.HasData(x):
 		for i := uint64(0); i < n; i++ {
 			if err := m.add(x.GPA+i*snp.PageSize, snp.PageNormal, zeroPageHash, noData); err != nil {
+				return err
+			}
+		}
+		return nil
+	case m.pool != nil:
+		for i := uint64(0); i < n; i++ {
+			gpa := x.GPA + i*snp.PageSize
+			h, err := m.pool.next(gpa)
+			if err != nil {
+				return err
+			}
+			if err := m.add(gpa, snp.PageNormal, h, ""); err != nil {
 				return err
 			}
 		}
