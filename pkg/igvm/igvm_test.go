@@ -270,3 +270,22 @@ func TestMemory2MPages(t *testing.T) {
 		t.Error("0x400000 loaded")
 	}
 }
+
+// withFileOffset returns a copy of h with its file_offset set to off.
+func withFileOffset(h Header, off uint32) Header {
+	switch x := h.(type) {
+	case *PageData:
+		c := *x
+		c.FileOffset = off
+		return &c
+	case *VPContext:
+		c := *x
+		c.FileOffset = off
+		return &c
+	case *ParameterArea:
+		c := *x
+		c.FileOffset = off
+		return &c
+	}
+	return h
+}

@@ -524,11 +524,39 @@ func parameterOf(h Header) (Parameter, bool) {
 func ParameterOf(h Header) (Parameter, bool) { return parameterOf(h) }
 
 // encodeBody returns the little-endian body bytes of h.
-func encodeBody(h Header) ([]byte, error) {
-	if u, ok := h.(*Unknown); ok {
-		return u.Body, nil
+func encodeBody(h Header) ([]byte, error) { return appendBody(nil, h, fileOffsetOf(h)) }
+
+// appendBody appends the little-endian body of h to dst, with file_offset
+// (of PAGE_DATA, VP_CONTEXT and PARAMETER_AREA) set to fileOff. The common
+// types are encoded by hand: no reflection and no allocation per page.
+func appendBody(dst []byte, h Header, fileOff uint32) ([]byte, error) {
+	le := binary.LittleEndian
+	switch x := h.(type) {
+	case *Unknown:
+		return append(dst, x.Body...), nil
+	case *PageData:
+		dst = le.AppendUint64(dst, x.GPA)
+		dst = le.AppendUint32(dst, x.CompatibilityMask)
+		dst = le.AppendUint32(dst, fileOff)
+		dst = le.AppendUint32(dst, x.Flags)
+		dst = le.AppendUint16(dst, uint16(x.DataType))
+		return le.AppendUint16(dst, x.Reserved), nil
+	case *VPContext:
+		dst = le.AppendUint64(dst, x.GPA)
+		dst = le.AppendUint32(dst, x.CompatibilityMask)
+		dst = le.AppendUint32(dst, fileOff)
+		dst = le.AppendUint16(dst, x.VPIndex)
+		return le.AppendUint16(dst, x.Reserved), nil
+	case *ParameterArea:
+		dst = le.AppendUint64(dst, x.NumberOfBytes)
+		dst = le.AppendUint32(dst, x.ParameterAreaIndex)
+		return le.AppendUint32(dst, fileOff), nil
+	case *ParameterInsert:
+		dst = le.AppendUint64(dst, x.GPA)
+		dst = le.AppendUint32(dst, x.CompatibilityMask)
+		return le.AppendUint32(dst, x.ParameterAreaIndex), nil
 	}
-	b, err := binary.Append(nil, binary.LittleEndian, h)
+	b, err := binary.Append(dst, le, h)
 	if err != nil {
 		return nil, fmt.Errorf("igvm: encode %v: %w", h.Type(), err)
 	}
