@@ -2,54 +2,18 @@ package igvm
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 )
 
-type vectorCase struct {
-	Name       string `json:"name"`
-	IGVMFile   string `json:"igvm_file"`
-	IGVMSize   int64  `json:"igvm_size"`
-	IGVMSHA256 string `json:"igvm_sha256"`
-	Layout     struct {
-		VariableHeaders int    `json:"variable_headers"`
-		PageDataHeaders int    `json:"page_data_headers"`
-		VMSAGPA         string `json:"vmsa_gpa"`
-		RIP             string `json:"rip"`
-		RSI             string `json:"boot_params_gpa"`
-	} `json:"layout"`
-}
+type vectorCase = testvectors.Case
 
-func loadCases(t testing.TB) []vectorCase {
-	t.Helper()
-	b, err := os.ReadFile("../../testdata/igvm/index.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct {
-		Cases []vectorCase `json:"cases"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	if len(idx.Cases) != 6 {
-		t.Fatalf("%d cases, want 6", len(idx.Cases))
-	}
-	return idx.Cases
-}
+func loadCases(t testing.TB) []vectorCase { return testvectors.Cases(t) }
 
-func readCase(t testing.TB, c vectorCase) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("../../testdata/igvm", filepath.Base(c.IGVMFile)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func readCase(t testing.TB, c vectorCase) []byte { return c.ReadIGVM(t) }
 
 func TestReferenceFiles(t *testing.T) {
 	for _, c := range loadCases(t) {
