@@ -374,20 +374,27 @@ func (m *measurer) kvm(mask uint32) error {
 	m.flush()
 	one := m.chain.Digest()
 	m.res.OneVCPUDigest = &one
+	// Every AP without a VP context in the file starts from the same reset
+	// state, so its VMSA hash is computed once.
 	var ap *Digest
-	if len(contexts) == 1 {
-		if m.opts.VCPUs > 1 && m.opts.CPU == nil {
-			return errors.New("measure: kvm: more than one vCPU needs the CPU model (its signature is in every AP's VMSA)")
-		}
-		if m.opts.CPU != nil {
-			m.res.CPU, m.res.CPUSignature = m.opts.CPU.Name, m.opts.CPU.Signature
+	resetHash := func() (Digest, error) {
+		if ap == nil {
+			if m.opts.CPU == nil {
+				return Digest{}, errors.New("measure: kvm: more than one vCPU needs the CPU model (its signature is in every AP's VMSA)")
+			}
 			d := Digest(sha512.Sum384(ResetVMSA(0xfffffff0, *m.opts.CPU, features, host).Marshal()))
 			ap = &d
-			m.res.APVMSAHash = ap
 		}
+		return *ap, nil
+	}
+	if len(contexts) == 1 && m.opts.CPU != nil {
+		m.res.CPU, m.res.CPUSignature = m.opts.CPU.Name, m.opts.CPU.Signature
+		h, _ := resetHash()
+		m.res.APVMSAHash = &h
 	}
 	for i := 1; i < m.opts.VCPUs; i++ {
-		h, what := Digest{}, fmt.Sprintf("VMSA of vCPU %d (reset state)", i)
+		var h Digest
+		var what string
 		if ctx, ok := contexts[uint16(i)]; ok {
 			p, err := m.vmsaPage(ctx)
 			if err != nil {
@@ -398,13 +405,11 @@ func (m *measurer) kvm(mask uint32) error {
 				return err
 			}
 			h, what = Digest(sha512.Sum384(m.kvmVMSA(p, pv, features))), fmt.Sprintf("VMSA of vCPU %d (from the file)", i)
-		} else if ap != nil {
-			h = *ap
 		} else {
-			if m.opts.CPU == nil {
-				return errors.New("measure: kvm: more than one vCPU needs the CPU model (its signature is in every AP's VMSA)")
+			if h, err = resetHash(); err != nil {
+				return err
 			}
-			h = Digest(sha512.Sum384(ResetVMSA(0xfffffff0, *m.opts.CPU, features, host).Marshal()))
+			what = fmt.Sprintf("VMSA of vCPU %d (reset state)", i)
 		}
 		if err := m.add(KVMVMSAGPA, snp.PageVMSA, h, what); err != nil {
 			return err
