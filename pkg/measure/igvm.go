@@ -120,6 +120,7 @@ type KVMCheckError struct {
 	Reasons []string
 }
 
+// Error lists the reasons, separated by semicolons.
 func (e *KVMCheckError) Error() string {
 	return "measure: kvm: " + strings.Join(e.Reasons, "; ")
 }
