@@ -209,14 +209,7 @@ func TestMemory2MPages(t *testing.T) {
 	b.Add(&PageData{GPA: 0x200000, CompatibilityMask: 1, Flags: PageFlag2MB}, Bytes(bytes.Repeat([]byte{7}, PageSize2M)))
 	b.Add(page(0x201000, 0), Bytes([]byte{9})) // later 4 KiB page overrides part of it
 	b.Add(&VPContext{GPA: 0x1000, CompatibilityMask: 1}, Bytes([]byte{1}))
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Parse(out.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := reparse(t, &b)
 	m := f.Memory()
 	if n := len(m.Pages()); n != 512 {
 		t.Errorf("%d pages, want 512", n)
@@ -252,4 +245,18 @@ func withFileOffset(h Header, off uint32) Header {
 		return &c
 	}
 	return h
+}
+
+// reparse writes the file b builds and parses it back.
+func reparse(t testing.TB, b *Builder) *File {
+	t.Helper()
+	var out bytes.Buffer
+	if _, err := b.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -65,23 +66,7 @@ func mixedIGVM(t *testing.T) *igvm.File {
 	b.Add(&igvm.PageData{GPA: 0xa000, CompatibilityMask: 1, DataType: igvm.DataCPUID}, page(3))
 	v := snp.VMSA{CR0: 0x31, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
 	b.Add(&igvm.VPContext{GPA: KVMVMSAGPA, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
-	path := t.TempDir() + "/mixed.igvm"
-	fh, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	if _, err := b.WriteTo(fh); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := igvm.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := igvmtest.Reparse(t, &b)
 	return f
 }
 

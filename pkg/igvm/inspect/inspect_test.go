@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
@@ -177,14 +178,7 @@ func TestInspectCanonical(t *testing.T) {
 		f := open(t, c.IGVMPath())
 		var b igvm.Builder
 		b.CopyFile(f)
-		var out bytes.Buffer
-		if _, err := b.WriteTo(&out); err != nil {
-			t.Fatal(err)
-		}
-		g, err := igvm.Parse(out.Bytes())
-		if err != nil {
-			t.Fatal(err)
-		}
+		g := igvmtest.Reparse(t, &b)
 		r1, err := Inspect(f)
 		if err != nil {
 			t.Fatal(err)
@@ -212,14 +206,7 @@ func TestSecondIDBlockNoted(t *testing.T) {
 	var b igvm.Builder
 	b.CopyFile(f)
 	b.Add(&igvm.SNPIDBlock{CompatibilityMask: 1}, nil)
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	g, err := igvm.Parse(out.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := igvmtest.Reparse(t, &b)
 	r, err := Inspect(g)
 	if err != nil {
 		t.Fatal(err)
