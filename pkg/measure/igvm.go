@@ -348,11 +348,7 @@ func (m *measurer) kvm(mask uint32) error {
 	if !ok {
 		return fmt.Errorf("measure: kvm: the IGVM file has no VP context for vCPU 0 (SNP platform mask %#x)", mask)
 	}
-	page, err := m.vmsaPage(bsp)
-	if err != nil {
-		return err
-	}
-	v, err := snp.UnmarshalVMSA(page)
+	page, v, err := m.fileVMSA(bsp)
 	if err != nil {
 		return err
 	}
@@ -403,11 +399,7 @@ func (m *measurer) kvm(mask uint32) error {
 		var h Digest
 		var what string
 		if ctx, ok := contexts[uint16(i)]; ok {
-			p, err := m.vmsaPage(ctx)
-			if err != nil {
-				return err
-			}
-			pv, err := snp.UnmarshalVMSA(p)
+			p, pv, err := m.fileVMSA(ctx)
 			if err != nil {
 				return err
 			}
@@ -443,6 +435,19 @@ func (m *measurer) kvmVMSA(page []byte, v *snp.VMSA, features uint64) []byte {
 		binary.LittleEndian.PutUint16(out[0x410:], w.X87FCW)
 	}
 	return out
+}
+
+// fileVMSA reads and decodes a VP context's VMSA page.
+func (m *measurer) fileVMSA(x *igvm.VPContext) ([]byte, *snp.VMSA, error) {
+	page, err := m.vmsaPage(x)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := snp.UnmarshalVMSA(page)
+	if err != nil {
+		return nil, nil, fmt.Errorf("measure: VMSA of vCPU %d: %w", x.VPIndex, err)
+	}
+	return page, v, nil
 }
 
 // vmsaPage reads a VP context's VMSA page.
