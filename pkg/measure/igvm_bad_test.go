@@ -3,6 +3,7 @@ package measure
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"os"
@@ -164,7 +165,8 @@ func fixCRC(b []byte) {
 }
 
 // FuzzMeasureIGVM: any input either fails to parse or measures under both
-// profiles without panicking.
+// profiles without panicking, with the same result whether page contents
+// are hashed on the worker pool or in the chain.
 func FuzzMeasureIGVM(f *testing.F) {
 	f.Add(tinyIGVM(f, igvm.PlatformSEVSNP, true))
 	f.Add(tinyIGVM(f, igvm.PlatformSEVSNP, false))
@@ -178,7 +180,28 @@ func FuzzMeasureIGVM(f *testing.F) {
 		if err != nil {
 			return
 		}
-		MeasureIGVM(file, Options{Profile: ProfileMSHV, Explain: true})
-		MeasureIGVM(file, Options{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true})
+		for _, opts := range []Options{
+			{Profile: ProfileMSHV, Explain: true},
+			{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true},
+		} {
+			var got [2]string
+			for i, workers := range []int{1, 3} {
+				withWorkers(t, workers, func() {
+					saved := poolMin
+					poolMin = 1
+					defer func() { poolMin = saved }()
+					res, err := MeasureIGVM(file, opts)
+					if err != nil {
+						got[i] = "error: " + err.Error()
+						return
+					}
+					j, _ := json.Marshal(res)
+					got[i] = string(j)
+				})
+			}
+			if got[0] != got[1] {
+				t.Errorf("%s: sequential %s, pool %s", opts.Profile, got[0], got[1])
+			}
+		}
 	})
 }
