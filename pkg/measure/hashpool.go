@@ -17,8 +17,9 @@ import (
 // hashPool reads and hashes the pages of the measured PAGE_DATA directives
 // ahead of the chain on a few workers and hands the hashes back in
 // directive order, so the digest is the same as the sequential one. The
-// pipeline is bounded: at most poolAhead batches of batchPages pages are in
-// flight, and each worker reads into its own buffer, so memory stays flat.
+// pipeline is bounded: at most 2 x workers batches of batchPages pages are
+// queued, and each worker (and the chain) reads into its own 256 KiB
+// buffer, so memory stays flat.
 // On a busy machine a worker may wait a whole scheduler time slice for a
 // CPU; rather than wait for it, the chain hashes a batch that no worker
 // has started itself, so the pool is never much slower than the
@@ -50,8 +51,9 @@ func hashedData(x *igvm.PageData) bool {
 	return x.Flags&igvm.PageFlagUnmeasured == 0 && igvm.HasData(x)
 }
 
-// hashBatch is up to batchPages pages: their file offsets, and once done
-// is closed, their contents hashes (or the error reading page i).
+// hashBatch is up to batchPages pages: their file offsets and GPAs, and
+// once done is closed, their contents hashes (or err, for the pages from
+// errIdx on).
 type hashBatch struct {
 	offs   []int64
 	gpas   []uint64
