@@ -248,9 +248,12 @@ func ovmfVCPUSig(cmd *cobra.Command, fl *ovmfFlags) (sig uint32, ok bool, err er
 		if !set("vcpu-family") || !set("vcpu-model") || !set("vcpu-stepping") {
 			return 0, false, usagef("measure ovmf: --vcpu-family, --vcpu-model and --vcpu-stepping go together")
 		}
-		for name, v := range map[string]int{"family": fl.vcpuFamily, "model": fl.vcpuModel, "stepping": fl.vcpuStepping} {
-			if v < 0 {
-				return 0, false, usagef("measure ovmf --vcpu-%s %d: out of range", name, v)
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"family", fl.vcpuFamily}, {"model", fl.vcpuModel}, {"stepping", fl.vcpuStepping}} {
+			if f.v < 0 {
+				return 0, false, usagef("measure ovmf --vcpu-%s %d: out of range", f.name, f.v)
 			}
 		}
 		return measure.CPUSignature(uint32(fl.vcpuFamily), uint32(fl.vcpuModel), uint32(fl.vcpuStepping)), true, nil

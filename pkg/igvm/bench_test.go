@@ -97,3 +97,25 @@ func TestWriterStreams(t *testing.T) {
 	}
 	t.Logf("wrote %d bytes, allocated %d bytes", written, after.TotalAlloc-before.TotalAlloc)
 }
+
+// BenchmarkOpen16KPages opens (decodes and validates the headers of) an
+// IGVM holding 64 MiB of 4 KiB pages: 16,386 headers.
+func BenchmarkOpen16KPages(b *testing.B) {
+	const n = 64 << 20
+	src := synthFile(b, b.TempDir(), n)
+	out, err := os.Create(filepath.Join(b.TempDir(), "out.igvm"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	size, err := payloadBuilder(src, n).WriteTo(out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Open(out, size); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,54 +2,18 @@ package igvm
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 )
 
-type vectorCase struct {
-	Name       string `json:"name"`
-	IGVMFile   string `json:"igvm_file"`
-	IGVMSize   int64  `json:"igvm_size"`
-	IGVMSHA256 string `json:"igvm_sha256"`
-	Layout     struct {
-		VariableHeaders int    `json:"variable_headers"`
-		PageDataHeaders int    `json:"page_data_headers"`
-		VMSAGPA         string `json:"vmsa_gpa"`
-		RIP             string `json:"rip"`
-		RSI             string `json:"boot_params_gpa"`
-	} `json:"layout"`
-}
+type vectorCase = testvectors.Case
 
-func loadCases(t testing.TB) []vectorCase {
-	t.Helper()
-	b, err := os.ReadFile("../../testdata/igvm/index.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct {
-		Cases []vectorCase `json:"cases"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	if len(idx.Cases) != 6 {
-		t.Fatalf("%d cases, want 6", len(idx.Cases))
-	}
-	return idx.Cases
-}
+func loadCases(t testing.TB) []vectorCase { return testvectors.Cases(t) }
 
-func readCase(t testing.TB, c vectorCase) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("../../testdata/igvm", filepath.Base(c.IGVMFile)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func readCase(t testing.TB, c vectorCase) []byte { return c.ReadIGVM(t) }
 
 func TestReferenceFiles(t *testing.T) {
 	for _, c := range loadCases(t) {
@@ -245,14 +209,7 @@ func TestMemory2MPages(t *testing.T) {
 	b.Add(&PageData{GPA: 0x200000, CompatibilityMask: 1, Flags: PageFlag2MB}, Bytes(bytes.Repeat([]byte{7}, PageSize2M)))
 	b.Add(page(0x201000, 0), Bytes([]byte{9})) // later 4 KiB page overrides part of it
 	b.Add(&VPContext{GPA: 0x1000, CompatibilityMask: 1}, Bytes([]byte{1}))
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Parse(out.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := reparse(t, &b)
 	m := f.Memory()
 	if n := len(m.Pages()); n != 512 {
 		t.Errorf("%d pages, want 512", n)
@@ -269,4 +226,37 @@ func TestMemory2MPages(t *testing.T) {
 	if m.Loaded(0x400000) {
 		t.Error("0x400000 loaded")
 	}
+}
+
+// withFileOffset returns a copy of h with its file_offset set to off.
+func withFileOffset(h Header, off uint32) Header {
+	switch x := h.(type) {
+	case *PageData:
+		c := *x
+		c.FileOffset = off
+		return &c
+	case *VPContext:
+		c := *x
+		c.FileOffset = off
+		return &c
+	case *ParameterArea:
+		c := *x
+		c.FileOffset = off
+		return &c
+	}
+	return h
+}
+
+// reparse writes the file b builds and parses it back.
+func reparse(t testing.TB, b *Builder) *File {
+	t.Helper()
+	var out bytes.Buffer
+	if _, err := b.WriteTo(&out); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Parse(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -117,7 +117,11 @@ func Open(r io.ReaderAt, size int64) (*File, error) {
 		return nil, ferr(20, "checksum %#08x, computed %#08x", x.Checksum, sum)
 	}
 
-	// Split the section into headers.
+	// Split the section into headers. A PAGE_DATA header takes 32 bytes,
+	// so vs/32 is the count for the usual file of pages.
+	f.Headers = make([]Header, 0, vs/32)
+	f.Offsets = make([]int64, 0, vs/32)
+	var dec bodyDecoder
 	for pos := int64(0); pos < vs; {
 		off := vo + pos
 		idx := len(f.Headers)
@@ -138,8 +142,8 @@ func Open(r io.ReaderAt, size int64) (*File, error) {
 			if int64(want) != length {
 				return nil, herr("length %d, want %d", length, want)
 			}
-			h = newBody(typ)
-			if _, err := binary.Decode(body, binary.LittleEndian, h); err != nil {
+			var err error
+			if h, err = dec.decode(typ, body); err != nil {
 				return nil, herr("%v", err)
 			}
 		} else if typ&OptionalBit != 0 && typ.Section() != SectionInvalid {
@@ -578,6 +582,12 @@ func (f *File) DataReader(h Header) *io.SectionReader {
 	}
 	return io.NewSectionReader(f.r, int64(off), n)
 }
+
+// ReadAt reads raw bytes of the underlying file at off, the way
+// DataReader(h) does at h's file_offset but without allocating a reader:
+// for callers that read the data of many headers, such as a run of pages
+// whose file data is contiguous.
+func (f *File) ReadAt(p []byte, off int64) (int, error) { return f.r.ReadAt(p, off) }
 
 // Data reads the file data a header references into memory (see
 // DataReader); for a PAGE_DATA that is 4 KiB.

@@ -229,14 +229,7 @@ func TestOptionalUnknownKept(t *testing.T) {
 	}
 	var bld Builder
 	bld.CopyFile(f)
-	var out bytes.Buffer
-	if _, err := bld.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	g, err := Parse(out.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := reparse(t, &bld)
 	sameContents(t, f, g)
 }
 

@@ -36,7 +36,36 @@ func Bytes(b []byte) *io.SectionReader {
 // change until WriteTo returns.
 type Builder struct {
 	headers []Header
-	data    []*io.SectionReader
+	data    []source
+}
+
+// source is the file data of one header: size bytes of r at off, or of b
+// when r is nil; ok is false for a header without data. Held by value, so
+// adding a page costs no allocation beyond its header.
+type source struct {
+	r    io.ReaderAt
+	b    []byte
+	off  int64
+	size int64
+	ok   bool
+}
+
+// readAt reads exactly len(p) bytes of the source at off.
+func (s *source) readAt(p []byte, off int64) error {
+	if s.r == nil {
+		if copy(p, s.b[off:]) != len(p) {
+			return io.ErrUnexpectedEOF
+		}
+		return nil
+	}
+	n, err := s.r.ReadAt(p, s.off+off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // Add appends a header. data is the header's file data: for PAGE_DATA at
@@ -44,8 +73,20 @@ type Builder struct {
 // most 4 KiB (required), for PARAMETER_AREA at most number_of_bytes
 // (optional); other headers take nil. Errors are reported by WriteTo.
 func (b *Builder) Add(h Header, data *io.SectionReader) {
+	var s source
+	if data != nil {
+		s.r, s.off, s.size = data.Outer()
+		s.ok = true
+	}
 	b.headers = append(b.headers, h)
-	b.data = append(b.data, data)
+	b.data = append(b.data, s)
+}
+
+// AddBytes is Add with the data in memory (nil for none); the Builder
+// keeps data, which must not change until WriteTo returns.
+func (b *Builder) AddBytes(h Header, data []byte) {
+	b.headers = append(b.headers, h)
+	b.data = append(b.data, source{b: data, size: int64(len(data)), ok: data != nil})
 }
 
 // Headers returns the headers added so far.
@@ -76,7 +117,7 @@ func headerSize(h Header) (int, error) {
 }
 
 type blob struct {
-	src  *io.SectionReader
+	src  *source
 	size int64
 }
 
@@ -99,16 +140,16 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 		if err := v.check(h); err != nil {
 			return 0, herr(err)
 		}
-		d := b.data[i]
+		d := &b.data[i]
 		switch h.(type) {
 		case *PageData, *ParameterArea:
 		case *VPContext:
-			if d == nil {
+			if !d.ok {
 				return 0, herr(errors.New("a VP context needs data (the VMSA page)"))
 			}
-			if x := h.(*VPContext); v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.Size() <= PageSize4K {
+			if x := h.(*VPContext); v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.size <= PageSize4K {
 				page := make([]byte, PageSize4K)
-				if _, err := d.ReadAt(page[:d.Size()], 0); err != nil && err != io.EOF {
+				if err := d.readAt(page[:d.size], 0); err != nil {
 					return 0, herr(fmt.Errorf("read VMSA: %w", err))
 				}
 				if err := checkVMSA(page); err != nil {
@@ -116,12 +157,12 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 				}
 			}
 		default:
-			if d != nil {
+			if d.ok {
 				return 0, herr(errors.New("this header type carries no file data"))
 			}
 		}
-		if d != nil && d.Size() > DataSize(h) {
-			return 0, herr(fmt.Errorf("data of %d bytes exceeds the %d bytes the header loads", d.Size(), DataSize(h)))
+		if d.ok && d.size > DataSize(h) {
+			return 0, herr(fmt.Errorf("data of %d bytes exceeds the %d bytes the header loads", d.size, DataSize(h)))
 		}
 	}
 	if err := v.finish(); err != nil {
@@ -139,8 +180,8 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	var blobs []blob
 	buf := make([]byte, 64<<10)
 	for i, h := range b.headers {
-		d := b.data[i]
-		if d == nil {
+		d := &b.data[i]
+		if !d.ok {
 			continue
 		}
 		size := DataSize(h)
@@ -167,8 +208,8 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	// The reference parser rejects a file without file data. If every
 	// content was zero, store the first one explicitly.
 	if len(blobs) == 0 {
-		for i, d := range b.data {
-			if d != nil {
+		for i := range b.data {
+			if d := &b.data[i]; d.ok {
 				fileOff[i] = uint32(pos)
 				blobs = append(blobs, blob{d, DataSize(b.headers[i])})
 				pos += DataSize(b.headers[i])
@@ -183,13 +224,14 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	// Encode the variable headers.
 	section := make([]byte, 0, hdrBytes)
 	for i, h := range b.headers {
-		body, err := encodeBody(withFileOffset(h, fileOff[i]))
-		if err != nil {
+		start := len(section)
+		section = binary.LittleEndian.AppendUint32(section, uint32(h.Type()))
+		section = binary.LittleEndian.AppendUint32(section, 0)
+		var err error
+		if section, err = appendBody(section, h, fileOff[i]); err != nil {
 			return 0, err
 		}
-		section = binary.LittleEndian.AppendUint32(section, uint32(h.Type()))
-		section = binary.LittleEndian.AppendUint32(section, uint32(len(body)))
-		section = append(section, body...)
+		binary.LittleEndian.PutUint32(section[start+4:], uint32(len(section)-start-8))
 		for len(section)%8 != 0 {
 			section = append(section, 0)
 		}
@@ -212,12 +254,16 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	cw.Write(fb)
 	cw.Write(section)
 	for _, bl := range blobs {
-		n, err := io.CopyBuffer(cw, io.NewSectionReader(bl.src, 0, bl.src.Size()), buf)
-		if err != nil {
-			return cw.n, fmt.Errorf("igvm: write file data: %w", err)
-		}
-		if n != bl.src.Size() {
-			return cw.n, fmt.Errorf("igvm: data source shrank while writing")
+		n := bl.src.size
+		for off := int64(0); off < n; {
+			chunk := buf[:min(int64(len(buf)), n-off)]
+			if err := bl.src.readAt(chunk, off); err != nil {
+				return cw.n, fmt.Errorf("igvm: read file data while writing (did a source change?): %w", err)
+			}
+			if _, err := cw.Write(chunk); err != nil {
+				return cw.n, fmt.Errorf("igvm: write file data: %w", err)
+			}
+			off += int64(len(chunk))
 		}
 		if pad := bl.size - n; pad > 0 {
 			if _, err := io.CopyN(cw, zeroStream{}, pad); err != nil {
@@ -239,29 +285,20 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 
 // hashPadded hashes d zero-padded to size and reports whether it is all
 // zeros.
-func hashPadded(d *io.SectionReader, size int64, buf []byte) ([sha256.Size]byte, bool, error) {
+func hashPadded(d *source, size int64, buf []byte) ([sha256.Size]byte, bool, error) {
 	h := sha256.New()
 	zero := true
-	r := io.NewSectionReader(d, 0, d.Size())
-	var total int64
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			if zero && !allZero(buf[:n]) {
-				zero = false
-			}
-			h.Write(buf[:n])
-			total += int64(n)
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
+	total := d.size
+	for off := int64(0); off < total; {
+		chunk := buf[:min(int64(len(buf)), total-off)]
+		if err := d.readAt(chunk, off); err != nil {
 			return [sha256.Size]byte{}, false, err
 		}
-	}
-	if total != d.Size() {
-		return [sha256.Size]byte{}, false, io.ErrUnexpectedEOF
+		if zero && !allZero(chunk) {
+			zero = false
+		}
+		h.Write(chunk)
+		off += int64(len(chunk))
 	}
 	clear(buf)
 	for rest := size - total; rest > 0; {
@@ -287,25 +324,6 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// withFileOffset returns a copy of h with its file_offset set to off.
-func withFileOffset(h Header, off uint32) Header {
-	switch x := h.(type) {
-	case *PageData:
-		c := *x
-		c.FileOffset = off
-		return &c
-	case *VPContext:
-		c := *x
-		c.FileOffset = off
-		return &c
-	case *ParameterArea:
-		c := *x
-		c.FileOffset = off
-		return &c
-	}
-	return h
 }
 
 type countWriter struct {

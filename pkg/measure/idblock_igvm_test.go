@@ -1,7 +1,6 @@
 package measure
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/binary"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
@@ -37,14 +37,7 @@ func resign(t *testing.T, f *igvm.File, hdr *igvm.SNPIDBlock) *igvm.File {
 		}
 	}
 	b.Add(hdr, nil)
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	nf, err := igvm.Parse(out.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	nf := igvmtest.Reparse(t, &b)
 	return nf
 }
 

@@ -3,12 +3,14 @@ package measure
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -29,11 +31,7 @@ func tinyIGVM(t testing.TB, platform uint8, withVMSA bool) []byte {
 		v := snp.VMSA{CR0: 0x31, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
 		b.Add(&igvm.VPContext{GPA: KVMVMSAGPA, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
 	}
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	return igvmtest.Write(t, &b)
 }
 
 // The tiny file measured by hand with the chain: both profiles.
@@ -167,7 +165,8 @@ func fixCRC(b []byte) {
 }
 
 // FuzzMeasureIGVM: any input either fails to parse or measures under both
-// profiles without panicking.
+// profiles without panicking, with the same result whether page contents
+// are hashed on the worker pool or in the chain.
 func FuzzMeasureIGVM(f *testing.F) {
 	f.Add(tinyIGVM(f, igvm.PlatformSEVSNP, true))
 	f.Add(tinyIGVM(f, igvm.PlatformSEVSNP, false))
@@ -181,7 +180,28 @@ func FuzzMeasureIGVM(f *testing.F) {
 		if err != nil {
 			return
 		}
-		MeasureIGVM(file, Options{Profile: ProfileMSHV, Explain: true})
-		MeasureIGVM(file, Options{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true})
+		for _, opts := range []Options{
+			{Profile: ProfileMSHV, Explain: true},
+			{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true},
+		} {
+			var got [2]string
+			for i, workers := range []int{1, 3} {
+				withWorkers(t, workers, func() {
+					saved := poolMin
+					poolMin = 1
+					defer func() { poolMin = saved }()
+					res, err := MeasureIGVM(file, opts)
+					if err != nil {
+						got[i] = "error: " + err.Error()
+						return
+					}
+					j, _ := json.Marshal(res)
+					got[i] = string(j)
+				})
+			}
+			if got[0] != got[1] {
+				t.Errorf("%s: sequential %s, pool %s", opts.Profile, got[0], got[1])
+			}
+		}
 	})
 }

@@ -1,47 +1,21 @@
 package measure
 
 import (
-	"encoding/json"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
-type vectorCase struct {
-	Name     string `json:"name"`
-	File     string `json:"igvm_file"`
-	Expected string `json:"expected_launch_digest"`
-}
+type vectorCase = testvectors.Case
 
 // vectorCases reads testdata/igvm/index.json (igvm-tooling vectors).
-func vectorCases(t testing.TB) []vectorCase {
-	t.Helper()
-	b, err := os.ReadFile("../../testdata/igvm/index.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct {
-		Cases []vectorCase `json:"cases"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	if len(idx.Cases) != 6 {
-		t.Fatalf("%d cases in index.json, want 6", len(idx.Cases))
-	}
-	return idx.Cases
-}
+func vectorCases(t testing.TB) []vectorCase { return testvectors.Cases(t) }
 
 func openVector(t testing.TB, c vectorCase) *igvm.File {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("../../testdata/igvm", filepath.Base(c.File)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := igvm.Parse(b)
+	f, err := igvm.Parse(c.ReadIGVM(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,8 +33,8 @@ func TestMSHVVectors(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := res.Digest.String(); got != c.Expected {
-					t.Errorf("%d vCPUs: digest %s, want %s", n, got, c.Expected)
+				if got := res.Digest.String(); got != c.ExpectedLaunchDigest {
+					t.Errorf("%d vCPUs: digest %s, want %s", n, got, c.ExpectedLaunchDigest)
 				}
 				if res.IDBlockDigest == nil || *res.IDBlockDigest != res.Digest {
 					t.Errorf("ID block digest %v differs", res.IDBlockDigest)

@@ -143,6 +143,7 @@ func (h HostKernel) less(o HostKernel) bool {
 	return h.Major < o.Major || h.Major == o.Major && h.Minor < o.Minor
 }
 
+// String formats the version as MAJOR.MINOR, e.g. "6.11".
 func (h HostKernel) String() string { return fmt.Sprintf("%d.%d", h.Major, h.Minor) }
 
 // INIT2 reports whether the kernel creates SNP VMs with KVM_SEV_INIT2 and

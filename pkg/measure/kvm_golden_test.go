@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -61,11 +62,7 @@ func kvmReadyIGVM(t testing.TB) []byte {
 	binary.LittleEndian.PutUint32(vmsa[0x408:], 0x1f80) // MXCSR
 	binary.LittleEndian.PutUint16(vmsa[0x410:], 0x37f)  // FCW
 	b.Add(ctx, igvm.Bytes(vmsa))
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	return igvmtest.Write(t, &b)
 }
 
 type goldenCase struct {

@@ -2,11 +2,9 @@ package measure
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm/linuxboot"
 )
 
@@ -14,39 +12,9 @@ import (
 // builder (pkg/igvm/linuxboot) from the case's inputs and checks that our
 // file's mshv digest equals igvmgen's expected_launch_digest.
 func TestLinuxbootVectors(t *testing.T) {
-	const dir = "../../testdata/igvm"
-	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct {
-		Cases []struct {
-			Name     string  `json:"name"`
-			Kernel   string  `json:"kernel"`
-			Initrd   *string `json:"initrd"`
-			Append   string  `json:"append"`
-			ACPI     string  `json:"acpi"`
-			Expected string  `json:"expected_launch_digest"`
-			Options  struct {
-				PvalidateOpt  int `json:"pvalidate_opt"`
-				EncryptedPage int `json:"encrypted_page"`
-				SVME          int `json:"svme"`
-			} `json:"options"`
-		} `json:"cases"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	read := func(rel string) []byte {
-		b, err := os.ReadFile(filepath.Join(dir, rel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	for _, c := range idx.Cases {
+	for _, c := range testvectors.Cases(t) {
 		t.Run(c.Name, func(t *testing.T) {
-			k, err := linuxboot.ParseBzImage(read(filepath.Join("inputs", filepath.Base(c.Kernel))))
+			k, err := linuxboot.ParseBzImage(testvectors.Input(t, c.Kernel))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,10 +26,10 @@ func TestLinuxbootVectors(t *testing.T) {
 				AllowEmptyPayload: true,
 			}
 			if c.Initrd != nil {
-				opts.Initrd = read(filepath.Join("inputs", filepath.Base(*c.Initrd)))
+				opts.Initrd = testvectors.Input(t, *c.Initrd)
 			}
 			if c.ACPI == "acpi-clh" {
-				a, err := linuxboot.ACPIFromDir(filepath.Join(dir, "acpi", "acpi-clh-aml"))
+				a, err := linuxboot.ACPIFromDir(testvectors.Path("acpi/acpi-clh-aml"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -79,8 +47,8 @@ func TestLinuxbootVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := res.Digest.String(); got != c.Expected {
-				t.Errorf("our %s: mshv digest %s, igvmgen %s", c.Name, got, c.Expected)
+			if got := res.Digest.String(); got != c.ExpectedLaunchDigest {
+				t.Errorf("our %s: mshv digest %s, igvmgen %s", c.Name, got, c.ExpectedLaunchDigest)
 			}
 		})
 	}

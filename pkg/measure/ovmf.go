@@ -2,6 +2,7 @@ package measure
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -286,15 +287,9 @@ func parseGUID(s string) ([16]byte, error) {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return g, fmt.Errorf("measure: bad GUID %q", s)
 	}
-	hex := s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:]
-	var b [16]byte
-	for i := range b {
-		hi, ok1 := unhex(hex[2*i])
-		lo, ok2 := unhex(hex[2*i+1])
-		if !ok1 || !ok2 {
-			return g, fmt.Errorf("measure: bad GUID %q", s)
-		}
-		b[i] = hi<<4 | lo
+	b, err := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:])
+	if err != nil {
+		return g, fmt.Errorf("measure: bad GUID %q", s)
 	}
 	// time_low, time_mid and time_hi are little-endian in EFI_GUID.
 	g[0], g[1], g[2], g[3] = b[3], b[2], b[1], b[0]
@@ -308,16 +303,4 @@ func guidString(g [16]byte) string {
 	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
 		binary.LittleEndian.Uint32(g[0:]), binary.LittleEndian.Uint16(g[4:]),
 		binary.LittleEndian.Uint16(g[6:]), g[8:10], g[10:16])
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }

@@ -350,3 +350,23 @@ func FuzzParseOVMF(f *testing.F) {
 		}
 	})
 }
+
+// TestParseGUID: the EFI mixed-endian layout, its inverse and bad input.
+func TestParseGUID(t *testing.T) {
+	const s = "96b582de-1fb2-45f7-baea-a366c55a082d" // OVMF table footer
+	g, err := parseGUID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g != guidOVMFTableFooter || g[0] != 0xde || g[3] != 0x96 || g[8] != 0xba {
+		t.Errorf("parseGUID(%s) = %x", s, g)
+	}
+	if got := guidString(g); got != s {
+		t.Errorf("guidString = %s", got)
+	}
+	for _, bad := range []string{"", "96b582de-1fb2-45f7-baea-a366c55a082", "96b582de-1fb2-45f7-baea-a366c55a082g", "96b582de+1fb2-45f7-baea-a366c55a082d"} {
+		if _, err := parseGUID(bad); err == nil {
+			t.Errorf("parseGUID(%q) accepted", bad)
+		}
+	}
+}

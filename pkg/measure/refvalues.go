@@ -93,7 +93,6 @@ func ComputeReferenceValues(f *igvm.File, spec RefSpec) (*ReferenceValues, error
 				return nil, fmt.Errorf("measure: reference values for kvm need at least one CPU model")
 			}
 			for _, cpu := range cpus {
-				cpu := cpu
 				res, err := MeasureIGVM(f, Options{Profile: p, VCPUs: 1, CPU: &cpu, HostKernel: spec.HostKernel,
 					GuestFeatures: spec.GuestFeatures, SkipKVMChecks: spec.SkipKVMChecks})
 				if err != nil {

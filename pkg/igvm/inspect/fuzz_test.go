@@ -1,11 +1,11 @@
 package inspect
 
 import (
-	"bytes"
 	"io"
 	"os"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -49,14 +49,7 @@ func FuzzInspect(f *testing.F) {
 		}
 		v := snp.VMSA{RSI: 0x10000 + rsiOff%0x2000, SEVFeatures: policy}
 		b.Add(&igvm.VPContext{GPA: 0x803000, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
-		var out bytes.Buffer
-		if _, err := b.WriteTo(&out); err != nil {
-			t.Fatal(err)
-		}
-		file, err := igvm.Parse(out.Bytes())
-		if err != nil {
-			t.Fatal(err)
-		}
+		file := igvmtest.Reparse(t, &b)
 		r, err := Inspect(file)
 		if err != nil {
 			t.Fatal(err)

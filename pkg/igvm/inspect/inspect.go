@@ -25,6 +25,7 @@ import (
 // Hex is a number shown in hexadecimal (also in JSON, as a "0x..." string).
 type Hex uint64
 
+// String formats the value as 0x-prefixed hex.
 func (h Hex) String() string { return fmt.Sprintf("%#x", uint64(h)) }
 
 // MarshalText implements encoding.TextMarshaler.

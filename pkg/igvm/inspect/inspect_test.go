@@ -5,49 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
+	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
-type layout struct {
-	RIP         string   `json:"rip"`
-	RSP         string   `json:"rsp"`
-	CR3         string   `json:"cr3"`
-	EFER        string   `json:"efer"`
-	SEVFeatures string   `json:"sev_features"`
-	BootParams  string   `json:"boot_params_gpa"`
-	CmdlineGPA  string   `json:"cmdline_gpa"`
-	CmdlineSize uint32   `json:"cmdline_size_field"`
-	RamdiskGPA  string   `json:"ramdisk_gpa"`
-	RamdiskSize uint64   `json:"ramdisk_size"`
-	CCBlob      string   `json:"cc_blob_gpa"`
-	ACPIRSDP    string   `json:"acpi_rsdp_addr"`
-	E820        [][3]any `json:"e820"`
-}
+type vcase = testvectors.Case
 
-type vcase struct {
-	Name   string `json:"name"`
-	File   string `json:"igvm_file"`
-	Append string `json:"append"`
-	ACPI   string `json:"acpi"`
-	LD     string `json:"expected_launch_digest"`
-	Layout layout `json:"layout"`
-}
-
-func cases(t *testing.T) []vcase {
-	b, err := os.ReadFile("../../../testdata/igvm/index.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct{ Cases []vcase }
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	return idx.Cases
-}
+func cases(t *testing.T) []vcase { return testvectors.Cases(t) }
 
 func open(t testing.TB, path string) *igvm.File {
 	fh, err := os.Open(path)
@@ -72,7 +40,7 @@ var acpiAddrs = map[string]map[string]Hex{
 func TestInspectVectors(t *testing.T) {
 	for _, c := range cases(t) {
 		t.Run(c.Name, func(t *testing.T) {
-			f := open(t, filepath.Join("../../../testdata/igvm", filepath.Base(c.File)))
+			f := open(t, c.IGVMPath())
 			r, err := Inspect(f)
 			if err != nil {
 				t.Fatal(err)
@@ -141,8 +109,8 @@ func TestInspectVectors(t *testing.T) {
 			if fmt.Sprint(got) != fmt.Sprint(acpiAddrs[c.ACPI]) {
 				t.Errorf("ACPI tables %v, want %v", got, acpiAddrs[c.ACPI])
 			}
-			if r.IDBlock == nil || r.IDBlock.LD != c.LD || r.IDBlock.SignatureValid == nil || !*r.IDBlock.SignatureValid {
-				t.Errorf("ID block %+v, want ld %s and a valid signature", r.IDBlock, c.LD)
+			if r.IDBlock == nil || r.IDBlock.LD != c.ExpectedLaunchDigest || r.IDBlock.SignatureValid == nil || !*r.IDBlock.SignatureValid {
+				t.Errorf("ID block %+v, want ld %s and a valid signature", r.IDBlock, c.ExpectedLaunchDigest)
 			}
 			if len(r.Policies) != 1 || r.Policies[0].Value != 0x3001f || strings.Join(r.Policies[0].Flags, " ") != "SMT RESERVED_1" {
 				t.Errorf("policy %+v", r.Policies)
@@ -207,17 +175,10 @@ func TestFolding(t *testing.T) {
 // inspect reports except the checksum.
 func TestInspectCanonical(t *testing.T) {
 	for _, c := range cases(t) {
-		f := open(t, filepath.Join("../../../testdata/igvm", filepath.Base(c.File)))
+		f := open(t, c.IGVMPath())
 		var b igvm.Builder
 		b.CopyFile(f)
-		var out bytes.Buffer
-		if _, err := b.WriteTo(&out); err != nil {
-			t.Fatal(err)
-		}
-		g, err := igvm.Parse(out.Bytes())
-		if err != nil {
-			t.Fatal(err)
-		}
+		g := igvmtest.Reparse(t, &b)
 		r1, err := Inspect(f)
 		if err != nil {
 			t.Fatal(err)
@@ -245,14 +206,7 @@ func TestSecondIDBlockNoted(t *testing.T) {
 	var b igvm.Builder
 	b.CopyFile(f)
 	b.Add(&igvm.SNPIDBlock{CompatibilityMask: 1}, nil)
-	var out bytes.Buffer
-	if _, err := b.WriteTo(&out); err != nil {
-		t.Fatal(err)
-	}
-	g, err := igvm.Parse(out.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := igvmtest.Reparse(t, &b)
 	r, err := Inspect(g)
 	if err != nil {
 		t.Fatal(err)

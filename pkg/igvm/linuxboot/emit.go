@@ -20,15 +20,11 @@ func (img *Image) IGVM() *igvm.Builder {
 	b.Add(&igvm.SupportedPlatform{CompatibilityMask: compatMask, PlatformType: igvm.PlatformSEVSNP, PlatformVersion: 1}, nil)
 	b.Add(&igvm.GuestPolicy{Policy: uint64(img.Policy), CompatibilityMask: compatMask}, nil)
 	for _, p := range img.Pages {
-		var data *io.SectionReader
-		if p.Data != nil {
-			data = igvm.Bytes(p.Data)
-		}
 		switch p.Kind {
 		case PageNormal:
-			b.Add(&igvm.PageData{GPA: p.GPA, CompatibilityMask: compatMask, DataType: igvm.DataNormal}, data)
+			b.AddBytes(&igvm.PageData{GPA: p.GPA, CompatibilityMask: compatMask, DataType: igvm.DataNormal}, p.Data)
 		case PageCPUID:
-			b.Add(&igvm.PageData{GPA: p.GPA, CompatibilityMask: compatMask, DataType: igvm.DataCPUID}, data)
+			b.AddBytes(&igvm.PageData{GPA: p.GPA, CompatibilityMask: compatMask, DataType: igvm.DataCPUID}, p.Data)
 		case PageSecrets:
 			b.Add(&igvm.PageData{GPA: p.GPA, CompatibilityMask: compatMask, DataType: igvm.DataSecrets}, nil)
 		case PageParameter:
@@ -37,7 +33,7 @@ func (img *Image) IGVM() *igvm.Builder {
 			b.Add(&igvm.MemoryMap{ParameterAreaIndex: 0, ByteOffset: ParamMemoryMapOffset}, nil)
 			b.Add(&igvm.ParameterInsert{GPA: p.GPA, CompatibilityMask: compatMask, ParameterAreaIndex: 0}, nil)
 		case PageVMSA:
-			b.Add(&igvm.VPContext{GPA: p.GPA, CompatibilityMask: compatMask, VPIndex: 0}, data)
+			b.AddBytes(&igvm.VPContext{GPA: p.GPA, CompatibilityMask: compatMask, VPIndex: 0}, p.Data)
 		}
 	}
 	return b

@@ -5,75 +5,23 @@ import (
 	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/testvectors"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
-const testdataDir = "../../../testdata/igvm"
+var testdataDir = testvectors.Dir()
 
-type vectorCase struct {
-	Name                 string  `json:"name"`
-	Kernel               string  `json:"kernel"`
-	Initrd               *string `json:"initrd"`
-	Append               string  `json:"append"`
-	ACPI                 string  `json:"acpi"`
-	IGVMFile             string  `json:"igvm_file"`
-	ExpectedLaunchDigest string  `json:"expected_launch_digest"`
-	Options              struct {
-		PvalidateOpt  int `json:"pvalidate_opt"`
-		EncryptedPage int `json:"encrypted_page"`
-		SVME          int `json:"svme"`
-	} `json:"options"`
-	Layout struct {
-		BootParams  string     `json:"boot_params_gpa"`
-		CCBlob      string     `json:"cc_blob_gpa"`
-		Cmdline     string     `json:"cmdline_gpa"`
-		CR3         string     `json:"cr3"`
-		EFER        string     `json:"efer"`
-		Ramdisk     string     `json:"ramdisk_gpa"`
-		RamdiskSize uint64     `json:"ramdisk_size"`
-		RIP         string     `json:"rip"`
-		RSP         string     `json:"rsp"`
-		HighestGPA  string     `json:"highest_gpa"`
-		E820        [][]any    `json:"e820"`
-		PageData    int        `json:"page_data_headers"`
-		Extra       [][]string `json:"-"`
-	} `json:"layout"`
-}
+type vectorCase = testvectors.Case
 
-func loadCases(t testing.TB) []vectorCase {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testdataDir, "index.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct {
-		Cases []vectorCase `json:"cases"`
-	}
-	if err := json.Unmarshal(b, &idx); err != nil {
-		t.Fatal(err)
-	}
-	if len(idx.Cases) != 6 {
-		t.Fatalf("index has %d cases, want 6", len(idx.Cases))
-	}
-	return idx.Cases
-}
+func loadCases(t testing.TB) []vectorCase { return testvectors.Cases(t) }
 
-func readTestdata(t testing.TB, rel string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testdataDir, rel))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func readTestdata(t testing.TB, rel string) []byte { return testvectors.Read(t, rel) }
 
 // buildCase builds the image of a vector case from its inputs (copied to
 // testdata/igvm/inputs and testdata/igvm/acpi).
@@ -305,8 +253,8 @@ func TestVectors(t *testing.T) {
 				got, want uint64
 			}{
 				{"boot_params", L.BootParams, hexU(t, c.Layout.BootParams)},
-				{"cmdline", L.Cmdline, hexU(t, c.Layout.Cmdline)},
-				{"ramdisk", L.Ramdisk, hexU(t, c.Layout.Ramdisk)},
+				{"cmdline", L.Cmdline, hexU(t, c.Layout.CmdlineGPA)},
+				{"ramdisk", L.Ramdisk, hexU(t, c.Layout.RamdiskGPA)},
 				{"ramdisk_size", L.RamdiskSize, c.Layout.RamdiskSize},
 				{"cc_blob", L.CCBlob, hexU(t, c.Layout.CCBlob)},
 				{"rsp", img.VMSA.RSP, hexU(t, c.Layout.RSP)},
