@@ -177,6 +177,18 @@ func runIgvmSign(cmd *cobra.Command, path string, fl *igvmSignFlags) error {
 	if outPath == "" {
 		outPath = path
 	}
+	// Everything that can fail is done before the output is written.
+	res := igvmSignResult{Output: outPath, Profile: string(p), Digest: s.Block.Digest, Policy: fmt.Sprintf("%#x", uint64(s.Block.Policy)), Keyless: fl.keyless}
+	if res.IDKeyDigest, err = s.Auth.IDKeyDigest(); err != nil {
+		return err
+	}
+	if s.Auth.AuthorKey != nil {
+		ak, err := s.Auth.AuthorKeyDigest()
+		if err != nil {
+			return err
+		}
+		res.AuthorKeyDigest = ak.String()
+	}
 	perm := st.Mode().Perm()
 	out, err := atomicfile.Create(outPath, perm)
 	if err != nil {
@@ -188,18 +200,6 @@ func runIgvmSign(cmd *cobra.Command, path string, fl *igvmSignFlags) error {
 	}
 	if err := out.Commit(); err != nil {
 		return err
-	}
-
-	res := igvmSignResult{Output: outPath, Profile: string(p), Digest: s.Block.Digest, Policy: fmt.Sprintf("%#x", uint64(s.Block.Policy)), Keyless: fl.keyless}
-	if res.IDKeyDigest, err = s.Auth.IDKeyDigest(); err != nil {
-		return err
-	}
-	if s.Auth.AuthorKey != nil {
-		ak, err := s.Auth.AuthorKeyDigest()
-		if err != nil {
-			return err
-		}
-		res.AuthorKeyDigest = ak.String()
 	}
 	w := cmd.OutOrStdout()
 	if fl.asJSON {
