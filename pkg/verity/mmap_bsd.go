@@ -1,5 +1,0 @@
-//go:build darwin || freebsd
-
-package verity
-
-const mapPopulate = 0

@@ -1,5 +1,0 @@
-package verity
-
-import "syscall"
-
-const mapPopulate = syscall.MAP_POPULATE
