@@ -120,6 +120,24 @@ func TestVerityAppended(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
 		t.Fatalf("verify without --data-blocks: %d %s", code, stderr)
 	}
+	// With a superblock, at an explicit offset; verify takes the rest from it.
+	sb := filepath.Join(dir, "sb")
+	writeData(t, sb, 100*4096)
+	code, out, stderr = runCLI(t, "verity", "format", sb, sb, "--hash-offset=1048576", "--data-blocks=100", "--json")
+	if code != 0 {
+		t.Fatalf("format with superblock: %s", stderr)
+	}
+	json.Unmarshal([]byte(out), &j)
+	if st, _ := os.Stat(sb); st.Size() != 1048576+4096+4096 || j.HashStartBlock != 257 {
+		t.Fatalf("appended with superblock: size %d start %d", st.Size(), j.HashStartBlock)
+	}
+	if code, _, stderr := runCLI(t, "verity", "verify", sb, sb, j.RootHash, "--hash-offset=1048576"); code != 0 {
+		t.Fatalf("verify with superblock: %s", stderr)
+	}
+	if code, _, stderr := runCLI(t, "verity", "dump", sb, "--hash-offset=1048576"); code != 0 {
+		t.Fatalf("dump at offset: %s", stderr)
+	}
+
 	// A failure leaves the data file as it was.
 	before, _ := os.ReadFile(data)
 	code, _, stderr = runCLI(t, "verity", "format", data, data, "--hash-offset=4096", "--data-blocks=2")
