@@ -101,12 +101,10 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		}
 		return first, n
 	}
-	hashChunk := func(h *blockHasher, idx uint64, buf []byte) []byte {
-		first, n := chunkRange(idx)
-		_ = first
+	hashChunk := func(h *blockHasher, buf []byte) []byte {
 		d := digestPool.Get().([]byte)[:0]
-		for i := uint64(0); i < n; i++ {
-			d = h.sum(d, buf[i*bs:(i+1)*bs])
+		for off := uint64(0); off < uint64(len(buf)); off += bs {
+			d = h.sum(d, buf[off:off+bs])
 		}
 		return d
 	}
@@ -154,7 +152,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 						// nil when the chunk cannot be mapped or faults
 						// (the file is shorter than said): read it then,
 						// for the error to say where.
-						d = hashMapped(mm, first, n, bs, func(b []byte) []byte { return hashChunk(h, idx, b) })
+						d = hashMapped(mm, first, n, bs, func(b []byte) []byte { return hashChunk(h, b) })
 					}
 					if d == nil {
 						// Read in pieces that stay in the CPU cache
@@ -225,7 +223,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				defer wg.Done()
 				h := g.hasher(p)
 				for j := range jobs {
-					d := hashChunk(h, j.idx, j.buf)
+					d := hashChunk(h, j.buf)
 					free <- j.buf[:cap(j.buf)]
 					if !send(result{idx: j.idx, digests: d}) {
 						return
