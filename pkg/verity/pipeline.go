@@ -91,7 +91,6 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 	// emitted, which bounds the reorder buffer.
 	window := 2 * workers
 	tokens := make(chan struct{}, window)
-	results := make(chan result, window)
 	digestPool := sync.Pool{New: func() any { return make([]byte, 0, int(per)*g.digestSize) }}
 	chunkRange := func(idx uint64) (uint64, uint64) {
 		first := idx * per
@@ -108,12 +107,39 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		}
 		return d
 	}
+	// Results are put in order by whichever worker completes the chunk
+	// that is next: it emits every chunk that is then ready, under emitMu
+	// (there is no collector goroutine to wake). Errors too are taken in
+	// order, so the first bad block is named.
+	var emitMu sync.Mutex
+	pending := make(map[uint64]result, window)
+	var want uint64
+	var firstErr error
 	send := func(r result) bool {
-		select {
-		case results <- r:
-			return true
-		case <-done:
+		emitMu.Lock()
+		defer emitMu.Unlock()
+		if firstErr != nil {
 			return false
+		}
+		pending[r.idx] = r
+		for {
+			r, ok := pending[want]
+			if !ok {
+				return true
+			}
+			delete(pending, want)
+			if r.err == nil {
+				first, _ := chunkRange(want)
+				r.err = emit(first, r.digests)
+			}
+			if r.err != nil {
+				firstErr = r.err
+				stop()
+				return false
+			}
+			digestPool.Put(r.digests[:0])
+			<-tokens
+			want++
 		}
 	}
 
@@ -233,37 +259,12 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		}
 	}
 
-	// Collect in order.
-	// Errors too are taken in order, so the first bad block is named.
-	pending := make(map[uint64]result, window)
-	var err error
-	for want := uint64(0); want < nchunks && err == nil; {
-		r := <-results
-		pending[r.idx] = r
-		for err == nil {
-			r, ok := pending[want]
-			if !ok {
-				break
-			}
-			delete(pending, want)
-			if r.err != nil {
-				err = r.err
-				break
-			}
-			d := r.digests
-			first, _ := chunkRange(want)
-			if e := emit(first, d); e != nil {
-				err = e
-				break
-			}
-			digestPool.Put(d[:0])
-			<-tokens
-			want++
-		}
-	}
-	stop()
 	wg.Wait()
-	return err
+	stop()
+	if firstErr == nil && want != nchunks {
+		return fmt.Errorf("internal error: %d of %d chunks hashed", want, nchunks)
+	}
+	return firstErr
 }
 
 // hashMapped maps n blocks from block first and hashes them with hash. It
