@@ -18,7 +18,7 @@ type mmapper struct{ fd int }
 
 func newMmapper(r io.ReaderAt) *mmapper {
 	f, ok := r.(*os.File)
-	if !ok || os.Getenv("VERITY_NOMMAP") != "" {
+	if !ok || !useMmap {
 		return nil
 	}
 	st, err := f.Stat()

@@ -8,6 +8,10 @@ import (
 	"sync"
 )
 
+// useMmap says whether regular files are mapped (tests turn it off to
+// check the read path on files).
+var useMmap = true
+
 // subRead is how much a worker reads at a time when it cannot map the
 // data: small enough to be hashed while still in the CPU cache.
 var subRead uint64 = 256 << 10
