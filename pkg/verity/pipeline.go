@@ -147,6 +147,11 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		}
 	}
 
+	if mm != nil && parallelRead {
+		mm.mapAll(nblocks * bs)
+		defer mm.release()
+	}
+
 	var wg sync.WaitGroup
 	if parallelRead {
 		var mu sync.Mutex
@@ -274,11 +279,11 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 // hashMapped maps n blocks from block first and hashes them with hash. It
 // returns nil when the chunk cannot be mapped or reading it faults.
 func hashMapped(mm *mmapper, first, n, bs uint64, hash func([]byte) []byte) (d []byte) {
-	m, err := mm.mmap(int64(first*bs), int(n*bs))
+	m, done, err := mm.chunk(int64(first*bs), int(n*bs))
 	if err != nil {
 		return nil
 	}
-	defer mm.munmap(m)
+	defer done()
 	defer func() {
 		if recover() != nil {
 			d = nil

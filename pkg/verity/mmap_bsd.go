@@ -1,0 +1,7 @@
+//go:build darwin || freebsd
+
+package verity
+
+const mapWhole = false
+
+func dropPages([]byte) {}
