@@ -79,7 +79,7 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 		t.Fatalf("verify --root-hash-file: %s", stderr)
 	}
 	code, out, _ = runVerityCLI(t, "verity", "dump", hash, "--json")
-	var j formatJSON
+	var j verityJSON
 	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.DataBlocks != 300 || j.HashDeviceSize != 20480 || j.UUID == "" {
 		t.Fatalf("dump --json: %d %s", code, out)
 	}
@@ -106,7 +106,7 @@ func TestVerityAppended(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("format: %s", stderr)
 	}
-	var j formatJSON
+	var j verityJSON
 	json.Unmarshal([]byte(out), &j)
 	st, _ := os.Stat(data)
 	if j.HashOffset != 129*4096 || st.Size() != 129*4096+3*4096 || j.HashStartBlock != 129 {
