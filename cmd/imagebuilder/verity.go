@@ -113,7 +113,7 @@ seed is used, so the output is always reproducible.`,
 					return err
 				}
 			}
-			return printResult(cmd.OutOrStdout(), args[0], args[1], res, f.json, true)
+			return printVerityResult(cmd.OutOrStdout(), args[0], args[1], res, f.json, true)
 		},
 	}
 	f.register(cmd)
@@ -139,7 +139,7 @@ func verityFormat(dataPath, hashPath string, p verity.Params, offsetGiven bool) 
 	}
 	size := st.Size()
 	if hs, err := os.Stat(hashPath); err == nil && os.SameFile(st, hs) {
-		return formatAppended(dataPath, size, p, offsetGiven)
+		return verityFormatAppended(dataPath, size, p, offsetGiven)
 	}
 	out, err := atomicfile.Create(hashPath, 0o644)
 	if err != nil {
@@ -157,9 +157,9 @@ func verityFormat(dataPath, hashPath string, p verity.Params, offsetGiven bool) 
 	return res, out.Commit()
 }
 
-// formatAppended writes the hash area into the data file itself, after
+// verityFormatAppended writes the hash area into the data file itself, after
 // the data blocks; on failure the file is cut back to its old size.
-func formatAppended(path string, size int64, p verity.Params, offsetGiven bool) (res *verity.Result, err error) {
+func verityFormatAppended(path string, size int64, p verity.Params, offsetGiven bool) (res *verity.Result, err error) {
 	bs := int64(p.DataBlockSize)
 	blocks := int64(p.DataBlocks)
 	if blocks == 0 {
@@ -207,8 +207,8 @@ func formatAppended(path string, size int64, p verity.Params, offsetGiven bool) 
 	return res, f.Sync()
 }
 
-// formatJSON is the --json form of a result.
-type formatJSON struct {
+// verityJSON is the --json form of a result.
+type verityJSON struct {
 	RootHash       string `json:"root_hash,omitempty"`
 	HashAlgorithm  string `json:"hash_algorithm"`
 	HashType       uint32 `json:"hash_type"`
@@ -227,14 +227,14 @@ type formatJSON struct {
 	SystemdCmdline string `json:"systemd_cmdline,omitempty"`
 }
 
-func printResult(w io.Writer, dataPath, hashPath string, r *verity.Result, asJSON, withRoot bool) error {
+func printVerityResult(w io.Writer, dataPath, hashPath string, r *verity.Result, asJSON, withRoot bool) error {
 	p := &r.Params
 	uuid := ""
 	if !p.NoSuperblock {
 		uuid = verity.FormatUUID(p.UUID)
 	}
 	if asJSON {
-		j := formatJSON{
+		j := verityJSON{
 			HashAlgorithm: p.HashAlgorithm, HashType: p.HashType,
 			DataBlockSize: p.DataBlockSize, HashBlockSize: p.HashBlockSize, DataBlocks: r.DataBlocks,
 			Salt: verity.SaltHex(r.Salt), UUID: uuid, Superblock: !p.NoSuperblock, HashOffset: p.HashOffset,
@@ -307,7 +307,7 @@ describe the tree; --data-blocks defaults to all of DATA.`,
 				return err
 			}
 			if f.json {
-				return printResult(cmd.OutOrStdout(), args[0], args[1], res, true, true)
+				return printVerityResult(cmd.OutOrStdout(), args[0], args[1], res, true, true)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d data blocks and %d hash blocks match root hash %s\n",
 				args[0], res.DataBlocks, res.HashBlocks, res.RootHashHex())
@@ -426,7 +426,7 @@ it describes, as "veritysetup dump" does.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			return printResult(cmd.OutOrStdout(), "", args[0], res, asJSON, false)
+			return printVerityResult(cmd.OutOrStdout(), "", args[0], res, asJSON, false)
 		},
 	}
 	cmd.Flags().Uint64Var(&hashOffset, "hash-offset", 0, "byte offset of the superblock in HASH")

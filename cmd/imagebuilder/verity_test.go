@@ -11,8 +11,8 @@ import (
 	"testing"
 )
 
-// runCLI runs the CLI and returns the exit code, stdout and stderr.
-func runCLI(t *testing.T, args ...string) (int, string, string) {
+// runVerityCLI runs the CLI and returns the exit code, stdout and stderr.
+func runVerityCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -33,7 +33,7 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, <-done, stderr
 }
 
-func writeData(t *testing.T, path string, n int) []byte {
+func writeVerityData(t *testing.T, path string, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	for i := range b {
@@ -49,8 +49,8 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	hash := filepath.Join(dir, "hash")
-	writeData(t, data, 300*4096)
-	code, out, stderr := runCLI(t, "verity", "format", data, hash, "--seed=test", "--root-hash-file", filepath.Join(dir, "root"))
+	writeVerityData(t, data, 300*4096)
+	code, out, stderr := runVerityCLI(t, "verity", "format", data, hash, "--seed=test", "--root-hash-file", filepath.Join(dir, "root"))
 	if code != 0 {
 		t.Fatalf("format: exit %d: %s", code, stderr)
 	}
@@ -66,24 +66,24 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 	}
 	first, _ := os.ReadFile(hash)
 	// Reproducible: the same seed gives the same bytes.
-	if code, _, stderr := runCLI(t, "verity", "format", data, hash, "--seed=test"); code != 0 {
+	if code, _, stderr := runVerityCLI(t, "verity", "format", data, hash, "--seed=test"); code != 0 {
 		t.Fatal(stderr)
 	}
 	if again, _ := os.ReadFile(hash); !bytes.Equal(first, again) {
 		t.Fatal("two seeded runs differ")
 	}
-	if code, out, stderr := runCLI(t, "verity", "verify", data, hash, rootHex); code != 0 || !strings.Contains(out, "match root hash") {
+	if code, out, stderr := runVerityCLI(t, "verity", "verify", data, hash, rootHex); code != 0 || !strings.Contains(out, "match root hash") {
 		t.Fatalf("verify: exit %d %s %s", code, out, stderr)
 	}
-	if code, _, stderr := runCLI(t, "verity", "verify", data, hash, "--root-hash-file", filepath.Join(dir, "root")); code != 0 {
+	if code, _, stderr := runVerityCLI(t, "verity", "verify", data, hash, "--root-hash-file", filepath.Join(dir, "root")); code != 0 {
 		t.Fatalf("verify --root-hash-file: %s", stderr)
 	}
-	code, out, _ = runCLI(t, "verity", "dump", hash, "--json")
-	var j formatJSON
+	code, out, _ = runVerityCLI(t, "verity", "dump", hash, "--json")
+	var j verityJSON
 	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.DataBlocks != 300 || j.HashDeviceSize != 20480 || j.UUID == "" {
 		t.Fatalf("dump --json: %d %s", code, out)
 	}
-	code, out, _ = runCLI(t, "verity", "format", data, hash, "--seed=test", "--json")
+	code, out, _ = runVerityCLI(t, "verity", "format", data, hash, "--seed=test", "--json")
 	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.RootHash != rootHex || !strings.Contains(j.Table, " 300 1 sha256 "+rootHex) {
 		t.Fatalf("format --json: %d %s", code, out)
 	}
@@ -92,7 +92,7 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 	b, _ := os.ReadFile(data)
 	b[77*4096+5] ^= 0x10
 	os.WriteFile(data, b, 0o644)
-	code, _, stderr = runCLI(t, "verity", "verify", data, hash, rootHex)
+	code, _, stderr = runVerityCLI(t, "verity", "verify", data, hash, rootHex)
 	if code != 1 || !strings.Contains(stderr, "data block 77 is corrupt") || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("verify of corrupt data: exit %d %q", code, stderr)
 	}
@@ -101,28 +101,46 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 func TestVerityAppended(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "disk")
-	writeData(t, data, 129*4096)
-	code, out, stderr := runCLI(t, "verity", "format", data, data, "--no-superblock", "--salt=-", "--json")
+	writeVerityData(t, data, 129*4096)
+	code, out, stderr := runVerityCLI(t, "verity", "format", data, data, "--no-superblock", "--salt=-", "--json")
 	if code != 0 {
 		t.Fatalf("format: %s", stderr)
 	}
-	var j formatJSON
+	var j verityJSON
 	json.Unmarshal([]byte(out), &j)
 	st, _ := os.Stat(data)
 	if j.HashOffset != 129*4096 || st.Size() != 129*4096+3*4096 || j.HashStartBlock != 129 {
 		t.Fatalf("appended: offset %d start %d size %d", j.HashOffset, j.HashStartBlock, st.Size())
 	}
-	code, _, stderr = runCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096), "--data-blocks=129")
+	code, _, stderr = runVerityCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096), "--data-blocks=129")
 	if code != 0 {
 		t.Fatalf("verify: %s", stderr)
 	}
-	code, _, stderr = runCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096))
+	code, _, stderr = runVerityCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096))
 	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
 		t.Fatalf("verify without --data-blocks: %d %s", code, stderr)
 	}
+	// With a superblock, at an explicit offset; verify takes the rest from it.
+	sb := filepath.Join(dir, "sb")
+	writeVerityData(t, sb, 100*4096)
+	code, out, stderr = runVerityCLI(t, "verity", "format", sb, sb, "--hash-offset=1048576", "--data-blocks=100", "--json")
+	if code != 0 {
+		t.Fatalf("format with superblock: %s", stderr)
+	}
+	json.Unmarshal([]byte(out), &j)
+	if st, _ := os.Stat(sb); st.Size() != 1048576+4096+4096 || j.HashStartBlock != 257 {
+		t.Fatalf("appended with superblock: size %d start %d", st.Size(), j.HashStartBlock)
+	}
+	if code, _, stderr := runVerityCLI(t, "verity", "verify", sb, sb, j.RootHash, "--hash-offset=1048576"); code != 0 {
+		t.Fatalf("verify with superblock: %s", stderr)
+	}
+	if code, _, stderr := runVerityCLI(t, "verity", "dump", sb, "--hash-offset=1048576"); code != 0 {
+		t.Fatalf("dump at offset: %s", stderr)
+	}
+
 	// A failure leaves the data file as it was.
 	before, _ := os.ReadFile(data)
-	code, _, stderr = runCLI(t, "verity", "format", data, data, "--hash-offset=4096", "--data-blocks=2")
+	code, _, stderr = runVerityCLI(t, "verity", "format", data, data, "--hash-offset=4096", "--data-blocks=2")
 	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
 		t.Fatalf("overlap: %d %s", code, stderr)
 	}
@@ -134,11 +152,11 @@ func TestVerityAppended(t *testing.T) {
 func TestVerityBadInput(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	writeData(t, data, 64*4096)
+	writeVerityData(t, data, 64*4096)
 	odd := filepath.Join(dir, "odd")
-	writeData(t, odd, 5000)
+	writeVerityData(t, odd, 5000)
 	good := filepath.Join(dir, "good")
-	if code, _, stderr := runCLI(t, "verity", "format", data, good); code != 0 {
+	if code, _, stderr := runVerityCLI(t, "verity", "format", data, good); code != 0 {
 		t.Fatal(stderr)
 	}
 	goodBytes, _ := os.ReadFile(good)
@@ -179,7 +197,7 @@ func TestVerityBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, stderr := runCLI(t, tc.args...)
+			code, _, stderr := runVerityCLI(t, tc.args...)
 			if code != tc.code || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.want)
 			}

@@ -2,4 +2,6 @@
 
 package verity
 
-const mapPopulate = 0
+const mapWhole = false
+
+func dropPages([]byte) {}

@@ -147,6 +147,9 @@ func newGeometry(p *Params, dataBlocks uint64) (*geometry, error) {
 	if dataBlocks == 0 {
 		return nil, errNoBlocks
 	}
+	if dataBlocks > (1<<63-1)/uint64(p.DataBlockSize) {
+		return nil, fmt.Errorf("%d data blocks of %d bytes overflow a 64-bit size", dataBlocks, p.DataBlockSize)
+	}
 	nh, ds, _ := newHash(p.HashAlgorithm)
 	g := &geometry{newHash: nh, digestSize: ds, dataBlocks: dataBlocks}
 	g.stride = ds

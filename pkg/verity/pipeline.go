@@ -8,6 +8,10 @@ import (
 	"sync"
 )
 
+// useMmap says whether regular files are mapped (tests turn it off to
+// check the read path on files).
+var useMmap = true
+
 // subRead is how much a worker reads at a time when it cannot map the
 // data: small enough to be hashed while still in the CPU cache.
 var subRead uint64 = 256 << 10
@@ -91,7 +95,6 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 	// emitted, which bounds the reorder buffer.
 	window := 2 * workers
 	tokens := make(chan struct{}, window)
-	results := make(chan result, window)
 	digestPool := sync.Pool{New: func() any { return make([]byte, 0, int(per)*g.digestSize) }}
 	chunkRange := func(idx uint64) (uint64, uint64) {
 		first := idx * per
@@ -101,22 +104,52 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		}
 		return first, n
 	}
-	hashChunk := func(h *blockHasher, idx uint64, buf []byte) []byte {
-		first, n := chunkRange(idx)
-		_ = first
+	hashChunk := func(h *blockHasher, buf []byte) []byte {
 		d := digestPool.Get().([]byte)[:0]
-		for i := uint64(0); i < n; i++ {
-			d = h.sum(d, buf[i*bs:(i+1)*bs])
+		for off := uint64(0); off < uint64(len(buf)); off += bs {
+			d = h.sum(d, buf[off:off+bs])
 		}
 		return d
 	}
+	// Results are put in order by whichever worker completes the chunk
+	// that is next: it emits every chunk that is then ready, under emitMu
+	// (there is no collector goroutine to wake). Errors too are taken in
+	// order, so the first bad block is named.
+	var emitMu sync.Mutex
+	pending := make(map[uint64]result, window)
+	var want uint64
+	var firstErr error
 	send := func(r result) bool {
-		select {
-		case results <- r:
-			return true
-		case <-done:
+		emitMu.Lock()
+		defer emitMu.Unlock()
+		if firstErr != nil {
 			return false
 		}
+		pending[r.idx] = r
+		for {
+			r, ok := pending[want]
+			if !ok {
+				return true
+			}
+			delete(pending, want)
+			if r.err == nil {
+				first, _ := chunkRange(want)
+				r.err = emit(first, r.digests)
+			}
+			if r.err != nil {
+				firstErr = r.err
+				stop()
+				return false
+			}
+			digestPool.Put(r.digests[:0])
+			<-tokens
+			want++
+		}
+	}
+
+	if mm != nil && parallelRead {
+		mm.mapAll(nblocks * bs)
+		defer mm.release()
 	}
 
 	var wg sync.WaitGroup
@@ -154,7 +187,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 						// nil when the chunk cannot be mapped or faults
 						// (the file is shorter than said): read it then,
 						// for the error to say where.
-						d = hashMapped(mm, first, n, bs, func(b []byte) []byte { return hashChunk(h, idx, b) })
+						d = hashMapped(mm, first, n, bs, func(b []byte) []byte { return hashChunk(h, b) })
 					}
 					if d == nil {
 						// Read in pieces that stay in the CPU cache
@@ -225,7 +258,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				defer wg.Done()
 				h := g.hasher(p)
 				for j := range jobs {
-					d := hashChunk(h, j.idx, j.buf)
+					d := hashChunk(h, j.buf)
 					free <- j.buf[:cap(j.buf)]
 					if !send(result{idx: j.idx, digests: d}) {
 						return
@@ -235,47 +268,22 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		}
 	}
 
-	// Collect in order.
-	// Errors too are taken in order, so the first bad block is named.
-	pending := make(map[uint64]result, window)
-	var err error
-	for want := uint64(0); want < nchunks && err == nil; {
-		r := <-results
-		pending[r.idx] = r
-		for err == nil {
-			r, ok := pending[want]
-			if !ok {
-				break
-			}
-			delete(pending, want)
-			if r.err != nil {
-				err = r.err
-				break
-			}
-			d := r.digests
-			first, _ := chunkRange(want)
-			if e := emit(first, d); e != nil {
-				err = e
-				break
-			}
-			digestPool.Put(d[:0])
-			<-tokens
-			want++
-		}
-	}
-	stop()
 	wg.Wait()
-	return err
+	stop()
+	if firstErr == nil && want != nchunks {
+		return fmt.Errorf("internal error: %d of %d chunks hashed", want, nchunks)
+	}
+	return firstErr
 }
 
 // hashMapped maps n blocks from block first and hashes them with hash. It
 // returns nil when the chunk cannot be mapped or reading it faults.
 func hashMapped(mm *mmapper, first, n, bs uint64, hash func([]byte) []byte) (d []byte) {
-	m, err := mm.mmap(int64(first*bs), int(n*bs))
+	m, done, err := mm.chunk(int64(first*bs), int(n*bs))
 	if err != nil {
 		return nil
 	}
-	defer mm.munmap(m)
+	defer done()
 	defer func() {
 		if recover() != nil {
 			d = nil

@@ -70,7 +70,8 @@ func TestFormatManyChunks(t *testing.T) {
 				defer f.Close()
 				for name, r := range map[string]interface {
 					ReadAt([]byte, int64) (int, error)
-				}{"memory": bytes.NewReader(data), "file": f} {
+				}{"memory": bytes.NewReader(data), "file": f, "file-read": f} {
+					useMmap = name != "file-read"
 					var h memFile
 					res, err := Format(r, int64(len(data)), &h, p)
 					if err != nil {
@@ -83,6 +84,7 @@ func TestFormatManyChunks(t *testing.T) {
 						t.Fatalf("%s: %v", name, err)
 					}
 				}
+				useMmap = true
 			})
 		}
 	}

@@ -120,11 +120,8 @@ func ParseSuperblock(b []byte) (*Superblock, error) {
 		Salt:          append([]byte{}, r.Salt[:r.SaltSize]...),
 	}
 	p := sb.Params(0)
-	if err := p.Validate(); err != nil {
+	if _, err := newGeometry(&p, sb.DataBlocks); err != nil {
 		return nil, err
-	}
-	if sb.DataBlocks == 0 {
-		return nil, errNoBlocks
 	}
 	return sb, nil
 }
