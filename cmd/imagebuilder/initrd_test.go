@@ -44,8 +44,7 @@ func TestInitrdCLI(t *testing.T) {
 			if c.name == "bad epoch" {
 				t.Setenv("SOURCE_DATE_EPOCH", "yesterday")
 			}
-			var code int
-			stderr := captureStderr(t, func() { code = run(c.args) })
+			code, _, stderr := runCaptured(t, c.args...)
 			if code != c.code || !strings.Contains(stderr, c.want) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, c.code, c.want)
 			}
@@ -59,42 +58,14 @@ func TestInitrdCLI(t *testing.T) {
 	}
 
 	args := []string{"initrd", "build", "--dir", tree, "--spec", spec, "--file", filepath.Join(dir, "init") + ":/init:755", "--compress", "gzip", "-o", out}
-	if code := run(args); code != exitOK {
-		t.Fatalf("build: exit %d", code)
+	if code, _, stderr := runCaptured(t, args...); code != exitOK {
+		t.Fatalf("build: exit %d: %s", code, stderr)
 	}
-	r, w, _ := os.Pipe()
-	old := os.Stdout
-	os.Stdout = w
-	code := run([]string{"initrd", "list", out})
-	w.Close()
-	os.Stdout = old
-	b := make([]byte, 4096)
-	n, _ := r.Read(b)
+	code, list, _ := runCaptured(t, "initrd", "list", out)
 	want := `crw-------   1 0        0          5,   1 Jan  1  1970 dev/console`
-	if code != exitOK || !strings.Contains(string(b[:n]), want) || !strings.Contains(string(b[:n]), "-rwxr-xr-x   1 0        0              10 Jan  1  1970 init") {
-		t.Errorf("list: exit %d\n%s", code, b[:n])
+	if code != exitOK || !strings.Contains(list, want) || !strings.Contains(list, "-rwxr-xr-x   1 0        0              10 Jan  1  1970 init") {
+		t.Errorf("list: exit %d\n%s", code, list)
 	}
-}
-
-// listInitrd returns `initrd list` output for img.
-func listInitrd(t *testing.T, img string) string {
-	t.Helper()
-	r, w, _ := os.Pipe()
-	old := os.Stdout
-	os.Stdout = w
-	done := make(chan string)
-	go func() {
-		b, _ := io.ReadAll(r)
-		done <- string(b)
-	}()
-	code := run([]string{"initrd", "list", img})
-	w.Close()
-	os.Stdout = old
-	out := <-done
-	if code != exitOK {
-		t.Fatalf("initrd list %s: exit %d", img, code)
-	}
-	return out
 }
 
 // contentOf extracts one file's content from an uncompressed initrd.
@@ -144,24 +115,21 @@ func TestInitrdSourceOrder(t *testing.T) {
 		{[]string{"--dir", tree, "--source", "tar:" + img, "--file", file + ":/etc/motd"}, "file\n"},
 	} {
 		args := append([]string{"initrd", "build", "--compress", "none", "-o", out}, c.args...)
-		if code := run(args); code != exitOK {
-			t.Fatalf("%v: exit %d", c.args, code)
+		if code, _, stderr := runCaptured(t, args...); code != exitOK {
+			t.Fatalf("%v: exit %d: %s", c.args, code, stderr)
 		}
 		if got := contentOf(t, out, "etc/motd"); got != c.want {
 			t.Errorf("%v: etc/motd is %q, want %q", c.args, got, c.want)
 		}
 	}
-	if l := listInitrd(t, out); !strings.Contains(l, "bin/tool") {
-		t.Errorf("--source entries missing from the list:\n%s", l)
+	if code, l, _ := runCaptured(t, "initrd", "list", out); code != exitOK || !strings.Contains(l, "bin/tool") {
+		t.Errorf("--source entries missing from the list (exit %d):\n%s", code, l)
 	}
 	os.Remove(out)
 
 	bad := filepath.Join(dir, "bad.tar")
 	writeTar(t, bad, map[string]string{"../escape": "x"})
-	var code int
-	stderr := captureStderr(t, func() {
-		code = run([]string{"initrd", "build", "--dir", tree, "--source", "tar:" + bad, "-o", out})
-	})
+	code, _, stderr := runCaptured(t, "initrd", "build", "--dir", tree, "--source", "tar:"+bad, "-o", out)
 	if code != exitFailure || !strings.Contains(stderr, `tar:`+bad+`: entry "../escape"`) {
 		t.Errorf("hostile --source: exit %d, stderr %q", code, stderr)
 	}
