@@ -21,11 +21,17 @@ import (
 // powers the VM off. The wall time from QEMU's start to the default target
 // is logged (issue 6 asks for under 30 s on the reference machine); the
 // test fails only beyond a generous bound, since TCG on a loaded shared
-// machine varies.
+// machine varies, and on console lines that show systemd waiting (a job
+// still running, a device timeout, a failed dependency).
 func TestSystemdBoot(t *testing.T) {
 	const (
-		targetBound = 120 * time.Second // QEMU start -> default target
-		vmTimeout   = 5 * time.Minute   // the whole boot, until power-off
+		// QEMU start -> default target. About 20-40 s on the 2-core
+		// machine; 96 s and 107 s were seen at load averages 10-12 (other
+		// test runs, and go test ./... runs cmd/guest-init's boots at the
+		// same time), so the bound is wide. Stalls such as systemd waiting
+		// 90 s for a device are caught by the console checks below instead.
+		targetBound = 180 * time.Second
+		vmTimeout   = 5 * time.Minute // the whole boot, until power-off
 	)
 	fix := debianFixture(t)
 	qemu := needTool(t, "qemu-system-x86_64")
@@ -126,6 +132,11 @@ func TestSystemdBoot(t *testing.T) {
 	default:
 		t.Logf("QEMU start -> default target kata-containers.target: %.1fs (issue 6 target: < 30s); power-off after %.1fs; load average %s",
 			toTarget.Seconds(), total.Seconds(), loadAvg())
+	}
+	for _, stall := range []string{"A start job is running for", "Timed out waiting for device", "Dependency failed for"} {
+		if strings.Contains(log, stall) {
+			t.Errorf("boot log has %q: systemd waited for something", stall)
+		}
 	}
 	for _, want := range []string{
 		"ibroot: root " + d.Verity.RootHash[:16],
