@@ -21,7 +21,9 @@ import (
 // Boot tests: a real Debian kernel (scripts/fixtures/debian-kernel.sh)
 // with an initrd built by pkg/initrd around this init, and a GPT disk
 // holding an erofs root (mkfs.erofs) and its dm-verity hash tree
-// (pkg/verity, checked with veritysetup verify), under QEMU (TCG).
+// (pkg/verity, checked with veritysetup verify), under QEMU (TCG). The
+// boot of the real Debian systemd image (this init, pkg/rootfs's disk, up
+// to systemd's default target) is pkg/rootfs's TestSystemdBoot.
 
 func cacheDir() string {
 	if d := os.Getenv("IMAGEBUILDER_CACHE"); d != "" {
@@ -306,96 +308,6 @@ func TestBoot(t *testing.T) {
 		}
 		t.Log(grep(out, "ibroot:"))
 	})
-}
-
-// TestBootSystemd boots the Debian bookworm systemd tree of the rootfs
-// fixture (scripts/fixtures/debian-systemd.sh, from the rootfs work) as an
-// erofs verity root through this init, until systemd reaches its default
-// target. The fixture has no udev, so the serial getty (which waits for
-// dev-ttyS0.device) is masked.
-func TestBootSystemd(t *testing.T) {
-	vmlinuz, modDir := needBoot(t)
-	tarball := filepath.Join(cacheDir(), "debian-systemd", "rootfs.tar")
-	if _, err := os.Stat(tarball); err != nil {
-		repo, _ := filepath.Abs("../..")
-		if _, serr := os.Stat(filepath.Join(repo, "scripts", "fixtures", "debian-systemd.sh")); serr == nil && os.Getenv("CI") != "" {
-			t.Fatalf("debian-systemd fixture missing: %v", err)
-		}
-		t.Skipf("debian-systemd fixture missing (%v)", err)
-	}
-	if os.Getuid() != 0 {
-		t.Skip("extracting the systemd tree (device nodes, owners) needs root")
-	}
-	dir := t.TempDir()
-	repo, _ := filepath.Abs("../..")
-	initBin := filepath.Join(dir, "guest-init")
-	goBuild(t, filepath.Join(repo, "cmd", "guest-init"), initBin)
-	rootDir := mkdir(t, dir, "rootfs")
-	runCmd(t, dir, nil, "tar", "-xf", tarball, "--numeric-owner", "-C", rootDir)
-	ms, err := initrd.OpenModules(modDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := ms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := initrd.New()
-	a.AddModules(ms, mods)
-	a.AddFile(initBin, "init", 0o755)
-	initrd.AddInitSkeleton(a)
-	img := filepath.Join(dir, "initrd.img")
-	f, _ := os.Create(img)
-	if err := initrd.Build(f, a, initrd.BuildOptions{Compression: initrd.Zstd}); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	d := makeDisk(t, mkdir(t, dir, "disk"), rootDir, func(r string) string { return r })
-	os.RemoveAll(rootDir)
-
-	kcmd := cmdline(d.rootHash, d.salt, d.blocks, "systemd.show_status=1 systemd.mask=serial-getty@ttyS0.service")
-	cmd := exec.Command("qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot", "-nodefaults",
-		"-serial", "stdio", "-kernel", vmlinuz, "-initrd", img, "-append", kcmd,
-		"-drive", "file="+d.path+",format=raw,if=virtio,readonly=on")
-	pr, pw, _ := os.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	reached := make(chan string, 1)
-	var console bytes.Buffer
-	go func() {
-		// graphical.target is Debian's default.target.
-		re := regexp.MustCompile(`Reached target .*graphical\.target`)
-		buf := make([]byte, 4096)
-		for {
-			n, err := pr.Read(buf)
-			console.Write(buf[:n])
-			if re.Match(console.Bytes()) {
-				reached <- ""
-				return
-			}
-			if err != nil {
-				reached <- "console closed"
-				return
-			}
-		}
-	}()
-	select {
-	case why := <-reached:
-		if why != "" {
-			t.Fatalf("VM stopped before systemd reached its default target:\n%s", console.String())
-		}
-		t.Logf("systemd reached its default target %.1fs after QEMU started", time.Since(start).Seconds())
-		t.Log(grep(console.String(), "ibroot:|Reached target .*(basic|multi-user|graphical)"))
-	case <-time.After(150 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("systemd did not reach its default target within 150s:\n%s", console.String())
-	}
 }
 
 func mkdir(t *testing.T, parts ...string) string {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
+	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
 )
 
 func init() { register(newInitrdCmd) }
@@ -27,13 +28,33 @@ func newInitrdCmd() *cobra.Command {
 }
 
 type initrdBuildFlags struct {
-	dirs, specs, files, modules []string
-	modulesDir                  string
-	init, verityInit, early     string
-	compress, out               string
-	level                       int
-	keepOwners                  bool
+	sources                 []initrdSource // --dir, --spec, --file, --source in command-line order
+	modules                 []string
+	modulesDir              string
+	init, verityInit, early string
+	compress, out           string
+	platform, cache         string
+	level                   int
+	keepOwners              bool
 }
+
+// initrdSource is one --dir, --spec, --file or --source flag.
+type initrdSource struct{ kind, arg string }
+
+// orderedFlag is a repeatable string flag that appends to a list shared by
+// several flags, so that the sources keep their command-line order (pflag
+// calls Set in that order).
+type orderedFlag struct {
+	kind string
+	list *[]initrdSource
+}
+
+func (o orderedFlag) Set(s string) error {
+	*o.list = append(*o.list, initrdSource{o.kind, s})
+	return nil
+}
+func (o orderedFlag) String() string { return "" }
+func (o orderedFlag) Type() string   { return "stringArray" }
 
 func newInitrdBuildCmd() *cobra.Command {
 	var f initrdBuildFlags
@@ -45,10 +66,17 @@ path (parents first), inode numbers in that order, every mtime from
 SOURCE_DATE_EPOCH (default 0), owners 0:0 (unless --keep-owners, or a spec
 line states them), compressed with none, gzip or zstd.
 
-Sources merge in this order, later ones replacing earlier entries of the same
-path: --dir (each in turn), --spec (gen_init_cpio format; relative file
-locations are relative to the spec file), --file SRC:DST[:MODE], the kernel
-modules, then --init / --verity-init.
+Sources merge in command-line order, later ones replacing earlier entries of
+the same path: --dir DIR, --spec FILE (gen_init_cpio format; relative file
+locations are relative to the spec file), --file SRC:DST[:MODE] and --source
+IMAGE, in any mix; then the kernel modules, then --init / --verity-init.
+
+--source takes the sources of 'rootfs build':
+  ` + rootfs.SourceKinds + `
+flattened by the same code with the same rules (whiteouts, hostile-layer
+checks, digests); consecutive --source flags layer together as in 'rootfs
+build'. Owners come from the image and are kept; extended attributes are
+dropped (newc cannot store them).
 
 --modules-dir DIR/lib/modules/VERSION with --module NAME (repeatable or
 comma-separated) adds the modules with their dependencies (modules.dep or
@@ -66,9 +94,12 @@ root described by the ibroot.* kernel parameters.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runInitrdBuild(cmd, &f) },
 	}
 	fl := cmd.Flags()
-	fl.StringArrayVar(&f.dirs, "dir", nil, "add the tree under this directory (repeatable)")
-	fl.StringArrayVar(&f.specs, "spec", nil, "add the entries of a gen_init_cpio spec file (repeatable)")
-	fl.StringArrayVar(&f.files, "file", nil, "add host file SRC at DST, with octal MODE if given (SRC:DST[:MODE], repeatable)")
+	fl.Var(orderedFlag{"dir", &f.sources}, "dir", "add the tree under this directory (repeatable)")
+	fl.Var(orderedFlag{"spec", &f.sources}, "spec", "add the entries of a gen_init_cpio spec file (repeatable)")
+	fl.Var(orderedFlag{"file", &f.sources}, "file", "add host file SRC at DST, with octal MODE if given (SRC:DST[:MODE], repeatable)")
+	fl.Var(orderedFlag{"source", &f.sources}, "source", "add an image or tree, as in 'rootfs build --source' (repeatable)")
+	fl.StringVar(&f.platform, "platform", "linux/amd64", "platform of the image to pick from a multi-platform index")
+	fl.StringVar(&f.cache, "cache", "", "registry blob cache directory (default "+rootfs.DefaultCacheDir()+")")
 	fl.StringVar(&f.modulesDir, "modules-dir", "", "kernel modules directory (.../lib/modules/VERSION)")
 	fl.StringSliceVar(&f.modules, "module", nil, "kernel module or alias to add with its dependencies (repeatable, comma-separated)")
 	fl.StringVar(&f.init, "init", "", "host program to place at /init")
@@ -113,22 +144,38 @@ func runInitrdBuild(cmd *cobra.Command, f *initrdBuildFlags) error {
 		return err
 	}
 	a := initrd.New()
-	for _, d := range f.dirs {
-		if err := a.AddDir(d, ""); err != nil {
-			return err
+	// --file syntax errors are usage errors, found before any work.
+	for _, src := range f.sources {
+		if src.kind == "file" {
+			if _, _, _, err := initrd.ParseFileArg(src.arg); err != nil {
+				return usagef("initrd build: %v", err)
+			}
 		}
 	}
-	for _, s := range f.specs {
-		if err := initrdAddSpec(a, s); err != nil {
-			return err
-		}
+	cache := f.cache
+	if cache == "" {
+		cache = rootfs.DefaultCacheDir()
 	}
-	for _, s := range f.files {
-		src, dst, mode, err := initrd.ParseFileArg(s)
+	for i := 0; i < len(f.sources); i++ {
+		src := f.sources[i]
+		var err error
+		switch src.kind {
+		case "dir":
+			err = a.AddDir(src.arg, "")
+		case "spec":
+			err = initrdAddSpec(a, src.arg)
+		case "file":
+			s, d, mode, _ := initrd.ParseFileArg(src.arg)
+			err = a.AddFile(s, d, mode)
+		case "source":
+			images := []string{src.arg}
+			for i+1 < len(f.sources) && f.sources[i+1].kind == "source" {
+				i++
+				images = append(images, f.sources[i].arg)
+			}
+			err = a.AddImage(images, rootfs.SourceOptions{Platform: f.platform, CacheDir: cache})
+		}
 		if err != nil {
-			return usagef("initrd build: %v", err)
-		}
-		if err := a.AddFile(src, dst, mode); err != nil {
 			return err
 		}
 	}

@@ -1,33 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"io"
-	"os"
 	"strings"
 	"testing"
 )
-
-// captureStderr runs f with os.Stderr redirected and returns what it wrote.
-func captureStderr(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stderr
-	os.Stderr = w
-	defer func() { os.Stderr = old }()
-	done := make(chan string)
-	go func() {
-		var b bytes.Buffer
-		io.Copy(&b, r)
-		done <- b.String()
-	}()
-	f()
-	w.Close()
-	return <-done
-}
 
 func TestExitCodes(t *testing.T) {
 	tests := []struct {
@@ -45,8 +21,7 @@ func TestExitCodes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			var code int
-			stderr := captureStderr(t, func() { code = run(tc.args) })
+			code, _, stderr := runCaptured(t, tc.args...)
 			if code != tc.code {
 				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.code, stderr)
 			}

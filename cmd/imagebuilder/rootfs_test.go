@@ -4,32 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-func rootfsCaptureStdout(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	defer func() { os.Stdout = old }()
-	done := make(chan string)
-	go func() {
-		var b bytes.Buffer
-		io.Copy(&b, r)
-		done <- b.String()
-	}()
-	f()
-	w.Close()
-	return <-done
-}
 
 func rootfsTar(t *testing.T, p string, names ...string) {
 	var buf bytes.Buffer
@@ -56,8 +35,7 @@ func TestRootfsCLI(t *testing.T) {
 		"--agent", filepath.Join(dir, "agent"), "--add", filepath.Join(dir, "add"),
 		"--file", filepath.Join(dir, "extra.conf") + ":/etc/extra.conf:0640",
 		"--seed", "cli", "-o", img, "--json-out", js, "--cache", filepath.Join(dir, "cache")}
-	var code int
-	stderr := captureStderr(t, func() { rootfsCaptureStdout(t, func() { code = run(args) }) })
+	code, _, stderr := runCaptured(t, args...)
 	if code != exitOK {
 		t.Fatalf("build: exit %d: %s", code, stderr)
 	}
@@ -71,7 +49,7 @@ func TestRootfsCLI(t *testing.T) {
 	if err := json.Unmarshal(b, &desc); err != nil || len(desc.Verity.RootHash) != 64 || desc.Cmdline["ibroot"] == "" {
 		t.Fatalf("bad JSON description (%v): %s", err, b)
 	}
-	out := rootfsCaptureStdout(t, func() { code = run([]string{"rootfs", "inspect", "--files", img}) })
+	code, out, _ := runCaptured(t, "rootfs", "inspect", "--files", img)
 	if code != exitOK {
 		t.Fatalf("inspect: exit %d", code)
 	}
@@ -81,7 +59,7 @@ func TestRootfsCLI(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", want, out)
 		}
 	}
-	out = rootfsCaptureStdout(t, func() { code = run([]string{"rootfs", "inspect", "--json", img}) })
+	code, out, _ = runCaptured(t, "rootfs", "inspect", "--json", img)
 	if code != exitOK || !strings.Contains(out, `"root_hash_ok": true`) {
 		t.Errorf("inspect --json: exit %d:\n%s", code, out)
 	}
@@ -90,7 +68,7 @@ func TestRootfsCLI(t *testing.T) {
 	f, _ := os.OpenFile(img, os.O_RDWR, 0)
 	f.WriteAt([]byte{0xff}, 1<<20+4096+10)
 	f.Close()
-	stderr = captureStderr(t, func() { rootfsCaptureStdout(t, func() { code = run([]string{"rootfs", "inspect", img}) }) })
+	code, _, stderr = runCaptured(t, "rootfs", "inspect", img)
 	if code != exitFailure || !strings.HasPrefix(stderr, "imagebuilder: ") {
 		t.Errorf("corrupt image: exit %d, stderr %q", code, stderr)
 	}
@@ -118,8 +96,7 @@ func TestRootfsCLIErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("SOURCE_DATE_EPOCH", tc.env)
-			var code int
-			stderr := captureStderr(t, func() { code = run(tc.args) })
+			code, _, stderr := runCaptured(t, tc.args...)
 			if code != tc.code || !strings.Contains(stderr, tc.want) || !strings.HasPrefix(stderr, "imagebuilder: ") {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.want)
 			}

@@ -6,7 +6,8 @@
 // resolved from a modules tree together with a load order for the init.
 //
 // Entries come from directories (AddDir), single files (AddFile), the
-// kernel's gen_init_cpio spec format (AddSpec) or are added directly (Add);
+// kernel's gen_init_cpio spec format (AddSpec), OCI images and the other
+// sources of pkg/rootfs (AddImage), or are added directly (Add);
 // later sources replace earlier entries of the same path. Write emits them
 // sorted by path, parents first, with inode numbers assigned in that order,
 // every mtime set to one timestamp (SOURCE_DATE_EPOCH) and owners 0:0 unless

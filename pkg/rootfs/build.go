@@ -14,7 +14,6 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
@@ -145,21 +144,13 @@ func Build(opts Options, disk Disk) (*Description, error) {
 	if len(opts.Sources) == 0 {
 		return nil, errors.New("rootfs: at least one source is required")
 	}
-	platStr := opts.Platform
-	if platStr == "" {
-		platStr = "linux/amd64"
-	}
-	plat, err := v1.ParsePlatform(platStr)
+	plat, err := parsePlatform(opts.Platform)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: platform %q: %w", platStr, err)
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	var layers []layerSrc
-	for _, s := range opts.Sources {
-		ls, err := resolveSource(s, *plat, opts.CacheDir, opts.Keychain)
-		if err != nil {
-			return nil, fmt.Errorf("rootfs: %w", err)
-		}
-		layers = append(layers, ls...)
+	layers, err := resolveSources(opts.Sources, *plat, opts.CacheDir, opts.Keychain)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 	ov, err := overlay(opts.Agent)
 	if err != nil {
@@ -182,20 +173,9 @@ func Build(opts Options, disk Disk) (*Description, error) {
 	}
 
 	// Pass 1: the merged tree, metadata only.
-	t := newTree()
-	for i := range layers {
-		es, err := readEntries(&layers[i], i)
-		if err != nil {
-			return nil, fmt.Errorf("rootfs: %w", err)
-		}
-		for k := range es {
-			if es[k].src.host != "" || es[k].src.mem != nil {
-				es[k].src.layer = i
-			}
-		}
-		if err := t.apply(layers[i].name, es); err != nil {
-			return nil, fmt.Errorf("rootfs: %w", err)
-		}
+	t, err := mergeLayers(layers)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 
 	// Every byte not written below must read as zero.

@@ -5,7 +5,8 @@
 // writes the tree as an uncompressed erofs filesystem, computes its
 // dm-verity hash tree with pkg/verity, and puts both into a GPT disk image
 // whose partition UUIDs are the two halves of the root hash, as systemd's
-// roothash= expects.
+// roothash= expects. Flatten gives other builders (the initrd) the same
+// merged tree of the same sources, with contents streamed on demand.
 //
 // Everything in the output is a function of the inputs and a seed: inode
 // order, data placement and directory order follow sorted path names, all

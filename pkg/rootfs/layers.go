@@ -148,9 +148,20 @@ func dirEntries(ls *layerSrc, idx int) ([]entry, error) {
 // writeData is pass 2: it streams the content of every regular file that
 // survived layering from its source into the file system image.
 func writeData(layers []layerSrc, im *erofsImage, w io.WriterAt) error {
+	buf := make([]byte, 1<<20)
+	return streamContents(layers, im.inodes, func(n *inode, r io.Reader) error {
+		return im.writeFile(w, n, r, buf)
+	})
+}
+
+// streamContents calls fn with the content of every non-empty regular file
+// among inodes (each inode once), reading every layer at most once, in
+// layer order. The reader yields exactly n.size bytes (unless the source
+// changed, which is an error) and is valid only during the call.
+func streamContents(layers []layerSrc, inodes []*inode, fn func(n *inode, r io.Reader) error) error {
 	// Which entry of which layer feeds which inode.
 	want := make([]map[int]*inode, len(layers))
-	for _, n := range im.inodes {
+	for _, n := range inodes {
 		if n.mode&sIFMT != sIFREG || n.size == 0 {
 			continue
 		}
@@ -159,18 +170,17 @@ func writeData(layers []layerSrc, im *erofsImage, w io.WriterAt) error {
 		}
 		want[n.src.layer][n.src.entry] = n
 	}
-	buf := make([]byte, 1<<20)
 	for i := range layers {
 		ls := &layers[i]
 		if len(want[i]) == 0 {
 			continue
 		}
 		if ls.open == nil { // host files and memory
-			for _, n := range im.inodes {
+			for _, n := range inodes {
 				if n.mode&sIFMT != sIFREG || n.size == 0 || n.src.layer != i {
 					continue
 				}
-				if err := writeHostFile(im, w, n, buf); err != nil {
+				if err := hostContent(n, fn); err != nil {
 					return fmt.Errorf("%s: %w", ls.name, err)
 				}
 			}
@@ -197,7 +207,7 @@ func writeData(layers []layerSrc, im *erofsImage, w io.WriterAt) error {
 				rc.Close()
 				return newEntryError(ls.name, h.Name, errors.New("changed between the two reads of the layer"))
 			}
-			if err := im.writeFile(w, n, tr, buf); err != nil {
+			if err := fn(n, tr); err != nil {
 				rc.Close()
 				return newEntryError(ls.name, h.Name, err)
 			}
@@ -212,9 +222,10 @@ func writeData(layers []layerSrc, im *erofsImage, w io.WriterAt) error {
 	return nil
 }
 
-func writeHostFile(im *erofsImage, w io.WriterAt, n *inode, buf []byte) error {
+// hostContent passes the content of a host or in-memory file to fn.
+func hostContent(n *inode, fn func(n *inode, r io.Reader) error) error {
 	if n.src.mem != nil {
-		return im.writeFile(w, n, bytesReader(n.src.mem), buf)
+		return fn(n, bytesReader(n.src.mem))
 	}
 	f, err := os.OpenFile(n.src.host, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
@@ -228,7 +239,7 @@ func writeHostFile(im *erofsImage, w io.WriterAt, n *inode, buf []byte) error {
 	if !fi.Mode().IsRegular() || fi.Size() != n.size {
 		return fmt.Errorf("%s changed during the build", n.src.host)
 	}
-	return im.writeFile(w, n, f, buf)
+	return fn(n, io.LimitReader(f, n.size))
 }
 
 type byteReader struct{ b []byte }

@@ -1,28 +1,41 @@
 package rootfs
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestSystemdBoot boots the Debian systemd root end to end: the project's
-// guest init (cmd/guest-init, from the initrd area) opens the verity root
-// from the ibroot.* fragment of the description, systemd starts the default
-// kata-containers.target with tmpfs on /tmp and /var, runs the agent (a
+// TestSystemdBoot boots the Debian systemd image end to end: the project's
+// guest init (cmd/guest-init) in an initrd made by 'imagebuilder initrd
+// build' opens the verity root of this package's disk from the ibroot.*
+// fragment of the description, systemd reaches the default target
+// (kata-containers.target) with tmpfs on /tmp and /var, runs the agent (a
 // stand-in that prints a marker and fails), and FailureAction=poweroff
-// powers the VM off.
+// powers the VM off. The wall time from QEMU's start to the default target
+// is logged (issue 6 asks for under 30 s on the reference machine); the
+// test fails only beyond a generous bound, since TCG on a loaded shared
+// machine varies, and on console lines that show systemd waiting (a job
+// still running, a device timeout, a failed dependency).
 func TestSystemdBoot(t *testing.T) {
+	const (
+		// QEMU start -> default target. About 20-40 s on the 2-core
+		// machine; 96 s and 107 s were seen at load averages 10-12 (other
+		// test runs, and go test ./... runs cmd/guest-init's boots at the
+		// same time), so the bound is wide. Stalls such as systemd waiting
+		// 90 s for a device are caught by the console checks below instead.
+		targetBound = 180 * time.Second
+		vmTimeout   = 5 * time.Minute // the whole boot, until power-off
+	)
 	fix := debianFixture(t)
 	qemu := needTool(t, "qemu-system-x86_64")
 	repo, _ := filepath.Abs("../..")
-	if _, err := os.Stat(filepath.Join(repo, "cmd", "guest-init")); err != nil {
-		t.Skip("needs cmd/guest-init (the initrd area's guest init) in the tree")
-	}
 	cache := os.Getenv("IMAGEBUILDER_CACHE")
 	if cache == "" {
 		home, _ := os.UserHomeDir()
@@ -63,13 +76,68 @@ func TestSystemdBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+
+	ctx, cancel := context.WithTimeout(context.Background(), vmTimeout)
 	defer cancel()
-	b, _ := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot",
+	cmd := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot",
 		"-kernel", filepath.Join(kdir, "vmlinuz"), "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 "+d.Cmdline.IBRoot,
-		"-drive", "file="+img+",format=raw,if=virtio,readonly=on").CombinedOutput()
-	log := string(b)
+		"-drive", "file="+img+",format=raw,if=virtio,readonly=on")
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	// Read the console as it comes, noting when the default target is
+	// reached; the VM then runs on until the agent's failure powers it off.
+	// The 80-column console shortens the unit name ("kata-contai…"), so the
+	// line is also matched by the unit's Description (kataContainersTarget).
+	reached := regexp.MustCompile(`Reached target (kata-containers\.target|.* - Kata Containers Agent Target\.)`)
+	var console []byte
+	var toTarget time.Duration
+	scanned := 0 // console[:scanned] holds complete lines already checked
+	buf := make([]byte, 64<<10)
+	for {
+		n, rerr := pr.Read(buf)
+		console = append(console, buf[:n]...)
+		if nl := bytes.LastIndexByte(console, '\n'); toTarget == 0 && nl >= scanned {
+			if reached.MatchString(stripANSI(string(console[scanned:nl]))) {
+				toTarget = time.Since(start)
+			}
+			scanned = nl
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	werr := cmd.Wait()
+	total := time.Since(start)
+	log := stripANSI(string(console))
+	if ctx.Err() != nil {
+		t.Fatalf("VM still running after %v:\n%s", vmTimeout, tail(console))
+	}
+	if werr != nil {
+		t.Errorf("qemu: %v", werr)
+	}
+	switch {
+	case toTarget == 0:
+		t.Errorf("systemd never reached its default target kata-containers.target")
+	case toTarget > targetBound:
+		t.Errorf("default target reached after %.1fs, beyond the %v bound (load average %s)", toTarget.Seconds(), targetBound, loadAvg())
+	default:
+		t.Logf("QEMU start -> default target kata-containers.target: %.1fs (issue 6 target: < 30s); power-off after %.1fs; load average %s",
+			toTarget.Seconds(), total.Seconds(), loadAvg())
+	}
+	for _, stall := range []string{"A start job is running for", "Timed out waiting for device", "Dependency failed for"} {
+		if strings.Contains(log, stall) {
+			t.Errorf("boot log has %q: systemd waited for something", stall)
+		}
+	}
 	for _, want := range []string{
 		"ibroot: root " + d.Verity.RootHash[:16],
 		"Queued start job for default target kata-containers.target",
@@ -80,13 +148,31 @@ func TestSystemdBoot(t *testing.T) {
 		"KATA-AGENT-STAND-IN-STARTED",
 		"reboot: Power down",
 	} {
-		if !strings.Contains(stripANSI(log), want) {
+		if !strings.Contains(log, want) {
 			t.Errorf("boot log lacks %q", want)
 		}
 	}
 	if t.Failed() {
-		t.Logf("boot log:\n%s", tail(b))
+		t.Logf("boot log:\n%s", tail(console))
+		return
 	}
+	key := regexp.MustCompile(`ibroot: root|Reached target .*(basic\.target|Kata Containers)|KATA-AGENT|Power down`)
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if key.MatchString(l) {
+			lines = append(lines, strings.TrimRight(l, "\r"))
+		}
+	}
+	t.Log("\n" + strings.Join(lines, "\n"))
+}
+
+// loadAvg returns the 1-minute load average, to read boot times against.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.Fields(string(b) + " unknown")[0]
 }
 
 // stripANSI removes the colour escapes systemd writes to the console.
