@@ -149,6 +149,9 @@ named by --profile measures it:
 			for _, w := range res.Warnings {
 				fmt.Fprintf(os.Stderr, "imagebuilder: warning: %s: %s\n", args[0], w)
 			}
+			if res.IDBlockDigest != nil && *res.IDBlockDigest != res.Digest {
+				fmt.Fprintf(os.Stderr, "imagebuilder: warning: %s: the file's SNP ID block carries digest %s, not the one measured here: the firmware refuses this launch (re-sign it with imagebuilder igvm sign for this profile and vCPU count)\n", args[0], res.IDBlockDigest)
+			}
 			if asJSON {
 				return writeJSON(out, res)
 			}

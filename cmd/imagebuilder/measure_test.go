@@ -50,6 +50,7 @@ func TestMeasureIGVMCLI(t *testing.T) {
 		{"explain", []string{"measure", "igvm", d01, "--profile", "mshv", "--explain"}, exitOK, "SNP secrets page", ""},
 		{"json", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--json"}, exitOK, `"one_vcpu_digest"`, ""},
 		{"kvm checks", []string{"measure", "igvm", d01, "--profile", "kvm"}, exitFailure, "", "0xfffffffff000"},
+		{"id block differs", []string{"measure", "igvm", d01, "--profile", "kvm", "--skip-kvm-checks"}, exitOK, "\n", "SNP ID block carries digest 83b61499"},
 		{"no profile", []string{"measure", "igvm", d01}, exitUsage, "", "profile"},
 		{"bad profile", []string{"measure", "igvm", d01, "--profile", "xen"}, exitUsage, "", "unknown profile"},
 		{"0 vcpus", []string{"measure", "igvm", d01, "--profile", "kvm", "--vcpus", "0"}, exitUsage, "", "want 1 to 512"},
