@@ -108,6 +108,26 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 	if strings.TrimSpace(single) != rv.Entries[2].ByVCPUs[1].Digest {
 		t.Errorf("reference %s, measure igvm %s", rv.Entries[2].ByVCPUs[1].Digest, single)
 	}
+	// Without --cpu, kvm lists the four default models.
+	code, stdout, errs := runOut(t, "measure", "reference-values", kvmReady, "-o", "-")
+	if code != exitOK {
+		t.Fatalf("no --cpu: exit %d: %s", code, errs)
+	}
+	var def struct {
+		Entries []struct {
+			CPU string `json:"cpu"`
+		} `json:"reference_values"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &def); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range def.Entries {
+		names = append(names, e.CPU)
+	}
+	if got := strings.Join(names, ","); got != ",EPYC-v4,EPYC-Milan,EPYC-Genoa,EPYC-Turin" {
+		t.Errorf("default entries: cpus %q", got)
+	}
 	// A failure leaves no file.
 	bad := filepath.Join(t.TempDir(), "rv.json")
 	if code, _, _ := runOut(t, "measure", "reference-values", d01, "--cpu", "milan", "-o", bad); code != exitFailure {
