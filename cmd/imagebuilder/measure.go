@@ -149,6 +149,9 @@ named by --profile measures it:
 			for _, w := range res.Warnings {
 				fmt.Fprintf(os.Stderr, "imagebuilder: warning: %s: %s\n", args[0], w)
 			}
+			if res.IDBlockDigest != nil && *res.IDBlockDigest != res.Digest {
+				fmt.Fprintf(os.Stderr, "imagebuilder: warning: %s: the file's SNP ID block carries digest %s, not the one measured here: the firmware refuses this launch (re-sign it with imagebuilder igvm sign for this profile and vCPU count)\n", args[0], res.IDBlockDigest)
+			}
 			if asJSON {
 				return writeJSON(out, res)
 			}
@@ -227,6 +230,15 @@ at GPA 0xFFFFFFFFF000 with that hash) and the digest for each vCPU count.`,
 			if err != nil {
 				return err
 			}
+			if len(cpus) == 0 {
+				for _, name := range refDefaultCPUs {
+					m, err := measure.LookupCPU(name)
+					if err != nil {
+						return err
+					}
+					cpus = append(cpus, m)
+				}
+			}
 			spec.CPUs, spec.GuestFeatures, spec.HostKernel, spec.SkipKVMChecks = cpus, features, host, kf.skipChecks
 			f, fh, err := openIGVM(args[0])
 			if err != nil {
@@ -252,6 +264,10 @@ at GPA 0xFFFFFFFFF000 with that hash) and the digest for each vCPU count.`,
 	cmd.Flags().StringVar(&profiles, "profile", "mshv,kvm", "profiles to list, comma separated")
 	cmd.Flags().StringVar(&vcpuList, "vcpus", "1", "vCPU counts to list for kvm, comma separated")
 	cmd.Flags().StringVarP(&output, "output", "o", "reference-values.json", "output file, - for stdout")
-	kf.add(cmd, "CPU models for kvm, comma separated (default EPYC-v4,milan,genoa,turin)")
+	kf.add(cmd, "CPU models for kvm, comma separated (default "+strings.Join(refDefaultCPUs, ",")+")")
 	return cmd
 }
+
+// refDefaultCPUs are the CPU models reference-values lists for kvm when
+// --cpu is not given: the SEV-SNP capable EPYC generations.
+var refDefaultCPUs = []string{"EPYC-v4", "EPYC-Milan", "EPYC-Genoa", "EPYC-Turin"}

@@ -50,6 +50,7 @@ func TestMeasureIGVMCLI(t *testing.T) {
 		{"explain", []string{"measure", "igvm", d01, "--profile", "mshv", "--explain"}, exitOK, "SNP secrets page", ""},
 		{"json", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--json"}, exitOK, `"one_vcpu_digest"`, ""},
 		{"kvm checks", []string{"measure", "igvm", d01, "--profile", "kvm"}, exitFailure, "", "0xfffffffff000"},
+		{"id block differs", []string{"measure", "igvm", d01, "--profile", "kvm", "--skip-kvm-checks"}, exitOK, "\n", "SNP ID block carries digest 83b61499"},
 		{"no profile", []string{"measure", "igvm", d01}, exitUsage, "", "profile"},
 		{"bad profile", []string{"measure", "igvm", d01, "--profile", "xen"}, exitUsage, "", "unknown profile"},
 		{"0 vcpus", []string{"measure", "igvm", d01, "--profile", "kvm", "--vcpus", "0"}, exitUsage, "", "want 1 to 512"},
@@ -106,6 +107,26 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 	_, single, _ := runOut(t, "measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa")
 	if strings.TrimSpace(single) != rv.Entries[2].ByVCPUs[1].Digest {
 		t.Errorf("reference %s, measure igvm %s", rv.Entries[2].ByVCPUs[1].Digest, single)
+	}
+	// Without --cpu, kvm lists the four default models.
+	code, stdout, errs := runOut(t, "measure", "reference-values", kvmReady, "-o", "-")
+	if code != exitOK {
+		t.Fatalf("no --cpu: exit %d: %s", code, errs)
+	}
+	var def struct {
+		Entries []struct {
+			CPU string `json:"cpu"`
+		} `json:"reference_values"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &def); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range def.Entries {
+		names = append(names, e.CPU)
+	}
+	if got := strings.Join(names, ","); got != ",EPYC-v4,EPYC-Milan,EPYC-Genoa,EPYC-Turin" {
+		t.Errorf("default entries: cpus %q", got)
 	}
 	// A failure leaves no file.
 	bad := filepath.Join(t.TempDir(), "rv.json")

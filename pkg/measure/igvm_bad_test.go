@@ -205,3 +205,63 @@ func FuzzMeasureIGVM(f *testing.F) {
 		}
 	})
 }
+
+// Each rule of igvmmeasure --check-kvm on its own: the kvm profile refuses
+// the file with exactly that reason, and --skip-kvm-checks measures it with
+// the reason as a warning.
+func TestKVMCheckRules(t *testing.T) {
+	build := func(t *testing.T, cr0 uint64, gpa uint64, vmsas int, pageAfter bool) []byte {
+		var b igvm.Builder
+		b.Add(&igvm.SupportedPlatform{CompatibilityMask: 1, PlatformType: igvm.PlatformSEVSNP, PlatformVersion: 1}, nil)
+		b.Add(&igvm.GuestPolicy{Policy: 0x30000, CompatibilityMask: 1}, nil)
+		b.Add(&igvm.PageData{GPA: 0x1000, CompatibilityMask: 1}, igvm.Bytes([]byte("hello")))
+		for i := 0; i < vmsas; i++ {
+			v := snp.VMSA{CR0: cr0, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
+			b.Add(&igvm.VPContext{GPA: gpa - uint64(i)*snp.PageSize, CompatibilityMask: 1, VPIndex: uint16(i)}, igvm.Bytes(v.Marshal()))
+		}
+		if pageAfter {
+			b.Add(&igvm.PageData{GPA: 0x2000, CompatibilityMask: 1}, igvm.Bytes([]byte("late")))
+		}
+		return igvmtest.Write(t, &b)
+	}
+	for _, tc := range []struct {
+		name      string
+		cr0, gpa  uint64
+		vmsas     int
+		pageAfter bool
+		want      string // "" = accepted
+	}{
+		{"protected mode", 0x31, KVMVMSAGPA, 1, false, ""},
+		{"real mode", 0x30, KVMVMSAGPA, 1, false, ""},
+		{"paging", 0x80000011, KVMVMSAGPA, 1, false, "VMSA CR0 is 0x80000011"},
+		{"other GPA", 0x31, 0x5000, 1, false, "VMSA at GPA 0x5000"},
+		{"page after VMSA", 0x31, KVMVMSAGPA, 1, true, "page directive at 0x2000 follows the VMSA"},
+		{"two VMSAs", 0x31, KVMVMSAGPA, 2, false, "more than one VMSA"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := build(t, tc.cr0, tc.gpa, tc.vmsas, tc.pageAfter)
+			_, err := MeasureIGVMFile(bytes.NewReader(file), int64(len(file)), Options{Profile: ProfileKVM})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var ce *KVMCheckError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %v, want a KVMCheckError", err)
+			}
+			// Two VMSAs: the second is also at another GPA, so two reasons.
+			if !strings.Contains(ce.Reasons[0], tc.want) || tc.vmsas == 1 && len(ce.Reasons) != 1 {
+				t.Errorf("reasons %q, want only %q", ce.Reasons, tc.want)
+			}
+			res, err := MeasureIGVMFile(bytes.NewReader(file), int64(len(file)), Options{Profile: ProfileKVM, SkipKVMChecks: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], tc.want) {
+				t.Errorf("warnings %q, want %q", res.Warnings, tc.want)
+			}
+		})
+	}
+}

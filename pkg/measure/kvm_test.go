@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"bytes"
 	"crypto/sha512"
 	"encoding/binary"
 	"testing"
@@ -105,6 +106,32 @@ func TestExtendVCPUs(t *testing.T) {
 	for _, n := range []int{0, -1, 513} {
 		if _, err := ExtendVCPUs(start, ap, n); err == nil {
 			t.Errorf("%d vCPUs accepted", n)
+		}
+	}
+}
+
+// The kvm profile's reset-state VMSA (host kernel >= 6.10) is byte for byte
+// the VMSA that the OVMF path builds for QEMU, which every QEMU vector of
+// sev-snp-measure in testdata/measure/ovmf checks (EPYC-v4, Milan, Genoa;
+// features 0x1 and 0x21; BSP at the reset vector and APs at the reset
+// block's entry). So the IGVM APs' VMSA is tied to the reference tool's
+// model of KVM, not only to our Python re-implementation.
+func TestResetVMSAMatchesOVMFModel(t *testing.T) {
+	for _, name := range []string{"EPYC-v4", "EPYC-Milan", "EPYC-Genoa", "EPYC-Turin"} {
+		cpu, err := LookupCPU(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, features := range []uint64{0x1, 0x21} {
+			for _, eip := range []uint32{bspResetEIP, 0x80b004} {
+				for _, host := range []HostKernel{{6, 10}, {6, 11}, {6, 12}} {
+					got := ResetVMSA(eip, cpu, features, host).Marshal()
+					want := ovmfVMSA(eip, features, cpu.Signature, VMMQEMU).Marshal()
+					if !bytes.Equal(got, want) {
+						t.Errorf("%s features %#x eip %#x host %s: reset VMSA differs from the OVMF model", name, features, eip, host)
+					}
+				}
+			}
 		}
 	}
 }

@@ -251,6 +251,9 @@ func (o *OVMF) HasSection(t OVMFSectionType) bool {
 
 func (o *OVMF) tableU32(guid [16]byte, what string) (uint32, error) {
 	e, ok := o.table[guid]
+	if !ok && len(o.table) == 0 {
+		return 0, fmt.Errorf("measure: OVMF has no footer table (GUID %s, 32 bytes before the end of the image), so no %s entry: not an OVMF image, or its footer is broken", guidString(guidOVMFTableFooter), what)
+	}
 	if !ok {
 		return 0, fmt.Errorf("measure: OVMF footer table has no %s entry (GUID %s)", what, guidString(guid))
 	}

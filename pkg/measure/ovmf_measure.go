@@ -231,8 +231,12 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 				return nil, err
 			}
 		}
+		what := fmt.Sprintf("VMSAs of vCPUs 1..%d (APs, entry %#x)", cfg.VCPUs-1, apEIP)
+		if cfg.VCPUs == 2 {
+			what = fmt.Sprintf("VMSA of vCPU 1 (AP, entry %#x)", apEIP)
+		}
 		m.Regions = append(m.Regions, Region{GPA: KVMVMSAGPA, Pages: uint64(cfg.VCPUs - 1), Type: snp.PageVMSA,
-			What: fmt.Sprintf("VMSAs of vCPUs 1..%d (APs, entry %#x)", cfg.VCPUs-1, apEIP), Digest: c.Digest()})
+			What: what, Digest: c.Digest()})
 	}
 	for i := range m.Regions {
 		m.Regions[i].TypeName = m.Regions[i].Type.String()
