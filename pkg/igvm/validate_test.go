@@ -184,6 +184,22 @@ func TestRejects(t *testing.T) {
 			f, _ := Parse(b)
 			return b[24 : 24+f.Fixed.VariableHeaderSize]
 		}(), nil), "no file data"},
+		{"header offset", func() []byte { b := valid(nil); b[8] = 28; return b }(), "variable_header_offset 0x1c must be >= 24 and a multiple of 8"},
+		{"no headers", finish(nil, make([]byte, 4096)), "no SUPPORTED_PLATFORM header"},
+		{"platform mask reused", valid(insert(1, &SupportedPlatform{CompatibilityMask: 1, PlatformType: PlatformTDX, PlatformVersion: 1})), "compatibility_mask 0x1 already used by another platform"},
+		{"vp reserved", valid(with(func(d uint32, hs []Header) {
+			hs[8] = &VPContext{GPA: 0x4000, CompatibilityMask: 1, FileOffset: d + 0x1000, Reserved: 1}
+		})), "header 8 (VP_CONTEXT) at offset 0xd8: reserved field 0x1 is not zero"},
+		{"vp unaligned gpa", valid(with(func(d uint32, hs []Header) {
+			hs[8] = &VPContext{GPA: 0x4800, CompatibilityMask: 1, FileOffset: d + 0x1000}
+		})), "gpa 0x4800 not 4 KiB aligned"},
+		{"vp data past end", valid(with(func(d uint32, hs []Header) {
+			hs[8] = &VPContext{GPA: 0x4000, CompatibilityMask: 1, FileOffset: d + 0x1001}
+		})), "header 8 (VP_CONTEXT) at offset 0xd8: file data"},
+		{"insert unaligned gpa", valid(set(7, &ParameterInsert{GPA: 0x3100, CompatibilityMask: 1})), "header 7 (PARAMETER_INSERT) at offset 0xc0: gpa 0x3100 not 4 KiB aligned"},
+		{"id block reserved", valid(set(9, &SNPIDBlock{CompatibilityMask: 1, Reserved: [3]byte{0, 1, 0}})), "header 9 (SNP_ID_BLOCK) at offset 0xf8: reserved bytes 000100"},
+		{"required memory reserved", valid(insert(2, &RequiredMemory{GPA: 0x10000, CompatibilityMask: 1, NumberOfBytes: 0x1000, Reserved: 2})), "header 2 (REQUIRED_MEMORY) at offset 0x48: reserved field 0x2"},
+		{"required memory size", valid(insert(2, &RequiredMemory{GPA: 0x10000, CompatibilityMask: 1, NumberOfBytes: 0x1001})), "number_of_bytes 0x1001 not a multiple of 4 KiB"},
 		{"page table region (valid)", valid(insert(2, &PageTableRelocation{CompatibilityMask: 1, GPA: 0x10000, Size: 0x1000})), ""},
 		{"relocation overlap", valid(func(_ uint32, hs []Header) []Header {
 			r := &RelocatableRegion{CompatibilityMask: 1, RelocationAlignment: 0x1000, RelocationRegionGPA: 0x10000, RelocationRegionSize: 0x2000, MaximumRelocationGPA: 0x100000}
@@ -317,6 +333,38 @@ func TestBuilderErrors(t *testing.T) {
 	if _, err := Parse(out.Bytes()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestHugeHeaderSection: a variable header section above MaxHeaderSection
+// is rejected from the fixed header alone, before it is read or allocated.
+func TestHugeHeaderSection(t *testing.T) {
+	const vs = MaxHeaderSection + 8
+	size := int64(FixedHeaderSize + vs + PageSize4K)
+	fh := FixedHeader{Magic, 1, FixedHeaderSize, vs, uint32(size), 0}
+	b, _ := binary.Append(nil, binary.LittleEndian, fh)
+	r := &countingZeroReader{head: b}
+	_, err := Open(r, size)
+	if err == nil || !strings.Contains(err.Error(), "variable_header_size 67108872 exceeds the 67108864-byte limit") {
+		t.Fatalf("error %v", err)
+	}
+	if r.n > FixedHeaderSize {
+		t.Errorf("read %d bytes before rejecting", r.n)
+	}
+}
+
+// countingZeroReader serves head, then zeros, counting the bytes read.
+type countingZeroReader struct {
+	head []byte
+	n    int64
+}
+
+func (c *countingZeroReader) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	if off < int64(len(c.head)) {
+		copy(p, c.head[off:])
+	}
+	c.n += int64(len(p))
+	return len(p), nil
 }
 
 // TestManyRegions: the quadratic overlap check is bounded.

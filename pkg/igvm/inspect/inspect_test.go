@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -216,5 +217,52 @@ func TestSecondIDBlockNoted(t *testing.T) {
 	}
 	if len(r.Notes) != 1 || !strings.Contains(r.Notes[0], "1 more SNP_ID_BLOCK") {
 		t.Errorf("notes %q", r.Notes)
+	}
+}
+
+// TestACPIBadChecksum: a changed byte in one ACPI table is reported as a
+// bad checksum of that table only, in the report and in the text.
+func TestACPIBadChecksum(t *testing.T) {
+	f := open(t, "../../../testdata/igvm/d01_kata_clh_short.igvm")
+	var b igvm.Builder
+	for _, h := range f.Headers {
+		p, ok := h.(*igvm.PageData)
+		if !ok || p.GPA != 0x101000 {
+			var d *io.SectionReader
+			if igvm.HasData(h) {
+				d = f.DataReader(h)
+			}
+			b.Add(h, d)
+			continue
+		}
+		data, err := f.Data(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[0x30] ^= 0xff // inside the APIC table at 0x101000 (80 bytes)
+		b.AddBytes(h, data)
+	}
+	r, err := Inspect(igvmtest.Reparse(t, &b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]bool{}
+	for _, tb := range r.ACPI.Tables {
+		if !tb.ChecksumOK {
+			bad[tb.Signature] = true
+			if tb.Problem != "bad checksum" {
+				t.Errorf("%s: problem %q", tb.Signature, tb.Problem)
+			}
+		}
+	}
+	if len(bad) != 1 || !bad["APIC"] {
+		t.Errorf("tables with a bad checksum: %v, want only APIC", bad)
+	}
+	var text bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "APIC at 0x101000   length 80      rev 4  OEM VRTUAL   MICROSFT   via XSDT PROBLEM: bad checksum") {
+		t.Errorf("text report:\n%s", text.String())
 	}
 }

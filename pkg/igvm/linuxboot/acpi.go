@@ -111,7 +111,10 @@ func ReadACPIPagesFile(path string) (*ACPI, error) {
 // ParseACPIPages parses ready ACPI pages: records of [u64 LE GPA][4096
 // bytes], GPAs 4 KiB aligned, strictly ascending, within
 // [0xA0000, 0x800000), with the RSDP ("RSD PTR ") at 0xE0000 and at least
-// one page from 0x100000 on. The result aliases data.
+// one page from 0x100000 on. The tables reached from the RSDP (XSDT or
+// RSDT, the tables it lists, the FADT's DSDT and FACS) must lie in the
+// pages, have good checksums and known signatures. The result aliases
+// data.
 func ParseACPIPages(data []byte) (*ACPI, error) {
 	if len(data) == 0 || len(data)%pagesRecordBytes != 0 {
 		return nil, fmt.Errorf("%d bytes is not a whole number of %d-byte page records", len(data), pagesRecordBytes)
@@ -142,7 +145,125 @@ func ParseACPIPages(data []byte) (*ACPI, error) {
 	if a.End() <= XSDTAddress {
 		return nil, fmt.Errorf("no page at or above %#x (the XSDT)", XSDTAddress)
 	}
+	if err := a.checkTables(); err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// maxXSDTEntries bounds the tables checkTables follows from the XSDT.
+const maxXSDTEntries = 64
+
+// read returns n bytes of the pages at gpa; every page touched must be in
+// the set.
+func (a *ACPI) read(gpa uint64, n uint64) ([]byte, error) {
+	// Check the end first: a table's length field must not make us
+	// allocate more than the pages hold.
+	if end := a.End(); n > end || gpa > end-n {
+		return nil, fmt.Errorf("[%#x, +%#x) runs past the last page (%#x)", gpa, n, end)
+	}
+	out := make([]byte, 0, n)
+	for uint64(len(out)) < n {
+		at := gpa + uint64(len(out))
+		pg := at &^ (pageSize - 1)
+		i := sort.Search(len(a.Pages), func(i int) bool { return a.Pages[i].GPA >= pg })
+		if i == len(a.Pages) || a.Pages[i].GPA != pg {
+			return nil, fmt.Errorf("[%#x, %#x) needs page %#x, which the file lacks", gpa, gpa+n, pg)
+		}
+		off := at - pg
+		out = append(out, a.Pages[i].Data[off:min(pageSize, off+n-uint64(len(out)))]...)
+	}
+	return out, nil
+}
+
+// checkTables follows the RSDP, the XSDT (or RSDT) and the FADT through
+// the pages and checks that every table lies in them, has a known
+// signature and a good checksum: the same rules as for tables given as
+// files.
+func (a *ACPI) checkTables() error {
+	rsdp, err := a.read(RSDPAddress, rsdpV1Size)
+	if err != nil {
+		return fmt.Errorf("RSDP: %w", err)
+	}
+	if sum8(rsdp) != 0 {
+		return fmt.Errorf("RSDP at %#x: checksum (first 20 bytes) is bad", uint64(RSDPAddress))
+	}
+	root, entrySize, rootSig := uint64(binary.LittleEndian.Uint32(rsdp[16:])), 4, "RSDT"
+	if rsdp[15] >= 2 {
+		if rsdp, err = a.read(RSDPAddress, rsdpV2Size); err != nil {
+			return fmt.Errorf("RSDP: %w", err)
+		}
+		if sum8(rsdp) != 0 {
+			return fmt.Errorf("RSDP at %#x: extended checksum is bad", uint64(RSDPAddress))
+		}
+		root, entrySize, rootSig = binary.LittleEndian.Uint64(rsdp[24:]), 8, "XSDT"
+	}
+	table := func(addr uint64, want string) ([]byte, error) {
+		hdr, err := a.read(addr, 8)
+		if err != nil {
+			return nil, fmt.Errorf("table at %#x: %w", addr, err)
+		}
+		sig := string(hdr[:4])
+		if want != "" && sig != want {
+			return nil, fmt.Errorf("table at %#x: signature %q, want %q", addr, sig, want)
+		}
+		n := uint64(binary.LittleEndian.Uint32(hdr[4:]))
+		t, err := a.read(addr, n)
+		if err != nil {
+			return nil, fmt.Errorf("%s at %#x: %w", sig, addr, err)
+		}
+		if err := checkTable(sig, t); err != nil {
+			return nil, fmt.Errorf("%s at %#x: %w", sig, addr, err)
+		}
+		return t, nil
+	}
+	rt, err := table(root, rootSig)
+	if err != nil {
+		return err
+	}
+	n := (len(rt) - acpiHeaderSize) / entrySize
+	if n > maxXSDTEntries {
+		return fmt.Errorf("%s at %#x lists %d tables, more than %d", rootSig, root, n, maxXSDTEntries)
+	}
+	for i := 0; i < n; i++ {
+		e := rt[acpiHeaderSize+i*entrySize:]
+		addr := uint64(binary.LittleEndian.Uint32(e))
+		if entrySize == 8 {
+			addr = binary.LittleEndian.Uint64(e)
+		}
+		t, err := table(addr, "")
+		if err != nil {
+			return err
+		}
+		sig := string(t[:4])
+		if !acpiXSDTListed[sig] {
+			return fmt.Errorf("%s entry %d: table at %#x has an unknown signature %q (known: FACP, APIC, MCFG, TPM2, TCPA, OEM0)", rootSig, i, addr, sig)
+		}
+		if sig != "FACP" {
+			continue
+		}
+		if len(t) < facpDsdt32Off+4 {
+			return fmt.Errorf("FACP at %#x: %d bytes, too short for its DSDT pointer", addr, len(t))
+		}
+		for _, f := range []struct {
+			sig          string
+			off32, off64 int
+		}{{"DSDT", facpDsdt32Off, facpXDsdtOff}, {"FACS", facpFacs32Off, facpXFacsOff}} {
+			p := uint64(binary.LittleEndian.Uint32(t[f.off32:]))
+			if len(t) >= f.off64+8 {
+				if x := binary.LittleEndian.Uint64(t[f.off64:]); x != 0 {
+					p = x
+				}
+			}
+			if p == 0 {
+				continue
+			}
+			if _, err := table(p, f.sig); err != nil {
+				return fmt.Errorf("FACP's %s: %w", f.sig, err)
+			}
+		}
+	}
+	return nil
 }
 
 // acpiXSDTListed are the tables the XSDT points to; DSDT and FACS are

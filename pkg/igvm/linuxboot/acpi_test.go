@@ -136,6 +136,13 @@ func TestParseACPIPagesErrors(t *testing.T) {
 		{"too high", append(bytes.Clone(good), rec(0x800000, 0)...), "outside"},
 		{"no RSDP", good[pagesRecordBytes:], "no RSDP"},
 		{"no XSDT page", good[:pagesRecordBytes], "no page at or above 0x100000"},
+		// Tables in the pages: APIC at 0x101000 (record 2, 80 bytes), DSDT
+		// from 0x101050 over pages 0x101000-0x108000.
+		{"bad table checksum", editPage(good, 0x101000, func(p []byte) { p[0x30]++ }), "APIC at 0x101000: APIC checksum is bad"},
+		{"bad RSDP checksum", editPage(good, 0xe0000, func(p []byte) { p[9]++ }), "RSDP at 0xe0000: checksum"},
+		{"unknown signature", editPage(good, 0x101000, func(p []byte) { copy(p, "HPET"); fixChecksum(p[:80], 9) }), `XSDT entry 0: table at 0x101000 has an unknown signature "HPET"`},
+		{"bad DSDT checksum", editPage(good, 0x104000, func(p []byte) { p[0]++ }), "FACP's DSDT: DSDT at 0x101050: DSDT checksum is bad"},
+		{"table page missing", dropPage(good, 0x103000), "DSDT at 0x101050: [0x101050, 0x108b02) needs page 0x103000"},
 	}
 	for _, tc := range cases {
 		_, err := ParseACPIPages(tc.data)
@@ -188,4 +195,85 @@ func FuzzACPIFromTables(f *testing.F) {
 			t.Fatalf("accepted layout: first page %#x, end %#x", a.Pages[0].GPA, a.End())
 		}
 	})
+}
+
+// editPage returns a copy of a pages file with the page at gpa edited.
+func editPage(pages []byte, gpa uint64, edit func(p []byte)) []byte {
+	out := bytes.Clone(pages)
+	for off := 0; off < len(out); off += pagesRecordBytes {
+		if binary.LittleEndian.Uint64(out[off:]) == gpa {
+			edit(out[off+8 : off+pagesRecordBytes])
+		}
+	}
+	return out
+}
+
+// dropPage returns a copy of a pages file without the page at gpa.
+func dropPage(pages []byte, gpa uint64) []byte {
+	var out []byte
+	for off := 0; off < len(pages); off += pagesRecordBytes {
+		if binary.LittleEndian.Uint64(pages[off:]) != gpa {
+			out = append(out, pages[off:off+pagesRecordBytes]...)
+		}
+	}
+	return out
+}
+
+// minimalACPIPages is a two-page pages file that ParseACPIPages accepts:
+// RSDP at 0xE0000; XSDT, FACP, DSDT and FACS in the page at 0x100000.
+func minimalACPIPages() []byte {
+	le := binary.LittleEndian
+	rsdp := make([]byte, pageSize)
+	copy(rsdp, "RSD PTR ")
+	rsdp[15] = 2
+	le.PutUint32(rsdp[20:], rsdpV2Size)
+	le.PutUint64(rsdp[24:], XSDTAddress)
+	fixChecksum(rsdp[:rsdpV1Size], 8)
+	fixChecksum(rsdp[:rsdpV2Size], 32)
+	pg := make([]byte, pageSize)
+	table := func(off int, sig string, n int) []byte {
+		t := pg[off : off+n]
+		copy(t, sig)
+		le.PutUint32(t[4:], uint32(n))
+		return t
+	}
+	table(0x300, "FACS", 64)
+	table(0x200, "DSDT", 36)
+	fixChecksum(pg[0x200:0x224], 9)
+	facp := table(0x40, "FACP", 276)
+	le.PutUint64(facp[facpXFacsOff:], XSDTAddress+0x300)
+	le.PutUint64(facp[facpXDsdtOff:], XSDTAddress+0x200)
+	fixChecksum(facp, 9)
+	xsdt := table(0, "XSDT", 44)
+	le.PutUint64(xsdt[36:], XSDTAddress+0x40)
+	fixChecksum(xsdt, 9)
+	out := le.AppendUint64(nil, RSDPAddress)
+	out = append(out, rsdp...)
+	out = le.AppendUint64(out, XSDTAddress)
+	return append(out, pg...)
+}
+
+// FuzzACPIPageTables fuzzes the table walk of ParseACPIPages: the input
+// is the start of the page at 0x100000 (XSDT, FACP, DSDT, FACS in the
+// seed) behind a fixed RSDP page. A whole pages file as a seed (8 KiB)
+// stalls the fuzzer's mutator; this keeps the input small.
+func FuzzACPIPageTables(f *testing.F) {
+	full := minimalACPIPages()
+	rsdpRecord, xsdtPage := full[:pagesRecordBytes], full[pagesRecordBytes+8:]
+	f.Add(bytes.Clone(xsdtPage[:0x340]))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > pageSize {
+			return
+		}
+		file := binary.LittleEndian.AppendUint64(bytes.Clone(rsdpRecord), XSDTAddress)
+		file = append(file, data...)
+		file = append(file, make([]byte, pageSize-len(data))...)
+		_, _ = ParseACPIPages(file) // must not panic
+	})
+}
+
+func TestMinimalACPIPages(t *testing.T) {
+	if _, err := ParseACPIPages(minimalACPIPages()); err != nil {
+		t.Fatal(err)
+	}
 }

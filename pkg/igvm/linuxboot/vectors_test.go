@@ -240,9 +240,11 @@ func TestVectors(t *testing.T) {
 					bad++
 				}
 			}
-			if got := hex.EncodeToString(launchDigest(t, ours)); got != c.ExpectedLaunchDigest {
+			got := hex.EncodeToString(launchDigest(t, ours))
+			if got != c.ExpectedLaunchDigest {
 				t.Errorf("launch digest %s, want %s", got, c.ExpectedLaunchDigest)
 			}
+			t.Logf("%d directives (%d layout pages) equal to igvmgen's, launch digest %s", len(a), len(img.Pages), got)
 			if got := hex.EncodeToString(launchDigest(t, ref)); got != c.ExpectedLaunchDigest {
 				t.Errorf("test digest of the reference %s, want %s (test helper wrong)", got, c.ExpectedLaunchDigest)
 			}
