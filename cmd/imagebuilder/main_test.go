@@ -44,6 +44,7 @@ func TestExitCodes(t *testing.T) {
 		{"missing argument", []string{"verity", "format", "x"}, exitUsage, "imagebuilder: verity format: takes 2 argument(s), got 1"},
 		{"bad flag value", []string{"verity", "format", "x", "y", "--data-blocks=many"}, exitUsage, "invalid argument"},
 		{"completion", []string{"completion", "bash"}, exitOK, ""},
+		{"completion zsh", []string{"completion", "zsh"}, exitOK, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -55,6 +55,8 @@ func (f *verityFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.salt, "salt", "", `salt in hex, or "-" for none`)
 	fl.BoolVar(&f.noSuperblock, "no-superblock", false, "no superblock: the tree starts at --hash-offset")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
+	cmd.RegisterFlagCompletionFunc("hash", cobra.FixedCompletions([]string{"sha256", "sha1", "sha512"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"1\tnormal", "0\tChrome OS"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // params turns the flags into verity parameters (salt and UUID apart).

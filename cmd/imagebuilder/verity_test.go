@@ -216,3 +216,27 @@ func TestVerityBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestVerityCompletion: the shell completion offers the subcommands and the
+// values of --hash.
+func TestVerityCompletion(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", "verity", ""}, []string{"dump\t", "format\t", "verify\t"}},
+		{[]string{"__complete", "verity", "format", "--hash", ""}, []string{"sha1\n", "sha256\n", "sha512\n"}},
+		{[]string{"__complete", "verity", "verify", "--format", ""}, []string{"0\tChrome OS", "1\tnormal"}},
+	}
+	for _, tc := range tests {
+		code, out, stderr := runVerityCLI(t, tc.args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v: completions %q lack %q", tc.args, out, w)
+			}
+		}
+	}
+}
