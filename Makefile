@@ -8,7 +8,8 @@
 
 GO        ?= go
 BIN       ?= bin
-REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit, with +dirty when tracked files differ from it.
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git rev-parse HEAD >/dev/null 2>&1 && ! git diff --quiet HEAD -- 2>/dev/null && echo +dirty)
 GOBUILD    = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
              -ldflags='-buildid= -s -w -X main.revision=$(REVISION)'
 TESTFLAGS ?= -timeout 40m

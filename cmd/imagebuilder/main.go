@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -85,14 +86,19 @@ func run(args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "imagebuilder: %v\n", err)
+	// Messages that start with a command path ("imagebuilder verity
+	// format: ...") would repeat the program name after the prefix.
+	msg := strings.TrimPrefix(err.Error(), root.Name()+" ")
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsageError(err) {
+		// One line, with the pointer to the help on it.
 		if cmd != nil {
-			fmt.Fprintf(os.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+			msg += fmt.Sprintf(" (see '%s --help')", cmd.CommandPath())
 		}
+		fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", msg)
 		return exitUsage
 	}
+	fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", msg)
 	return exitFailure
 }
 

@@ -16,8 +16,11 @@ func TestExitCodes(t *testing.T) {
 		{"version", []string{"version"}, exitOK, ""},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "unknown command"},
 		{"unknown flag", []string{"version", "--bogus"}, exitUsage, "unknown flag"},
-		{"extra argument", []string{"version", "x"}, exitUsage, "takes 0 argument"},
+		{"extra argument", []string{"version", "x"}, exitUsage, "version: takes 0 argument(s), got 1 (see 'imagebuilder version --help')"},
+		{"missing argument", []string{"verity", "format", "x"}, exitUsage, "imagebuilder: verity format: takes 2 argument(s), got 1"},
+		{"bad flag value", []string{"verity", "format", "x", "y", "--data-blocks=many"}, exitUsage, "invalid argument"},
 		{"completion", []string{"completion", "bash"}, exitOK, ""},
+		{"completion zsh", []string{"completion", "zsh"}, exitOK, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -28,7 +31,8 @@ func TestExitCodes(t *testing.T) {
 			if tc.want != "" && !strings.Contains(stderr, tc.want) {
 				t.Errorf("stderr %q does not mention %q", stderr, tc.want)
 			}
-			if code != exitOK && !strings.HasPrefix(stderr, "imagebuilder: ") {
+			if code != exitOK && (!strings.HasPrefix(stderr, "imagebuilder: ") || strings.Count(stderr, "\n") != 1 ||
+				strings.HasPrefix(stderr, "imagebuilder: imagebuilder")) {
 				t.Errorf("error not printed as one imagebuilder: line: %q", stderr)
 			}
 		})

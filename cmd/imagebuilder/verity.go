@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -54,6 +55,8 @@ func (f *verityFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.salt, "salt", "", `salt in hex, or "-" for none`)
 	fl.BoolVar(&f.noSuperblock, "no-superblock", false, "no superblock: the tree starts at --hash-offset")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
+	cmd.RegisterFlagCompletionFunc("hash", cobra.FixedCompletions([]string{"sha256", "sha1", "sha512"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"1\tnormal", "0\tChrome OS"}, cobra.ShellCompDirectiveNoFileComp))
 }
 
 // params turns the flags into verity parameters (salt and UUID apart).
@@ -106,7 +109,7 @@ seed is used, so the output is always reproducible.`,
 			}
 			res, err := verityFormat(args[0], args[1], p, cmd.Flags().Changed("hash-offset"))
 			if err != nil {
-				return err
+				return verityErr("verity format "+args[0]+" "+args[1], err)
 			}
 			if f.rootHashFile != "" {
 				if err := atomicfile.WriteFile(f.rootHashFile, []byte(res.RootHashHex()+"\n"), 0o644); err != nil {
@@ -123,6 +126,16 @@ seed is used, so the output is always reproducible.`,
 	return cmd
 }
 
+// verityErr puts the command and its files before an error, dropping the
+// "verity: " prefix pkg/verity gives its own errors (the command says it):
+// "verity verify rootfs.img rootfs.verity: data block 7 is corrupt: ...".
+func verityErr(op string, err error) error {
+	if inner := errors.Unwrap(err); inner != nil && err.Error() == "verity: "+inner.Error() {
+		err = inner
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
 // verityFormat formats dataPath into hashPath.
 func verityFormat(dataPath, hashPath string, p verity.Params, offsetGiven bool) (*verity.Result, error) {
 	data, err := os.Open(dataPath)
@@ -135,7 +148,7 @@ func verityFormat(dataPath, hashPath string, p verity.Params, offsetGiven bool) 
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("verity format: %s is not a regular file", dataPath)
+		return nil, fmt.Errorf("%s is not a regular file", dataPath)
 	}
 	size := st.Size()
 	if hs, err := os.Stat(hashPath); err == nil && os.SameFile(st, hs) {
@@ -165,23 +178,23 @@ func verityFormatAppended(path string, size int64, p verity.Params, offsetGiven 
 	if blocks == 0 {
 		if !offsetGiven {
 			if size%bs != 0 {
-				return nil, fmt.Errorf("verity format: data size %d of %s is not a multiple of the data block size %d", size, path, bs)
+				return nil, fmt.Errorf("data size %d of %s is not a multiple of the data block size %d", size, path, bs)
 			}
 			p.HashOffset = uint64(size)
 		}
 		blocks = int64(p.HashOffset) / bs
 		if blocks == 0 || int64(p.HashOffset)%bs != 0 {
-			return nil, fmt.Errorf("verity format: with the hash area in %s at offset %d, give --data-blocks", path, p.HashOffset)
+			return nil, fmt.Errorf("with the hash area in %s at offset %d, give --data-blocks", path, p.HashOffset)
 		}
 		p.DataBlocks = uint64(blocks)
 	} else if !offsetGiven {
 		p.HashOffset = uint64(blocks * bs)
 	}
 	if int64(p.HashOffset) < blocks*bs {
-		return nil, fmt.Errorf("verity format: data area (%d blocks of %d bytes) overlaps the hash area at offset %d", blocks, bs, p.HashOffset)
+		return nil, fmt.Errorf("data area (%d blocks of %d bytes) overlaps the hash area at offset %d", blocks, bs, p.HashOffset)
 	}
 	if blocks*bs > size {
-		return nil, fmt.Errorf("verity format: %s is %d bytes, too small for %d blocks of %d bytes", path, size, blocks, bs)
+		return nil, fmt.Errorf("%s is %d bytes, too small for %d blocks of %d bytes", path, size, blocks, bs)
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -304,7 +317,7 @@ describe the tree; --data-blocks defaults to all of DATA.`,
 			}
 			res, err := verityVerify(cmd, &f, args[0], args[1], root)
 			if err != nil {
-				return err
+				return verityErr("verity verify "+args[0]+" "+args[1], err)
 			}
 			if f.json {
 				return printVerityResult(cmd.OutOrStdout(), args[0], args[1], res, true, true)
@@ -341,7 +354,7 @@ func verityVerify(cmd *cobra.Command, f *verityFlags, dataPath, hashPath string,
 	if !f.noSuperblock {
 		sb, err := verity.ReadSuperblock(hash, int64(f.hashOffset))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", hashPath, err)
+			return nil, err
 		}
 		p = sb.Params(f.hashOffset)
 		// Flags given must agree with the superblock (Verify checks).
@@ -362,29 +375,29 @@ func verityVerify(cmd *cobra.Command, f *verityFlags, dataPath, hashPath string,
 		p.UUID = [16]byte{}
 	} else {
 		if p, err = f.params(); err != nil {
-			return nil, fmt.Errorf("verity verify: %w", err)
+			return nil, err
 		}
 		if p.DataBlocks == 0 {
 			bs := int64(p.DataBlockSize)
 			if st.Size()%bs != 0 {
-				return nil, fmt.Errorf("verity verify: data size %d of %s is not a multiple of the data block size %d (give --data-blocks)", st.Size(), dataPath, bs)
+				return nil, fmt.Errorf("data size %d of %s is not a multiple of the data block size %d (give --data-blocks)", st.Size(), dataPath, bs)
 			}
 			p.DataBlocks = uint64(st.Size() / bs)
 		}
 		if hs, err := hash.Stat(); err == nil && os.SameFile(st, hs) && p.DataBlocks*uint64(p.DataBlockSize) > p.HashOffset {
-			return nil, fmt.Errorf("verity verify: data area (%d blocks) overlaps the hash area at offset %d (give --data-blocks)", p.DataBlocks, p.HashOffset)
+			return nil, fmt.Errorf("data area (%d blocks) overlaps the hash area at offset %d (give --data-blocks)", p.DataBlocks, p.HashOffset)
 		}
 	}
 	if changed("salt") {
 		if p.Salt, err = verity.ParseSalt(f.salt); err != nil {
-			return nil, fmt.Errorf("verity verify: %w", err)
+			return nil, err
 		}
 	} else if f.noSuperblock {
-		return nil, usagef("verity verify: --no-superblock needs --salt (\"-\" for none)")
+		return nil, usagef("--no-superblock needs --salt (\"-\" for none)")
 	}
 	if changed("uuid") {
 		if p.UUID, err = verity.ParseUUID(f.uuid); err != nil {
-			return nil, fmt.Errorf("verity verify: %w", err)
+			return nil, err
 		}
 	}
 	if err := verity.Verify(data, hash, root, p); err != nil {
@@ -415,16 +428,16 @@ it describes, as "veritysetup dump" does.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			h, err := os.Open(args[0])
 			if err != nil {
-				return err
+				return verityErr("verity dump", err)
 			}
 			defer h.Close()
 			sb, err := verity.ReadSuperblock(h, int64(hashOffset))
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return verityErr("verity dump "+args[0], err)
 			}
 			res, err := verity.Plan(sb.Params(hashOffset))
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return verityErr("verity dump "+args[0], err)
 			}
 			return printVerityResult(cmd.OutOrStdout(), "", args[0], res, asJSON, false)
 		},

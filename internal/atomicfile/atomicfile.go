@@ -7,8 +7,11 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // File is an output being written. Write to it (it is an *os.File, so it is
@@ -31,14 +34,20 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	if dir == "" {
 		dir = "."
 	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
-	if err != nil {
-		return nil, fmt.Errorf("output %s: %w", path, err)
-	}
-	if err := tmp.Chmod(perm &^ currentUmask()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return nil, fmt.Errorf("output %s: %w", path, err)
+	// The temporary file is created with perm itself, so the kernel
+	// applies the umask: reading the umask would mean setting it, which
+	// races with files other goroutines create meanwhile.
+	var tmp *os.File
+	var err error
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, "."+base+".tmp-"+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		tmp, err = os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, fs.ErrExist) || try == 100 {
+			return nil, fmt.Errorf("output %s: %w", path, err)
+		}
 	}
 	return &File{File: tmp, final: path}, nil
 }
