@@ -59,6 +59,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "guest-init: must run as PID 1 (the /init of an initramfs)")
 		os.Exit(2)
 	}
+	// A Go panic would print a stack trace and end PID 1, which panics the
+	// kernel: report it as one line and power off like any other failure.
+	defer func() {
+		if r := recover(); r != nil {
+			fail(fmt.Errorf("internal error: %v", r))
+		}
+	}()
 	if err := run(); err != nil {
 		fail(err)
 	}
