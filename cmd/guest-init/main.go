@@ -139,13 +139,18 @@ func policyName(p string) string {
 }
 
 func mountEarly() error {
-	for _, m := range []struct{ src, dst, fs string }{
-		{"devtmpfs", "/dev", "devtmpfs"},
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
+	// The flags systemd itself uses for these (it keeps mounts it finds):
+	// no device nodes on proc and sysfs.
+	for _, m := range []struct {
+		src, dst, fs string
+		flags        uintptr
+	}{
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID | unix.MS_NOEXEC},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
 	} {
 		os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && err != unix.EBUSY {
+		if err := unix.Mount(m.src, m.dst, m.fs, m.flags, ""); err != nil && err != unix.EBUSY {
 			return fmt.Errorf("mount %s on %s: %w", m.fs, m.dst, err)
 		}
 	}
