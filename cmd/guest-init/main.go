@@ -59,6 +59,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "guest-init: must run as PID 1 (the /init of an initramfs)")
 		os.Exit(2)
 	}
+	// A Go panic would print a stack trace and end PID 1, which panics the
+	// kernel: report it as one line and power off like any other failure.
+	defer func() {
+		if r := recover(); r != nil {
+			fail(fmt.Errorf("internal error: %v", r))
+		}
+	}()
 	if err := run(); err != nil {
 		fail(err)
 	}
@@ -132,13 +139,18 @@ func policyName(p string) string {
 }
 
 func mountEarly() error {
-	for _, m := range []struct{ src, dst, fs string }{
-		{"devtmpfs", "/dev", "devtmpfs"},
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
+	// The flags systemd itself uses for these (it keeps mounts it finds):
+	// no device nodes on proc and sysfs.
+	for _, m := range []struct {
+		src, dst, fs string
+		flags        uintptr
+	}{
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID | unix.MS_NOEXEC},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NOEXEC | unix.MS_NODEV},
 	} {
 		os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, ""); err != nil && err != unix.EBUSY {
+		if err := unix.Mount(m.src, m.dst, m.fs, m.flags, ""); err != nil && err != unix.EBUSY {
 			return fmt.Errorf("mount %s on %s: %w", m.fs, m.dst, err)
 		}
 	}

@@ -3,6 +3,7 @@ package initrd
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -137,14 +138,22 @@ func walk(br *bufio.Reader, comp string, fn func(*Header, string, io.Reader) err
 				return fmt.Errorf("initrd: gzip: %w", err)
 			}
 		case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-			// The decoder reads ahead, so a zstd stream must be the last
-			// segment (as it is in what Build writes).
-			zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+			// The decoder reads ahead: give it only this run of adjacent
+			// zstd frames, so that segments after it stay readable.
+			zr, err := zstd.NewReader(&zstdFrames{br: br}, zstd.WithDecoderConcurrency(1))
 			if err != nil {
 				return fmt.Errorf("initrd: zstd: %w", err)
 			}
-			defer zr.Close()
-			return walk(bufio.NewReaderSize(zr, 1<<16), "zstd", fn)
+			err = walk(bufio.NewReaderSize(zr, 1<<16), "zstd", fn)
+			if err == nil {
+				if _, err = io.Copy(io.Discard, zr); err != nil {
+					err = fmt.Errorf("initrd: zstd: %w", err)
+				}
+			}
+			zr.Close()
+			if err != nil {
+				return err
+			}
 		case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 			xr, err := xz.NewReader(br)
 			if err != nil {
@@ -226,4 +235,120 @@ func AddInitSkeleton(a *Archive) error {
 		}
 	}
 	return nil
+}
+
+// zstdFrames passes through exactly one run of adjacent zstd frames (and
+// skippable frames) from br and then reports EOF, by reading the frame and
+// block headers (RFC 8878): the decoder, which reads ahead, cannot consume
+// the segment after it.
+type zstdFrames struct {
+	br       *bufio.Reader
+	left     int64 // bytes of the current piece still to pass through
+	state    int   // what follows the current piece
+	checksum bool
+	frames   int
+	err      error
+}
+
+const (
+	zfFrame = iota
+	zfBlock
+	zfChecksum
+)
+
+func (z *zstdFrames) next() error {
+	switch z.state {
+	case zfChecksum:
+		z.left, z.state = 4, zfFrame
+		return nil
+	case zfBlock:
+		h, err := z.br.Peek(3)
+		if err != nil {
+			return fmt.Errorf("truncated zstd block header: %w", io.ErrUnexpectedEOF)
+		}
+		v := uint32(h[0]) | uint32(h[1])<<8 | uint32(h[2])<<16
+		size := int64(v >> 3)
+		switch (v >> 1) & 3 {
+		case 1: // RLE: one byte repeated
+			size = 1
+		case 3:
+			return errors.New("reserved zstd block type")
+		}
+		z.left = 3 + size
+		if v&1 == 1 {
+			z.state = zfFrame
+			if z.checksum {
+				z.state = zfChecksum
+			}
+		}
+		return nil
+	}
+	m, err := z.br.Peek(4)
+	if err != nil || (z.frames > 0 && !isZstdMagic(m) && !isSkippable(m)) {
+		if z.frames == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		return io.EOF
+	}
+	z.frames++
+	if isSkippable(m) {
+		h, err := z.br.Peek(8)
+		if err != nil {
+			return io.ErrUnexpectedEOF
+		}
+		z.left = 8 + int64(binary.LittleEndian.Uint32(h[4:]))
+		return nil
+	}
+	if !isZstdMagic(m) {
+		return errors.New("no zstd frame magic")
+	}
+	h, err := z.br.Peek(5)
+	if err != nil {
+		return io.ErrUnexpectedEOF
+	}
+	fhd := h[4]
+	single := fhd>>5&1 == 1
+	n := int64(5)
+	if !single {
+		n++ // window descriptor
+	}
+	n += []int64{0, 1, 2, 4}[fhd&3]
+	fcs := []int64{0, 2, 4, 8}[fhd>>6]
+	if fcs == 0 && single {
+		fcs = 1
+	}
+	z.left = n + fcs
+	z.checksum = fhd>>2&1 == 1
+	z.state = zfBlock
+	return nil
+}
+
+func isZstdMagic(m []byte) bool { return bytes.Equal(m, []byte{0x28, 0xb5, 0x2f, 0xfd}) }
+
+func isSkippable(m []byte) bool {
+	return m[0]&0xf0 == 0x50 && m[1] == 0x2a && m[2] == 0x4d && m[3] == 0x18
+}
+
+func (z *zstdFrames) Read(p []byte) (int, error) {
+	for z.left == 0 {
+		if z.err != nil {
+			return 0, z.err
+		}
+		if err := z.next(); err != nil {
+			z.err = err
+			return 0, err
+		}
+	}
+	if int64(len(p)) > z.left {
+		p = p[:z.left]
+	}
+	n, err := z.br.Read(p)
+	z.left -= int64(n)
+	if err == io.EOF && z.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
 }

@@ -16,6 +16,10 @@ func FuzzWalk(f *testing.F) {
 	b.Reset()
 	Build(&b, goldenArchiveF(), BuildOptions{Compression: Gzip})
 	f.Add(b.Bytes())
+	b.Reset()
+	Build(&b, goldenArchiveF(), BuildOptions{Compression: Zstd})
+	zs := append([]byte(nil), b.Bytes()...)
+	f.Add(append(zs, zs...)) // two zstd segments: the frame splitter at work
 	f.Add([]byte("070701"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		Walk(bytes.NewReader(data), func(h *Header, _ string, r io.Reader) error {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 func buildBytes(t *testing.T, a *Archive, opts BuildOptions) []byte {
@@ -266,5 +268,46 @@ func TestEarlyCPIO(t *testing.T) {
 	err := Build(&out, main, BuildOptions{Compression: Gzip, Early: []byte("not a cpio archive at all")})
 	if err == nil || !strings.Contains(err.Error(), "early cpio") {
 		t.Errorf("bad early archive: %v", err)
+	}
+}
+
+// TestWalkSegments reads an initramfs of several segments as the kernel
+// accepts them: a zstd segment is no longer required to be the last one,
+// and a cpio archive may span adjacent zstd frames (one segment).
+func TestWalkSegments(t *testing.T) {
+	var raw bytes.Buffer
+	if _, err := goldenArchive(t).WriteCPIO(&raw, WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderCRC(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := raw.Len() / 2
+	var img bytes.Buffer
+	img.Write(raw.Bytes())
+	img.Write(enc.EncodeAll(raw.Bytes()[:half], nil)) // one cpio in two frames
+	img.Write(enc.EncodeAll(raw.Bytes()[half:], nil))
+	img.Write([]byte{0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'a', 'b', 'c'}) // skippable frame
+	img.Write(make([]byte, 8))                                           // padding
+	img.Write(buildBytes(t, goldenArchive(t), BuildOptions{Compression: Zstd}))
+	img.Write(buildBytes(t, goldenArchive(t), BuildOptions{Compression: Gzip}))
+	img.Write(raw.Bytes())
+	var comps []string
+	if err := Walk(bytes.NewReader(img.Bytes()), func(h *Header, comp string, _ io.Reader) error {
+		if h.Name == "init" {
+			comps = append(comps, comp)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(comps, " "); got != "none zstd zstd gzip none" {
+		t.Errorf("segments read: %q, want none zstd zstd gzip none", got)
+	}
+	// A truncated zstd frame is an error, not a short listing.
+	z := buildBytes(t, goldenArchive(t), BuildOptions{Compression: Zstd})
+	if err := Walk(bytes.NewReader(z[:len(z)-10]), func(*Header, string, io.Reader) error { return nil }); err == nil {
+		t.Error("truncated zstd segment: no error")
 	}
 }

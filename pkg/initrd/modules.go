@@ -337,6 +337,9 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 		state[n] = 1
 		mi, err := ms.modinfo(n)
 		if err != nil {
+			if by != "" {
+				return fmt.Errorf("%w (needed by %s)", err, by)
+			}
 			return err
 		}
 		for _, s := range mi.softpre {
@@ -351,11 +354,13 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 			}
 		}
 		deps := mi.depends
-		if ms.hasDep {
+		if d, listed := ms.deps[n]; ms.hasDep && listed {
 			// modules.dep lists the closure; loading from its end works.
+			// A module it does not list (a stale modules.dep) keeps the
+			// dependencies of its own .modinfo.
 			deps = nil
-			for i := len(ms.deps[n]) - 1; i >= 0; i-- {
-				deps = append(deps, ms.deps[n][i])
+			for i := len(d) - 1; i >= 0; i-- {
+				deps = append(deps, d[i])
 			}
 		}
 		for _, d := range deps {

@@ -95,12 +95,24 @@ func TestResolveModules(t *testing.T) {
 		if got := names(mods); got != want {
 			t.Errorf("modules.dep=%v: order %q, want %q", withDep, got, want)
 		}
+		// needs-missing is not in modules.dep (a stale one): its own
+		// .modinfo still counts.
 		_, err = ms.Resolve([]string{"needs-missing"})
-		if withDep {
-			continue
-		}
 		if err == nil || !strings.Contains(err.Error(), "module no_such_mod, needed by needs_missing, not found in") {
-			t.Errorf("missing dependency: %v", err)
+			t.Errorf("modules.dep=%v: missing dependency: %v", withDep, err)
+		}
+		if withDep {
+			// modules.dep names a file that is not in the tree.
+			os.Remove(filepath.Join(ms.Dir, "kernel/lib/reed_solomon/reed_solomon.ko"))
+			ms, err := OpenModules(ms.Dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = ms.Resolve([]string{"dm-verity"})
+			if err == nil || !strings.Contains(err.Error(), "reed_solomon.ko: no such file or directory (needed by dm_verity)") {
+				t.Errorf("modules.dep names a missing file: %v", err)
+			}
+			continue
 		}
 		if _, err := ms.Resolve([]string{"nonesuch"}); err == nil || !strings.Contains(err.Error(), "module nonesuch (requested) not found") {
 			t.Errorf("missing module: %v", err)
@@ -160,4 +172,75 @@ func TestDebianModules(t *testing.T) {
 	if got := names(mods); got != want {
 		t.Errorf("order %q\nwant  %q", got, want)
 	}
+
+	// The same modules compressed (.ko.xz and .ko.zst, alternating), with
+	// no modules.dep or modules.alias: .modinfo alone must give a valid
+	// order with the same soft dependencies, and the archive must hold the
+	// same uncompressed bytes.
+	zdir := filepath.Join(t.TempDir(), ms.Version)
+	for i, m := range mods {
+		b, err := ms.ReadModule(m.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		rel := stripModExt(m.Rel) + ".ko.xz"
+		if i%2 == 0 {
+			w, _ := xz.NewWriter(&out)
+			w.Write(b)
+			w.Close()
+		} else {
+			rel = stripModExt(m.Rel) + ".ko.zst"
+			w, _ := zstd.NewWriter(&out)
+			w.Write(b)
+			w.Close()
+		}
+		p := filepath.Join(zdir, filepath.FromSlash(rel))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, out.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zms, err := OpenModules(zdir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zmods, err := zms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, m := range zmods {
+		pos[m.Name] = i
+	}
+	if len(zmods) != len(mods) {
+		t.Fatalf(".modinfo only: %q, want the modules of %q", names(zmods), want)
+	}
+	for _, m := range zmods {
+		mi, err := zms.modinfo(m.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range mi.depends {
+			if pos[d] >= pos[m.Name] {
+				t.Errorf(".modinfo only: %s loads before its dependency %s: %q", m.Name, d, names(zmods))
+			}
+		}
+		a, b := zms.mustRead(t, m.Name), ms.mustRead(t, m.Name)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: decompressed %s differs from the .ko", m.Name, m.Rel)
+		}
+	}
+	if got := names(zmods); !strings.Contains(got, "crc32c_generic? crc32c_intel? libcrc32c") {
+		t.Errorf(".modinfo only: soft dependencies lost: %q", got)
+	}
+}
+
+func (ms *ModuleSet) mustRead(t *testing.T, n string) []byte {
+	t.Helper()
+	b, err := ms.ReadModule(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

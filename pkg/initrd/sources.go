@@ -274,6 +274,15 @@ func (a *Archive) WriteSpec(w io.Writer, opts WriteOptions) error {
 		}
 	}
 	for _, e := range entries {
+		// gen_init_cpio splits lines at white space: a name, target or
+		// location holding any cannot be written.
+		for _, f := range []string{e.Path, e.Linkname, e.Source} {
+			if f != e.Source || e.typ() == TypeReg {
+				if strings.ContainsAny(f, " \t\n\r\v\f") {
+					return fmt.Errorf("initrd: %s: %q holds white space, which a gen_init_cpio spec cannot express", e.Path, f)
+				}
+			}
+		}
 		uid, gid := uint32(0), uint32(0)
 		if opts.KeepOwners || e.KeepOwner {
 			uid, gid = e.UID, e.GID

@@ -88,3 +88,14 @@ dir /sbin 755 0 0
 		t.Errorf("hard link group: inodes %v sizes %v (order bin/busybox bin/sh sbin/ash)", inos, sizes)
 	}
 }
+
+// TestWriteSpecWhiteSpace: a name gen_init_cpio would split is an error,
+// not a spec line that reads back as something else.
+func TestWriteSpecWhiteSpace(t *testing.T) {
+	a := New()
+	a.Add(Entry{Path: "etc/file name", Mode: TypeDir | 0o755})
+	err := a.WriteSpec(&bytes.Buffer{}, WriteOptions{})
+	if err == nil || !strings.Contains(err.Error(), `"etc/file name" holds white space`) {
+		t.Fatalf("error %v", err)
+	}
+}

@@ -45,3 +45,4 @@ printf 'imagebuilder initrd build --compress gzip (level 6): %6.2f s  %10d bytes
 printf 'find|sort|cpio --reproducible|gzip -9n:              %6.2f s  %10d bytes\n' "$ref" "$(size "$work/ref.img")"
 printf 'imagebuilder initrd build --compress gzip --level 9: %6.2f s  %10d bytes\n' "$ours9" "$(size "$work/ours9.img")"
 printf 'ratio (reference / imagebuilder): %.2fx (target >= 2x)\n' "$(calc "$ref / $ours")"
+printf 'ratio at equal level 9 (reference / imagebuilder --level 9): %.2fx\n' "$(calc "$ref / $ours9")"

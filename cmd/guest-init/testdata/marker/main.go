@@ -51,6 +51,9 @@ func check() error {
 	if strings.TrimSpace(string(name)) != "ibroot" {
 		return fmt.Errorf("%s is named %q, want ibroot", dm, name)
 	}
+	if ro, _ := os.ReadFile("/sys/block/" + dm + "/ro"); strings.TrimSpace(string(ro)) != "1" {
+		return fmt.Errorf("%s is not a read-only block device (ro=%q)", dm, ro)
+	}
 	if _, err := os.Stat("/init"); err == nil {
 		return errors.New("/init of the initramfs is visible in the new root")
 	}
