@@ -162,15 +162,21 @@ func TestSourceKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	var ix struct{ Manifests []struct{ Digest string } }
+	if b, err := os.ReadFile(filepath.Join(layout, "index.json")); err != nil || json.Unmarshal(b, &ix) != nil || len(ix.Manifests) != 1 {
+		t.Fatalf("layout index.json: %v", err)
+	}
 	var sums []string
 	for _, src := range []string{
 		"oci-layout:" + layout + ":v1",
 		"oci-layout:" + layout,
+		"oci-layout:" + layout + "@" + ix.Manifests[0].Digest,
+		"oci-archive:" + filepath.Join(dir, "image.oci.tar") + ":v1",
 		"oci-archive:" + filepath.Join(dir, "image.oci.tar"),
 		"oci-layout:" + multi + ":multi",
 		"docker-archive:" + filepath.Join(dir, "docker.tar"),
 	} {
-		t.Run(strings.Split(src, ":")[0]+"/"+filepath.Base(strings.Split(src, ":")[1]), func(t *testing.T) {
+		t.Run(strings.ReplaceAll(strings.ReplaceAll(src, dir+"/", ""), "/", "_"), func(t *testing.T) {
 			out := filepath.Join(dir, "out.img")
 			_, err := buildFile(t, Options{Sources: []string{src}, Agent: agent, Seed: "s"}, out)
 			if err != nil {
@@ -179,6 +185,11 @@ func TestSourceKinds(t *testing.T) {
 			compareTrees(t, readBack(t, out), want)
 			sums = append(sums, sha256File(t, out))
 		})
+	}
+	// A digest that the index does not list is an error naming it.
+	bad := "sha256:" + strings.Repeat("0", 64)
+	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + layout + "@" + bad}, Agent: agent, Seed: "s"}, filepath.Join(dir, "bad.img")); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("unknown digest: err = %v", err)
 	}
 	// --platform picks the other image of the index.
 	out := filepath.Join(dir, "arm.img")
@@ -264,6 +275,23 @@ func TestRegistry(t *testing.T) {
 	}
 	if sha256File(t, out) != sha256File(t, filepath.Join(dir, "b.img")) {
 		t.Error("cached rebuild differs")
+	}
+	// The same image by digest, from the cache too.
+	md, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = blobGets.Load()
+	byDigest := opts
+	byDigest.Sources = []string{host + "/pod/base@" + md.String()}
+	if _, err := buildFile(t, byDigest, filepath.Join(dir, "d.img")); err != nil {
+		t.Fatal(err)
+	}
+	if got := blobGets.Load() - before; got > 1 {
+		t.Errorf("build by digest fetched %d blobs, want at most the config", got)
+	}
+	if sha256File(t, out) != sha256File(t, filepath.Join(dir, "d.img")) {
+		t.Error("build by digest differs from build by tag")
 	}
 	// A corrupted cache entry is caught by the digest check.
 	d, _ := ls[0].Digest()
