@@ -115,6 +115,12 @@ func splitRef(s string) (string, string) {
 	return s, ""
 }
 
+// platformMatches says whether an index entry's platform p is plat (any
+// variant when plat names none).
+func platformMatches(p *v1.Platform, plat v1.Platform) bool {
+	return p.OS == plat.OS && p.Architecture == plat.Architecture && (plat.Variant == "" || p.Variant == plat.Variant)
+}
+
 func platformOK(cfg *v1.ConfigFile, plat v1.Platform) error {
 	got := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
 	if got.OS != plat.OS || got.Architecture != plat.Architecture || (plat.Variant != "" && got.Variant != plat.Variant) {
@@ -323,18 +329,32 @@ func layoutLayers(spec string, fsys fs.FS, ref string, plat v1.Platform) ([]laye
 		return fail(fmt.Errorf("index.json: %w", err))
 	}
 	var desc *v1.Descriptor
+	var matches []*v1.Descriptor
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
 		switch {
 		case strings.HasPrefix(ref, "sha256:"):
 			if d.Digest.String() == ref {
-				desc = d
+				matches = append(matches, d)
 			}
 		case ref != "":
 			if d.Annotations["org.opencontainers.image.ref.name"] == ref {
-				desc = d
+				matches = append(matches, d)
 			}
 		}
+	}
+	// Several entries may carry one name, one per platform: take the one
+	// for plat (an entry without a platform matches anything).
+	for _, d := range matches {
+		if p := d.Platform; p == nil || platformMatches(p, plat) {
+			if desc != nil {
+				return fail(fmt.Errorf("index.json lists several manifests named %q for %s", ref, plat.String()))
+			}
+			desc = d
+		}
+	}
+	if desc == nil && len(matches) > 0 {
+		return fail(fmt.Errorf("no image for %s named %q in index.json", plat.String(), ref))
 	}
 	if ref == "" {
 		if len(idx.Manifests) != 1 {
@@ -359,7 +379,7 @@ func layoutLayers(spec string, fsys fs.FS, ref string, plat v1.Platform) ([]laye
 		}
 		desc = nil
 		for i := range sub.Manifests {
-			if p := sub.Manifests[i].Platform; p != nil && p.OS == plat.OS && p.Architecture == plat.Architecture && (plat.Variant == "" || p.Variant == plat.Variant) {
+			if p := sub.Manifests[i].Platform; p != nil && platformMatches(p, plat) {
 				desc = &sub.Manifests[i]
 				break
 			}
