@@ -463,9 +463,11 @@ func readBlob(fsys fs.FS, d v1.Hash) ([]byte, error) {
 }
 
 // tarFS is a read-only fs.FS over the regular files of an uncompressed tar
-// (an oci-archive), reading each member in place.
+// (an oci-archive), reading each member in place. Each Open opens the
+// archive anew and Close closes it, so that no descriptor outlives its use
+// (blob digests catch an archive that changed in between).
 type tarFS struct {
-	f     *os.File
+	path  string
 	files map[string][2]int64 // name -> offset, size
 }
 
@@ -474,7 +476,8 @@ func openTarFS(file string) (*tarFS, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tarFS{f: f, files: map[string][2]int64{}}
+	defer f.Close()
+	t := &tarFS{path: file, files: map[string][2]int64{}}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -482,7 +485,6 @@ func openTarFS(file string) (*tarFS, error) {
 			break
 		}
 		if err != nil {
-			f.Close()
 			return nil, fmt.Errorf("reading archive: %w", err)
 		}
 		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
@@ -490,7 +492,6 @@ func openTarFS(file string) (*tarFS, error) {
 		}
 		off, err := f.Seek(0, io.SeekCurrent)
 		if err != nil {
-			f.Close()
 			return nil, err
 		}
 		n, err := cleanName(h.Name)
@@ -507,10 +508,17 @@ func (t *tarFS) Open(name string) (fs.File, error) {
 	if !ok {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
-	return tarMember{io.NewSectionReader(t.f, loc[0], loc[1])}, nil
+	f, err := os.Open(t.path)
+	if err != nil {
+		return nil, err
+	}
+	return tarMember{io.NewSectionReader(f, loc[0], loc[1]), f}, nil
 }
 
-type tarMember struct{ *io.SectionReader }
+type tarMember struct {
+	*io.SectionReader
+	f *os.File
+}
 
 func (tarMember) Stat() (fs.FileInfo, error) { return nil, errors.New("stat not supported") }
-func (tarMember) Close() error               { return nil }
+func (m tarMember) Close() error             { return m.f.Close() }

@@ -218,6 +218,13 @@ func TestSourceKinds(t *testing.T) {
 			sums = append(sums, sha256File(t, out))
 		})
 	}
+	// An oci-archive build leaves no descriptor open.
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	before := fds()
+	buildOK(t, Options{Sources: []string{"oci-archive:" + filepath.Join(dir, "image.oci.tar")}, Agent: agent, Seed: "s"}, filepath.Join(dir, "fd.img"))
+	if after := fds(); after != before {
+		t.Errorf("oci-archive build: %d open descriptors before, %d after", before, after)
+	}
 	// A digest that the index does not list is an error naming it.
 	bad := "sha256:" + strings.Repeat("0", 64)
 	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + layout + "@" + bad}, Agent: agent, Seed: "s"}, filepath.Join(dir, "bad.img")); err == nil || !strings.Contains(err.Error(), bad) {
