@@ -132,3 +132,30 @@ func TestSeedDerivations(t *testing.T) {
 		t.Errorf("GPT disk GUID %s, want %s", mixed, diskGUID)
 	}
 }
+
+// TestFileFlagOverDirectory: --file onto a directory (which would drop the
+// whole directory, /etc with the units' links and machine-id) is an error.
+func TestFileFlagOverDirectory(t *testing.T) {
+	dir := t.TempDir()
+	src := writeFile(t, filepath.Join(dir, "agent.toml"), []byte("[agent]\n"))
+	layer := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "etc/kata/", typ: tar.TypeDir}}))
+	for _, c := range []struct{ dst, want string }{
+		{"/etc", `--file: entry "` + src + `:/etc": /etc is a directory`},
+		{"/etc/kata", "/etc/kata is a directory"},
+		{"/etc/kata/", "it names a directory, not a file"},
+		{"/", "it names a directory, not a file"},
+	} {
+		opts := Options{Sources: []string{"tar:" + layer}, Agent: fakeAgent(t, dir), Seed: "s", Files: []string{src + ":" + c.dst}}
+		if _, err := buildFile(t, opts, filepath.Join(dir, "rootfs.img")); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--file %s: err = %v, want %q", c.dst, err, c.want)
+		}
+	}
+	opts := Options{Sources: []string{"tar:" + layer}, Agent: fakeAgent(t, dir), Seed: "s", Files: []string{src + ":/etc/kata/agent.toml"}}
+	img := filepath.Join(dir, "ok.img")
+	if _, err := buildFile(t, opts, img); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
+		t.Errorf("--file into a directory: %v", got)
+	}
+}

@@ -37,6 +37,9 @@ type layerSrc struct {
 	// noRoot leaves out the directory's own entry, so that an --add
 	// directory does not change the mode of the image's root.
 	noRoot bool
+	// noDirReplace makes an entry that would replace a directory an error
+	// (--file: a file over /etc would drop all of /etc).
+	noDirReplace bool
 }
 
 // SourceKinds lists the source forms Build accepts, for help texts.
