@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +158,26 @@ func TestFileFlagOverDirectory(t *testing.T) {
 	}
 	if got := readBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
 		t.Errorf("--file into a directory: %v", got)
+	}
+}
+
+// TestDirSourceError: a dir: entry the image cannot hold is one line that
+// names the source once and the entry.
+func TestDirSourceError(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(src, "run", "sock"))
+	if err != nil {
+		t.Skipf("no unix socket: %v", err)
+	}
+	defer l.Close()
+	opts := Options{Sources: []string{"dir:" + src}, Agent: fakeAgent(t, dir), Seed: "s"}
+	_, err = buildFile(t, opts, filepath.Join(dir, "rootfs.img"))
+	want := "rootfs: dir:" + src + `: entry "run/sock": unsupported file type`
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
 	}
 }
