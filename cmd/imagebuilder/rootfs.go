@@ -120,7 +120,7 @@ the root hash, geometry, partitions and kernel command line fragments.`,
 	fl.StringArrayVar(&opts.Sources, "source", nil, "a base image or tree, repeatable, bottom first")
 	fl.StringVar(&opts.Agent, "agent", "", "the kata-agent binary (required)")
 	fl.StringArrayVar(&opts.AddDirs, "add", nil, "copy a directory's tree over the root (owned by root), repeatable")
-	fl.StringArrayVar(&opts.Files, "file", nil, "add one file, SRC:DST[:MODE] (octal), repeatable")
+	fl.StringArrayVar(&opts.Files, "file", nil, "add one file, SRC:DST[:MODE] (octal; DST names the file, not a directory), repeatable")
 	fl.StringVar(&opts.Seed, "seed", "", "seed of the disk GUID, filesystem UUID, verity salt and UUID (required)")
 	fl.StringVar(&opts.Platform, "platform", "linux/amd64", "platform of the image to pick from a multi-platform index")
 	fl.StringVar(&opts.CacheDir, "cache", "", "registry blob cache directory (default "+rootfs.DefaultCacheDir()+")")

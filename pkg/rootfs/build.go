@@ -378,13 +378,16 @@ func fileLayer(specs []string) (layerSrc, error) {
 			perm = uint32(m)
 		}
 		name, err := cleanName(parts[1])
-		if err != nil || name == "" {
+		if err == nil && (name == "" || strings.HasSuffix(parts[1], "/")) {
+			err = errors.New("it names a directory, not a file")
+		}
+		if err != nil {
 			return layerSrc{}, fmt.Errorf("--file %q: bad destination: %v", s, err)
 		}
 		es = append(es, entry{name: name, raw: s, typ: tar.TypeReg, perm: perm, size: fi.Size(),
 			src: dataSrc{entry: -1, host: parts[0]}})
 	}
-	return layerSrc{name: "--file", mem: es}, nil
+	return layerSrc{name: "--file", mem: es, noDirReplace: true}, nil
 }
 
 // hexOrDash formats a salt as the kernel table does.

@@ -144,8 +144,14 @@ func checkGeometry(t *testing.T, d *Description) {
 	if d.Cmdline.Systemd != "roothash="+d.Verity.RootHash {
 		t.Errorf("systemd cmdline %q", d.Cmdline.Systemd)
 	}
-	if !strings.HasPrefix(d.Cmdline.DMModCreate, `dm-mod.create="root,,,ro,0 `) || !strings.HasSuffix(d.Cmdline.DMModCreate, " root=/dev/dm-0 rootfstype=erofs ro") {
-		t.Errorf("dm-mod.create cmdline %q", d.Cmdline.DMModCreate)
+	// dm-init: name,uuid,minor,flags,table; the verity table as
+	// Documentation/admin-guide/device-mapper/verity.rst lists it:
+	// <version> <data_dev> <hash_dev> <data_bs> <hash_bs> <#blocks>
+	// <hash_start> <alg> <digest> <salt>, over data_blocks*8 sectors.
+	wantDM := fmt.Sprintf(`dm-mod.create="root,,,ro,0 %d verity 1 PARTUUID=%s PARTUUID=%s 4096 4096 %d 1 sha256 %s %s" root=/dev/dm-0 rootfstype=erofs ro`,
+		d.Verity.DataBlocks*8, p1.UUID, p2.UUID, d.Verity.DataBlocks, d.Verity.RootHash, d.Verity.Salt)
+	if d.Cmdline.DMModCreate != wantDM {
+		t.Errorf("dm-mod.create cmdline %q, want %q", d.Cmdline.DMModCreate, wantDM)
 	}
 }
 

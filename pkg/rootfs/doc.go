@@ -11,7 +11,12 @@
 // Everything in the output is a function of the inputs and a seed: inode
 // order, data placement and directory order follow sorted path names, all
 // timestamps are SOURCE_DATE_EPOCH, and every UUID and the verity salt are
-// derived from the seed with HMAC-SHA256.
+// derived from the seed with HMAC-SHA256 as systemd-repart derives them
+// (disk GUID from "disk-uuid", salt from "verity-salt", verity UUID from
+// "verity-uuid"), except the filesystem UUID: repart keys it with the
+// partition UUID, but here the partition UUID is half of the root hash,
+// which covers the filesystem and so its UUID; to avoid that circle it is
+// derived from the seed, with the message "file-system-uuid".
 //
 // Layering rules. A layer's whiteouts (".wh.NAME", ".wh..wh..opq") apply
 // to the lower layers only, wherever they sit in the layer; names starting

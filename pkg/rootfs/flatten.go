@@ -153,6 +153,13 @@ func mergeLayers(layers []layerSrc) (*tree, error) {
 				es[k].src.layer = i
 			}
 		}
+		if layers[i].noDirReplace {
+			for _, e := range es {
+				if n := t.lookup(e.name); n != nil && n.isDir() {
+					return nil, newEntryError(layers[i].name, e.raw, fmt.Errorf("/%s is a directory: name the file inside it", e.name))
+				}
+			}
+		}
 		if err := t.apply(layers[i].name, es); err != nil {
 			return nil, err
 		}

@@ -92,7 +92,7 @@ func dirEntries(ls *layerSrc, idx int) ([]entry, error) {
 		e := entry{name: rel, raw: rel, perm: uint32(st.Mode) & 0o7777}
 		if rel != "" {
 			if _, err := cleanName(rel); err != nil {
-				return newEntryError(ls.name, rel, err)
+				return fmt.Errorf("entry %q: %w", rel, err)
 			}
 		}
 		switch st.Mode & sIFMT {
@@ -107,7 +107,7 @@ func dirEntries(ls *layerSrc, idx int) ([]entry, error) {
 			seen[key] = rel
 			e.typ, e.size = tar.TypeReg, st.Size
 			if e.size > MaxFileSize {
-				return newEntryError(ls.name, rel, fmt.Errorf("file size %d is out of range", e.size))
+				return fmt.Errorf("entry %q: file size %d is out of range", rel, e.size)
 			}
 			e.src = dataSrc{layer: idx, entry: -1, host: p}
 		case sIFLNK:
@@ -125,7 +125,7 @@ func dirEntries(ls *layerSrc, idx int) ([]entry, error) {
 		case sIFIFO:
 			e.typ = tar.TypeFifo
 		default:
-			return newEntryError(ls.name, rel, errors.New("unsupported file type (socket?)"))
+			return fmt.Errorf("entry %q: unsupported file type (socket?)", rel)
 		}
 		if e.typ != tar.TypeLink {
 			buf := make([]byte, 256)

@@ -37,6 +37,9 @@ type layerSrc struct {
 	// noRoot leaves out the directory's own entry, so that an --add
 	// directory does not change the mode of the image's root.
 	noRoot bool
+	// noDirReplace makes an entry that would replace a directory an error
+	// (--file: a file over /etc would drop all of /etc).
+	noDirReplace bool
 }
 
 // SourceKinds lists the source forms Build accepts, for help texts.
@@ -113,6 +116,12 @@ func splitRef(s string) (string, string) {
 		return s[:i], s[i+1:]
 	}
 	return s, ""
+}
+
+// platformMatches says whether an index entry's platform p is plat (any
+// variant when plat names none).
+func platformMatches(p *v1.Platform, plat v1.Platform) bool {
+	return p.OS == plat.OS && p.Architecture == plat.Architecture && (plat.Variant == "" || p.Variant == plat.Variant)
 }
 
 func platformOK(cfg *v1.ConfigFile, plat v1.Platform) error {
@@ -323,18 +332,32 @@ func layoutLayers(spec string, fsys fs.FS, ref string, plat v1.Platform) ([]laye
 		return fail(fmt.Errorf("index.json: %w", err))
 	}
 	var desc *v1.Descriptor
+	var matches []*v1.Descriptor
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
 		switch {
 		case strings.HasPrefix(ref, "sha256:"):
 			if d.Digest.String() == ref {
-				desc = d
+				matches = append(matches, d)
 			}
 		case ref != "":
 			if d.Annotations["org.opencontainers.image.ref.name"] == ref {
-				desc = d
+				matches = append(matches, d)
 			}
 		}
+	}
+	// Several entries may carry one name, one per platform: take the one
+	// for plat (an entry without a platform matches anything).
+	for _, d := range matches {
+		if p := d.Platform; p == nil || platformMatches(p, plat) {
+			if desc != nil {
+				return fail(fmt.Errorf("index.json lists several manifests named %q for %s", ref, plat.String()))
+			}
+			desc = d
+		}
+	}
+	if desc == nil && len(matches) > 0 {
+		return fail(fmt.Errorf("no image for %s named %q in index.json", plat.String(), ref))
 	}
 	if ref == "" {
 		if len(idx.Manifests) != 1 {
@@ -359,7 +382,7 @@ func layoutLayers(spec string, fsys fs.FS, ref string, plat v1.Platform) ([]laye
 		}
 		desc = nil
 		for i := range sub.Manifests {
-			if p := sub.Manifests[i].Platform; p != nil && p.OS == plat.OS && p.Architecture == plat.Architecture && (plat.Variant == "" || p.Variant == plat.Variant) {
+			if p := sub.Manifests[i].Platform; p != nil && platformMatches(p, plat) {
 				desc = &sub.Manifests[i]
 				break
 			}
@@ -443,9 +466,11 @@ func readBlob(fsys fs.FS, d v1.Hash) ([]byte, error) {
 }
 
 // tarFS is a read-only fs.FS over the regular files of an uncompressed tar
-// (an oci-archive), reading each member in place.
+// (an oci-archive), reading each member in place. Each Open opens the
+// archive anew and Close closes it, so that no descriptor outlives its use
+// (blob digests catch an archive that changed in between).
 type tarFS struct {
-	f     *os.File
+	path  string
 	files map[string][2]int64 // name -> offset, size
 }
 
@@ -454,7 +479,8 @@ func openTarFS(file string) (*tarFS, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &tarFS{f: f, files: map[string][2]int64{}}
+	defer f.Close()
+	t := &tarFS{path: file, files: map[string][2]int64{}}
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
@@ -462,7 +488,6 @@ func openTarFS(file string) (*tarFS, error) {
 			break
 		}
 		if err != nil {
-			f.Close()
 			return nil, fmt.Errorf("reading archive: %w", err)
 		}
 		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
@@ -470,7 +495,6 @@ func openTarFS(file string) (*tarFS, error) {
 		}
 		off, err := f.Seek(0, io.SeekCurrent)
 		if err != nil {
-			f.Close()
 			return nil, err
 		}
 		n, err := cleanName(h.Name)
@@ -487,10 +511,17 @@ func (t *tarFS) Open(name string) (fs.File, error) {
 	if !ok {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
 	}
-	return tarMember{io.NewSectionReader(t.f, loc[0], loc[1])}, nil
+	f, err := os.Open(t.path)
+	if err != nil {
+		return nil, err
+	}
+	return tarMember{io.NewSectionReader(f, loc[0], loc[1]), f}, nil
 }
 
-type tarMember struct{ *io.SectionReader }
+type tarMember struct {
+	*io.SectionReader
+	f *os.File
+}
 
 func (tarMember) Stat() (fs.FileInfo, error) { return nil, errors.New("stat not supported") }
-func (tarMember) Close() error               { return nil }
+func (m tarMember) Close() error             { return m.f.Close() }

@@ -105,6 +105,36 @@ func multiPlatform(t testing.TB, layout string) {
 	writeFile(t, filepath.Join(layout, "index.json"), outer)
 }
 
+// flatPlatforms copies a layout made by multiPlatform into dir with the
+// platform manifests listed directly in index.json, all under the name
+// "flat" (arm64 first), as some tools write multi-platform layouts.
+func flatPlatforms(t testing.TB, multi, dir string) string {
+	t.Helper()
+	var outer, inner struct {
+		Manifests []map[string]any `json:"manifests"`
+	}
+	b, _ := os.ReadFile(filepath.Join(multi, "index.json"))
+	if err := json.Unmarshal(b, &outer); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(multi, "blobs", "sha256", strings.TrimPrefix(outer.Manifests[0]["digest"].(string), "sha256:")))
+	if err := json.Unmarshal(b, &inner); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range inner.Manifests {
+		m["annotations"] = map[string]string{"org.opencontainers.image.ref.name": "flat"}
+	}
+	ents, _ := os.ReadDir(filepath.Join(multi, "blobs", "sha256"))
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(multi, "blobs", "sha256", e.Name()))
+		writeFile(t, filepath.Join(dir, "blobs", "sha256", e.Name()), b)
+	}
+	writeFile(t, filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "manifests": inner.Manifests})
+	writeFile(t, filepath.Join(dir, "index.json"), idx)
+	return dir
+}
+
 // tarDir archives a directory (an oci-archive).
 func tarDir(t testing.TB, dir, out string) {
 	var buf bytes.Buffer
@@ -142,6 +172,7 @@ func TestSourceKinds(t *testing.T) {
 	tarDir(t, layout, filepath.Join(dir, "image.oci.tar"))
 	multi := writeLayout(t, filepath.Join(dir, "multi", "layout"), "amd64", layers)
 	multiPlatform(t, multi)
+	flat := flatPlatforms(t, multi, filepath.Join(dir, "flat"))
 	// docker save format through go-containerregistry.
 	img := mutate.MediaType(empty.Image, "application/vnd.docker.distribution.manifest.v2+json")
 	for _, l := range layers {
@@ -162,15 +193,22 @@ func TestSourceKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	var ix struct{ Manifests []struct{ Digest string } }
+	if b, err := os.ReadFile(filepath.Join(layout, "index.json")); err != nil || json.Unmarshal(b, &ix) != nil || len(ix.Manifests) != 1 {
+		t.Fatalf("layout index.json: %v", err)
+	}
 	var sums []string
 	for _, src := range []string{
 		"oci-layout:" + layout + ":v1",
 		"oci-layout:" + layout,
+		"oci-layout:" + layout + "@" + ix.Manifests[0].Digest,
+		"oci-archive:" + filepath.Join(dir, "image.oci.tar") + ":v1",
 		"oci-archive:" + filepath.Join(dir, "image.oci.tar"),
 		"oci-layout:" + multi + ":multi",
+		"oci-layout:" + flat + ":flat",
 		"docker-archive:" + filepath.Join(dir, "docker.tar"),
 	} {
-		t.Run(strings.Split(src, ":")[0]+"/"+filepath.Base(strings.Split(src, ":")[1]), func(t *testing.T) {
+		t.Run(strings.ReplaceAll(strings.ReplaceAll(src, dir+"/", ""), "/", "_"), func(t *testing.T) {
 			out := filepath.Join(dir, "out.img")
 			_, err := buildFile(t, Options{Sources: []string{src}, Agent: agent, Seed: "s"}, out)
 			if err != nil {
@@ -180,6 +218,18 @@ func TestSourceKinds(t *testing.T) {
 			sums = append(sums, sha256File(t, out))
 		})
 	}
+	// An oci-archive build leaves no descriptor open.
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	before := fds()
+	buildOK(t, Options{Sources: []string{"oci-archive:" + filepath.Join(dir, "image.oci.tar")}, Agent: agent, Seed: "s"}, filepath.Join(dir, "fd.img"))
+	if after := fds(); after != before {
+		t.Errorf("oci-archive build: %d open descriptors before, %d after", before, after)
+	}
+	// A digest that the index does not list is an error naming it.
+	bad := "sha256:" + strings.Repeat("0", 64)
+	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + layout + "@" + bad}, Agent: agent, Seed: "s"}, filepath.Join(dir, "bad.img")); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Errorf("unknown digest: err = %v", err)
+	}
 	// --platform picks the other image of the index.
 	out := filepath.Join(dir, "arm.img")
 	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + multi + ":multi"}, Platform: "linux/arm64", Agent: agent, Seed: "s"}, out); err != nil {
@@ -187,6 +237,12 @@ func TestSourceKinds(t *testing.T) {
 	}
 	if got := readBack(t, out); got["/arm"] == "" || got["/bin/sh"] != "" {
 		t.Errorf("linux/arm64 did not pick the arm64 image")
+	}
+	if got := readBack(t, buildOK(t, Options{Sources: []string{"oci-layout:" + flat + ":flat"}, Platform: "linux/arm64", Agent: agent, Seed: "s"}, filepath.Join(dir, "flat-arm.img"))); got["/arm"] == "" {
+		t.Errorf("linux/arm64 did not pick the arm64 entry of a flat index")
+	}
+	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + flat + ":flat"}, Platform: "linux/s390x", Agent: agent, Seed: "s"}, filepath.Join(dir, "none.img")); err == nil || !strings.Contains(err.Error(), `no image for linux/s390x named "flat"`) {
+		t.Errorf("no matching platform: err = %v", err)
 	}
 	for _, s := range sums[1:] {
 		if s != sums[0] {
@@ -265,6 +321,23 @@ func TestRegistry(t *testing.T) {
 	if sha256File(t, out) != sha256File(t, filepath.Join(dir, "b.img")) {
 		t.Error("cached rebuild differs")
 	}
+	// The same image by digest, from the cache too.
+	md, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before = blobGets.Load()
+	byDigest := opts
+	byDigest.Sources = []string{host + "/pod/base@" + md.String()}
+	if _, err := buildFile(t, byDigest, filepath.Join(dir, "d.img")); err != nil {
+		t.Fatal(err)
+	}
+	if got := blobGets.Load() - before; got > 1 {
+		t.Errorf("build by digest fetched %d blobs, want at most the config", got)
+	}
+	if sha256File(t, out) != sha256File(t, filepath.Join(dir, "d.img")) {
+		t.Error("build by digest differs from build by tag")
+	}
 	// A corrupted cache entry is caught by the digest check.
 	d, _ := ls[0].Digest()
 	p := filepath.Join(cache, "sha256", d.Hex)
@@ -334,6 +407,15 @@ func TestHostile(t *testing.T) {
 		opts := Options{Sources: []string{"oci-layout:" + layout}, Agent: fakeAgent(t, dir), Seed: "s"}
 		hostileBuild(t, dir, opts, "image is for linux/arm64, not linux/amd64")
 	})
+}
+
+// buildOK builds into out and fails the test on an error.
+func buildOK(t testing.TB, opts Options, out string) string {
+	t.Helper()
+	if _, err := buildFile(t, opts, out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // hostileBuild builds as the CLI does (atomicfile) in dir/out and checks

@@ -1,0 +1,183 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCollisions pins how names that meet in one layer or across layers
+// are normalized (the rules in the package doc): the later entry wins, a
+// directory over a directory only changes its metadata, a non-directory
+// over a directory drops the directory's subtree, a whiteout and an entry
+// of the same name in one layer leave the entry, and a hard link keeps the
+// inode it was made to even when its target name is replaced later.
+func TestCollisions(t *testing.T) {
+	sha := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return "sha=" + hex.EncodeToString(sum[:])
+	}
+	cases := []struct {
+		name   string
+		layers [][]tent
+		want   map[string]string // path -> substring of its read-back ("" = absent)
+	}{
+		{"same file twice in a layer", [][]tent{{
+			{name: "etc/a", body: "first"}, {name: "./etc/a", body: "second", mode: 0o600},
+		}}, map[string]string{"/etc/a": "100600 0:0 size=6 nlink=1 " + sha("second")}},
+		{"file over directory drops its subtree", [][]tent{
+			{{name: "d/sub/f", body: "x"}},
+			{{name: "d", body: "now a file"}},
+		}, map[string]string{"/d": sha("now a file"), "/d/sub": "", "/d/sub/f": ""}},
+		{"directory over file", [][]tent{
+			{{name: "d", body: "file"}},
+			{{name: "d/", typ: tar.TypeDir, mode: 0o700}, {name: "d/g", body: "g"}},
+		}, map[string]string{"/d": "040700 0:0", "/d/g": sha("g")}},
+		{"directory over directory keeps children", [][]tent{
+			{{name: "d/", typ: tar.TypeDir}, {name: "d/keep", body: "k"}},
+			{{name: "d/", typ: tar.TypeDir, mode: 0o750, uid: 5, gid: 6}},
+		}, map[string]string{"/d": "040750 5:6", "/d/keep": sha("k")}},
+		{"symlink over directory", [][]tent{
+			{{name: "d/f", body: "x"}},
+			{{name: "d", typ: tar.TypeSymlink, link: "/elsewhere"}},
+		}, map[string]string{"/d": "120777 0:0 -> /elsewhere", "/d/f": ""}},
+		{"whiteout and entry of one name in one layer", [][]tent{
+			{{name: "w", body: "lower"}},
+			{{name: "w", body: "upper"}, {name: ".wh.w"}},
+		}, map[string]string{"/w": sha("upper")}},
+		{"hard link keeps the replaced target's inode", [][]tent{{
+			{name: "t", body: "old"}, {name: "l", typ: tar.TypeLink, link: "t"}, {name: "t", body: "new"},
+		}}, map[string]string{"/l": "nlink=1 " + sha("old"), "/t": "nlink=1 " + sha("new")}},
+		{"hard link replaced by a file", [][]tent{{
+			{name: "t", body: "t"}, {name: "l", typ: tar.TypeLink, link: "./t"}, {name: "l", body: "own"},
+		}}, map[string]string{"/l": "nlink=1 " + sha("own"), "/t": "nlink=1 " + sha("t")}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{Agent: fakeAgent(t, dir), Seed: "s"}
+			for i, l := range c.layers {
+				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), mkTar(t, l))
+				opts.Sources = append(opts.Sources, "tar:"+p)
+			}
+			img := filepath.Join(dir, "rootfs.img")
+			if _, err := buildFile(t, opts, img); err != nil {
+				t.Fatal(err)
+			}
+			got := readBack(t, img)
+			for p, want := range c.want {
+				if want == "" {
+					if d, ok := got[p]; ok {
+						t.Errorf("%s: present (%s), want absent", p, d)
+					}
+					continue
+				}
+				if !strings.Contains(got[p], want) {
+					t.Errorf("%s: %q, want %q", p, got[p], want)
+				}
+			}
+		})
+	}
+}
+
+// TestSeedDerivations pins the seed-derived identifiers to values computed
+// independently (Python hmac/hashlib/uuid, the systemd-repart formula:
+// first 16 bytes of HMAC-SHA256(seed, msg) with the v4 bits set) and checks
+// that they sit in the image where the kernel and tools read them: the GPT
+// header, the erofs superblock and the verity superblock.
+func TestSeedDerivations(t *testing.T) {
+	const (
+		diskGUID   = "d31432cc-d5ad-47ff-bea9-b39f975926b4" // derive(seed, "disk-uuid")
+		fsUUID     = "30403b19-4e08-4d1f-88ae-e8baa962c693" // derive(seed, "file-system-uuid"), see the package doc
+		verityUUID = "948218a9-07f0-46b9-9b0d-c5d73c19a8a5" // derive(seed, "verity-uuid")
+		salt       = "3c92ae11a1dd2fe144fd31c563eb472866770498f28e3a676c06932be065a804"
+	)
+	dir := t.TempDir()
+	p := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "f", body: "x"}}))
+	img := filepath.Join(dir, "rootfs.img")
+	d, err := buildFile(t, Options{Sources: []string{"tar:" + p}, Agent: fakeAgent(t, dir), Seed: "imagebuilder-test"}, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.DiskGUID.String() != diskGUID || d.Filesystem.UUID.String() != fsUUID || d.Verity.UUID.String() != verityUUID || d.Verity.Salt != salt {
+		t.Errorf("derived identifiers: disk %s fs %s verity %s salt %s", d.DiskGUID, d.Filesystem.UUID, d.Verity.UUID, d.Verity.Salt)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := func(u string) string { return strings.ReplaceAll(u, "-", "") }
+	// erofs superblock at 1024 in partition 1, uuid at offset 48 in it.
+	p1 := d.Partitions[0].Offset
+	if got := hex.EncodeToString(b[p1+1024+48 : p1+1024+64]); got != raw(fsUUID) {
+		t.Errorf("erofs superblock uuid %s, want %s", got, raw(fsUUID))
+	}
+	// verity superblock at the start of partition 2: uuid @16, salt @88.
+	p2 := d.Partitions[1].Offset
+	if got := hex.EncodeToString(b[p2+16 : p2+32]); got != raw(verityUUID) {
+		t.Errorf("verity superblock uuid %s, want %s", got, raw(verityUUID))
+	}
+	if got := hex.EncodeToString(b[p2+88 : p2+88+32]); got != salt {
+		t.Errorf("verity superblock salt %s, want %s", got, salt)
+	}
+	// GPT header at LBA 1: disk GUID @56 in mixed-endian order.
+	g := b[512+56 : 512+72]
+	mixed := fmt.Sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%x-%x", g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8:10], g[10:16])
+	if mixed != diskGUID {
+		t.Errorf("GPT disk GUID %s, want %s", mixed, diskGUID)
+	}
+}
+
+// TestFileFlagOverDirectory: --file onto a directory (which would drop the
+// whole directory, /etc with the units' links and machine-id) is an error.
+func TestFileFlagOverDirectory(t *testing.T) {
+	dir := t.TempDir()
+	src := writeFile(t, filepath.Join(dir, "agent.toml"), []byte("[agent]\n"))
+	layer := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "etc/kata/", typ: tar.TypeDir}}))
+	for _, c := range []struct{ dst, want string }{
+		{"/etc", `--file: entry "` + src + `:/etc": /etc is a directory`},
+		{"/etc/kata", "/etc/kata is a directory"},
+		{"/etc/kata/", "it names a directory, not a file"},
+		{"/", "it names a directory, not a file"},
+	} {
+		opts := Options{Sources: []string{"tar:" + layer}, Agent: fakeAgent(t, dir), Seed: "s", Files: []string{src + ":" + c.dst}}
+		if _, err := buildFile(t, opts, filepath.Join(dir, "rootfs.img")); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--file %s: err = %v, want %q", c.dst, err, c.want)
+		}
+	}
+	opts := Options{Sources: []string{"tar:" + layer}, Agent: fakeAgent(t, dir), Seed: "s", Files: []string{src + ":/etc/kata/agent.toml"}}
+	img := filepath.Join(dir, "ok.img")
+	if _, err := buildFile(t, opts, img); err != nil {
+		t.Fatal(err)
+	}
+	if got := readBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
+		t.Errorf("--file into a directory: %v", got)
+	}
+}
+
+// TestDirSourceError: a dir: entry the image cannot hold is one line that
+// names the source once and the entry.
+func TestDirSourceError(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	if err := os.MkdirAll(filepath.Join(src, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", filepath.Join(src, "run", "sock"))
+	if err != nil {
+		t.Skipf("no unix socket: %v", err)
+	}
+	defer l.Close()
+	opts := Options{Sources: []string{"dir:" + src}, Agent: fakeAgent(t, dir), Seed: "s"}
+	_, err = buildFile(t, opts, filepath.Join(dir, "rootfs.img"))
+	want := "rootfs: dir:" + src + `: entry "run/sock": unsupported file type`
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %v, want %q", err, want)
+	}
+}
