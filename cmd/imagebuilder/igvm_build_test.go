@@ -14,20 +14,6 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
-// quietRun runs the CLI with stdout discarded.
-func quietRun(t *testing.T, args []string) int {
-	t.Helper()
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer devnull.Close()
-	old := os.Stdout
-	os.Stdout = devnull
-	defer func() { os.Stdout = old }()
-	return run(args)
-}
-
 // testBzImage makes a small bzImage (protocol 2.15) with a payload.
 func testBzImage(t *testing.T, dir string) string {
 	t.Helper()
@@ -105,8 +91,7 @@ func TestIgvmBuildCLI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Remove(out)
 			args := append([]string{"igvm", "build", "-o", out}, tc.args...)
-			var code int
-			stderr := captureStderr(t, func() { code = quietRun(t, args) })
+			code, _, stderr := runCaptured(t, args...)
 			if code != tc.code {
 				t.Fatalf("exit code %d, want %d (stderr %q)", code, tc.code, stderr)
 			}
@@ -154,8 +139,7 @@ func TestIgvmBuildReproducible(t *testing.T) {
 		out := filepath.Join(dir, strings.Repeat("x", i+1)+".igvm")
 		args := append([]string{"igvm", "build", "--kernel", kernel, "--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz",
 			"--cmdline", "console=ttyS0 panic=-1", "--pvalidate-opt", "--encrypted-page", "--svme", "-o", out}, acpi...)
-		var code int
-		stderr := captureStderr(t, func() { code = quietRun(t, args) })
+		code, _, stderr := runCaptured(t, args...)
 		if code != exitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
@@ -179,8 +163,7 @@ func TestIgvmBuildVectorD03(t *testing.T) {
 	args := []string{"igvm", "build", "--kernel", "../../testdata/igvm/inputs/test_bzImage", "--allow-empty-payload",
 		"--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz", "--cmdline", "",
 		"--acpi-dir", "../../testdata/igvm/acpi/acpi-clh-aml", "--pvalidate-opt", "--encrypted-page", "--svme", "-o", out}
-	var code int
-	stderr := captureStderr(t, func() { code = quietRun(t, args) })
+	code, _, stderr := runCaptured(t, args...)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

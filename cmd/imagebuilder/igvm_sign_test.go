@@ -13,7 +13,6 @@ import (
 )
 
 func TestIgvmSignCLI(t *testing.T) {
-	ovmfWithParent(t, "igvm")
 	src, err := filepath.Abs("../../testdata/igvm/d03_clh_empty_cpio.igvm")
 	if err != nil {
 		t.Fatal(err)
@@ -26,7 +25,7 @@ func TestIgvmSignCLI(t *testing.T) {
 	idKey, authorKey := filepath.Join(keys, "id-key.pem"), filepath.Join(keys, "author-key.pem")
 
 	sign := func(args ...string) (int, string, string) {
-		return ovmfRunCaptured(t, append([]string{"igvm", "sign"}, args...)...)
+		return runCaptured(t, append([]string{"igvm", "sign"}, args...)...)
 	}
 	verify := func(path string, opts measure.Options) *measure.IDAuth {
 		t.Helper()
@@ -126,7 +125,7 @@ func TestIgvmSignReread(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, tc.name+".igvm")
-			code, stdout, stderr := ovmfRunCaptured(t, append([]string{"igvm", "sign", src, "--json", "-o", out}, tc.args...)...)
+			code, stdout, stderr := runCaptured(t, append([]string{"igvm", "sign", src, "--json", "-o", out}, tc.args...)...)
 			if code != 0 {
 				t.Fatalf("sign: exit %d: %s", code, stderr)
 			}
@@ -138,7 +137,7 @@ func TestIgvmSignReread(t *testing.T) {
 				t.Fatalf("sign --json: %v: %s", err, stdout)
 			}
 
-			code, stdout, stderr = ovmfRunCaptured(t, "igvm", "inspect", "--json", out)
+			code, stdout, stderr = runCaptured(t, "igvm", "inspect", "--json", out)
 			if code != 0 {
 				t.Fatalf("inspect: exit %d: %s", code, stderr)
 			}
@@ -156,7 +155,7 @@ func TestIgvmSignReread(t *testing.T) {
 				t.Fatalf("inspect id_block %+v, signed digest %s key %s", rep.IDBlock, signed.Digest, signed.IDKeyDigest)
 			}
 
-			code, stdout, stderr = ovmfRunCaptured(t, "measure", "igvm", "--profile", "mshv", "--json", out)
+			code, stdout, stderr = runCaptured(t, "measure", "igvm", "--profile", "mshv", "--json", out)
 			if code != 0 {
 				t.Fatalf("measure: exit %d: %s", code, stderr)
 			}

@@ -1,40 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
-// captureStdout runs f with os.Stdout redirected and returns what it wrote.
-func captureStdout(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	defer func() { os.Stdout = old }()
-	done := make(chan string)
-	go func() {
-		var b bytes.Buffer
-		io.Copy(&b, r)
-		done <- b.String()
-	}()
-	f()
-	w.Close()
-	return <-done
-}
-
 func TestIgvmInspect(t *testing.T) {
 	ref := "../../testdata/igvm/d01_kata_clh_short.igvm"
-	var code int
-	out := captureStdout(t, func() { code = run([]string{"igvm", "inspect", ref}) })
+	code, out, _ := runCaptured(t, "igvm", "inspect", ref)
 	if code != exitOK {
 		t.Fatalf("exit %d", code)
 	}
@@ -48,7 +24,7 @@ func TestIgvmInspect(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	js := captureStdout(t, func() { code = run([]string{"igvm", "inspect", "--json", ref}) })
+	code, js, _ := runCaptured(t, "igvm", "inspect", "--json", ref)
 	var m map[string]any
 	if code != exitOK || json.Unmarshal([]byte(js), &m) != nil || m["header_count"] != float64(132) {
 		t.Fatalf("--json: exit %d, %.200s", code, js)

@@ -1,50 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/spf13/cobra"
 )
-
-// ovmfWithParent makes sure a top-level command named parent exists for the
-// duration of the test, so that subcommands registered with registerSub
-// can be run through run() even where the parent's own file is absent.
-func ovmfWithParent(t *testing.T, parent string) {
-	t.Helper()
-	for _, c := range commands {
-		if c().Name() == parent {
-			return
-		}
-	}
-	saved := commands
-	commands = append(append([]func() *cobra.Command(nil), commands...), func() *cobra.Command {
-		return &cobra.Command{Use: parent, Args: exactArgs(0)}
-	})
-	t.Cleanup(func() { commands = saved })
-}
-
-// ovmfRunCaptured runs the CLI and returns its exit code, stdout and stderr.
-func ovmfRunCaptured(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	var code int
-	stderr := captureStderr(t, func() { code = run(args) })
-	w.Close()
-	os.Stdout = old
-	var out bytes.Buffer
-	out.ReadFrom(r)
-	return code, out.String(), stderr
-}
 
 type ovmfCLICase struct {
 	Name           string   `json:"name"`
@@ -72,22 +34,21 @@ func ovmfLoadCLICases(t *testing.T, name string) []ovmfCLICase {
 // Every sev-snp-measure invocation of the vectors, passed verbatim to
 // "imagebuilder measure ovmf", prints the same line.
 func TestMeasureOVMFCLIVectors(t *testing.T) {
-	ovmfWithParent(t, "measure")
 	cases := ovmfLoadCLICases(t, "cases.json")
 	rejections := ovmfLoadCLICases(t, "rejections.json")
 	t.Chdir(filepath.Join("..", "..", "testdata", "measure", "ovmf"))
 	for _, tc := range cases {
 		t.Run(tc.Name, func(t *testing.T) {
-			code, out, stderr := ovmfRunCaptured(t, append([]string{"measure", "ovmf"}, tc.Args...)...)
+			code, out, stderr := runCaptured(t, append([]string{"measure", "ovmf"}, tc.Args...)...)
 			if code != 0 || out != tc.ExpectedOutput+"\n" {
 				t.Fatalf("exit %d stdout %q stderr %q, want %q", code, out, stderr, tc.ExpectedOutput)
 			}
-			code, out, _ = ovmfRunCaptured(t, "measure", "ovmf", "--mode", "snp:ovmf-hash", "--ovmf", tc.OVMF)
+			code, out, _ = runCaptured(t, "measure", "ovmf", "--mode", "snp:ovmf-hash", "--ovmf", tc.OVMF)
 			if code != 0 || out != tc.ExpectedOVMF+"\n" {
 				t.Errorf("ovmf-hash: exit %d %q, want %q", code, out, tc.ExpectedOVMF)
 			}
 			args := append([]string{"measure", "ovmf", "--snp-ovmf-hash", tc.ExpectedOVMF, "--json", "--explain"}, tc.Args...)
-			code, out, stderr = ovmfRunCaptured(t, args...)
+			code, out, stderr = runCaptured(t, args...)
 			var res ovmfResult
 			if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Digest != tc.ExpectedDigest || len(res.Regions) == 0 {
 				t.Errorf("from ovmf hash, json: exit %d %q %q", code, out, stderr)
@@ -96,7 +57,7 @@ func TestMeasureOVMFCLIVectors(t *testing.T) {
 	}
 	for _, tc := range rejections {
 		t.Run(tc.Name, func(t *testing.T) {
-			code, out, stderr := ovmfRunCaptured(t, append([]string{"measure", "ovmf"}, tc.Args...)...)
+			code, out, stderr := runCaptured(t, append([]string{"measure", "ovmf"}, tc.Args...)...)
 			if code != tc.ExpectedExit || out != "" || !strings.Contains(stderr, "SNP_KERNEL_HASHES") || strings.Count(stderr, "\n") != 1 {
 				t.Errorf("exit %d stdout %q stderr %q", code, out, stderr)
 			}
@@ -105,7 +66,6 @@ func TestMeasureOVMFCLIVectors(t *testing.T) {
 }
 
 func TestMeasureOVMFCLIErrors(t *testing.T) {
-	ovmfWithParent(t, "measure")
 	t.Chdir(filepath.Join("..", "..", "testdata", "measure", "ovmf"))
 	base := []string{"measure", "ovmf", "--ovmf", "ovmf_AmdSev_suffix.bin"}
 	tests := []struct {
@@ -137,7 +97,7 @@ func TestMeasureOVMFCLIErrors(t *testing.T) {
 			if args[0] != "measure" {
 				args = append(append([]string(nil), base...), args...)
 			}
-			code, _, stderr := ovmfRunCaptured(t, args...)
+			code, _, stderr := runCaptured(t, args...)
 			if code != tc.code || !strings.Contains(stderr, tc.want) {
 				t.Errorf("exit %d stderr %q, want %d and %q", code, stderr, tc.code, tc.want)
 			}
@@ -147,7 +107,6 @@ func TestMeasureOVMFCLIErrors(t *testing.T) {
 
 // The family/model/stepping spelling gives the --vcpu-type digest.
 func TestMeasureOVMFCLISpellings(t *testing.T) {
-	ovmfWithParent(t, "measure")
 	t.Chdir(filepath.Join("..", "..", "testdata", "measure", "ovmf"))
 	base := []string{"measure", "ovmf", "--ovmf", "ovmf_AmdSev_suffix.bin", "--vcpus", "2"}
 	var outs []string
@@ -156,7 +115,7 @@ func TestMeasureOVMFCLISpellings(t *testing.T) {
 		{"--vcpu-sig", "0xa10f10"}, {"--vcpu-sig", "10555152"},
 		{"--vcpu-family", "25", "--vcpu-model", "17", "--vcpu-stepping", "0"},
 	} {
-		code, out, stderr := ovmfRunCaptured(t, append(append([]string(nil), base...), cpu...)...)
+		code, out, stderr := runCaptured(t, append(append([]string(nil), base...), cpu...)...)
 		if code != 0 {
 			t.Fatalf("%v: %d %s", cpu, code, stderr)
 		}

@@ -11,23 +11,6 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
-// runOut runs the CLI with stdout captured to a file.
-func runOut(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	tmp := filepath.Join(t.TempDir(), "stdout")
-	fh, err := os.Create(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = fh
-	stderr = captureStderr(t, func() { code = run(args) })
-	os.Stdout = old
-	fh.Close()
-	b, _ := os.ReadFile(tmp)
-	return code, string(b), stderr
-}
-
 const (
 	d01      = "../../testdata/igvm/d01_kata_clh_short.igvm"
 	kvmReady = "../../testdata/measure/kvm-ready.igvm"
@@ -63,7 +46,7 @@ func TestMeasureIGVMCLI(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, out, errs := runOut(t, tc.args...)
+			code, out, errs := runCaptured(t, tc.args...)
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d; stderr %q", code, tc.code, errs)
 			}
@@ -79,7 +62,7 @@ func TestMeasureIGVMCLI(t *testing.T) {
 
 func TestMeasureReferenceValuesCLI(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "reference-values.json")
-	code, _, errs := runOut(t, "measure", "reference-values", kvmReady, "--cpu", "milan,genoa", "--vcpus", "1,2,8", "-o", out)
+	code, _, errs := runCaptured(t, "measure", "reference-values", kvmReady, "--cpu", "milan,genoa", "--vcpus", "1,2,8", "-o", out)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -104,12 +87,12 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 		t.Fatalf("reference values %s", b)
 	}
 	// The 2-vCPU Genoa digest equals measure igvm's.
-	_, single, _ := runOut(t, "measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa")
+	_, single, _ := runCaptured(t, "measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa")
 	if strings.TrimSpace(single) != rv.Entries[2].ByVCPUs[1].Digest {
 		t.Errorf("reference %s, measure igvm %s", rv.Entries[2].ByVCPUs[1].Digest, single)
 	}
 	// Without --cpu, kvm lists the four default models.
-	code, stdout, errs := runOut(t, "measure", "reference-values", kvmReady, "-o", "-")
+	code, stdout, errs := runCaptured(t, "measure", "reference-values", kvmReady, "-o", "-")
 	if code != exitOK {
 		t.Fatalf("no --cpu: exit %d: %s", code, errs)
 	}
@@ -130,7 +113,7 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 	}
 	// A failure leaves no file.
 	bad := filepath.Join(t.TempDir(), "rv.json")
-	if code, _, _ := runOut(t, "measure", "reference-values", d01, "--cpu", "milan", "-o", bad); code != exitFailure {
+	if code, _, _ := runCaptured(t, "measure", "reference-values", d01, "--cpu", "milan", "-o", bad); code != exitFailure {
 		t.Errorf("d01 (not KVM-ready) exit %d", code)
 	}
 	if _, err := os.Stat(bad); err == nil {
@@ -153,7 +136,7 @@ func TestMeasureIGVMNotSNP(t *testing.T) {
 	if err := os.WriteFile(vsm, buf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errs := runOut(t, "measure", "igvm", vsm, "--profile", "mshv")
+	code, _, errs := runCaptured(t, "measure", "igvm", vsm, "--profile", "mshv")
 	if code != exitFailure || !strings.Contains(errs, "no SEV-SNP platform (it supports VSM_ISOLATION)") {
 		t.Errorf("exit %d, stderr %q", code, errs)
 	}
@@ -165,7 +148,7 @@ func TestMeasureIGVMNotSNP(t *testing.T) {
 	if err := os.WriteFile(trunc, good[:len(good)-100], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, _, errs = runOut(t, "measure", "igvm", trunc, "--profile", "kvm")
+	code, _, errs = runCaptured(t, "measure", "igvm", trunc, "--profile", "kvm")
 	if code != exitFailure || !strings.Contains(errs, "total_file_size") || strings.Count(errs, "\n") != 1 {
 		t.Errorf("exit %d, stderr %q", code, errs)
 	}

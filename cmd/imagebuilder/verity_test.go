@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,28 +11,6 @@ import (
 	"strings"
 	"testing"
 )
-
-// runVerityCLI runs the CLI and returns the exit code, stdout and stderr.
-func runVerityCLI(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	done := make(chan string)
-	go func() {
-		var b bytes.Buffer
-		io.Copy(&b, r)
-		done <- b.String()
-	}()
-	var code int
-	stderr := captureStderr(t, func() { code = run(args) })
-	w.Close()
-	os.Stdout = old
-	return code, <-done, stderr
-}
 
 func writeVerityData(t *testing.T, path string, n int) []byte {
 	t.Helper()
@@ -52,7 +29,7 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	hash := filepath.Join(dir, "hash")
 	writeVerityData(t, data, 300*4096)
-	code, out, stderr := runVerityCLI(t, "verity", "format", data, hash, "--seed=test", "--root-hash-file", filepath.Join(dir, "root"))
+	code, out, stderr := runCaptured(t, "verity", "format", data, hash, "--seed=test", "--root-hash-file", filepath.Join(dir, "root"))
 	if code != 0 {
 		t.Fatalf("format: exit %d: %s", code, stderr)
 	}
@@ -68,24 +45,24 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 	}
 	first, _ := os.ReadFile(hash)
 	// Reproducible: the same seed gives the same bytes.
-	if code, _, stderr := runVerityCLI(t, "verity", "format", data, hash, "--seed=test"); code != 0 {
+	if code, _, stderr := runCaptured(t, "verity", "format", data, hash, "--seed=test"); code != 0 {
 		t.Fatal(stderr)
 	}
 	if again, _ := os.ReadFile(hash); !bytes.Equal(first, again) {
 		t.Fatal("two seeded runs differ")
 	}
-	if code, out, stderr := runVerityCLI(t, "verity", "verify", data, hash, rootHex); code != 0 || !strings.Contains(out, "match root hash") {
+	if code, out, stderr := runCaptured(t, "verity", "verify", data, hash, rootHex); code != 0 || !strings.Contains(out, "match root hash") {
 		t.Fatalf("verify: exit %d %s %s", code, out, stderr)
 	}
-	if code, _, stderr := runVerityCLI(t, "verity", "verify", data, hash, "--root-hash-file", filepath.Join(dir, "root")); code != 0 {
+	if code, _, stderr := runCaptured(t, "verity", "verify", data, hash, "--root-hash-file", filepath.Join(dir, "root")); code != 0 {
 		t.Fatalf("verify --root-hash-file: %s", stderr)
 	}
-	code, out, _ = runVerityCLI(t, "verity", "dump", hash, "--json")
+	code, out, _ = runCaptured(t, "verity", "dump", hash, "--json")
 	var j verityJSON
 	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.DataBlocks != 300 || j.HashDeviceSize != 20480 || j.UUID == "" {
 		t.Fatalf("dump --json: %d %s", code, out)
 	}
-	code, out, _ = runVerityCLI(t, "verity", "format", data, hash, "--seed=test", "--json")
+	code, out, _ = runCaptured(t, "verity", "format", data, hash, "--seed=test", "--json")
 	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.RootHash != rootHex || !strings.Contains(j.Table, " 300 1 sha256 "+rootHex) {
 		t.Fatalf("format --json: %d %s", code, out)
 	}
@@ -94,7 +71,7 @@ func TestVerityFormatVerifyDump(t *testing.T) {
 	b, _ := os.ReadFile(data)
 	b[77*4096+5] ^= 0x10
 	os.WriteFile(data, b, 0o644)
-	code, _, stderr = runVerityCLI(t, "verity", "verify", data, hash, rootHex)
+	code, _, stderr = runCaptured(t, "verity", "verify", data, hash, rootHex)
 	if code != 1 || !strings.Contains(stderr, "data block 77 is corrupt") || strings.Count(stderr, "\n") != 1 {
 		t.Fatalf("verify of corrupt data: exit %d %q", code, stderr)
 	}
@@ -104,7 +81,7 @@ func TestVerityAppended(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "disk")
 	writeVerityData(t, data, 129*4096)
-	code, out, stderr := runVerityCLI(t, "verity", "format", data, data, "--no-superblock", "--salt=-", "--json")
+	code, out, stderr := runCaptured(t, "verity", "format", data, data, "--no-superblock", "--salt=-", "--json")
 	if code != 0 {
 		t.Fatalf("format: %s", stderr)
 	}
@@ -114,18 +91,18 @@ func TestVerityAppended(t *testing.T) {
 	if j.HashOffset != 129*4096 || st.Size() != 129*4096+3*4096 || j.HashStartBlock != 129 {
 		t.Fatalf("appended: offset %d start %d size %d", j.HashOffset, j.HashStartBlock, st.Size())
 	}
-	code, _, stderr = runVerityCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096), "--data-blocks=129")
+	code, _, stderr = runCaptured(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096), "--data-blocks=129")
 	if code != 0 {
 		t.Fatalf("verify: %s", stderr)
 	}
-	code, _, stderr = runVerityCLI(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096))
+	code, _, stderr = runCaptured(t, "verity", "verify", data, data, j.RootHash, "--no-superblock", "--salt=-", "--hash-offset", fmt.Sprint(129*4096))
 	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
 		t.Fatalf("verify without --data-blocks: %d %s", code, stderr)
 	}
 	// With a superblock, at an explicit offset; verify takes the rest from it.
 	sb := filepath.Join(dir, "sb")
 	writeVerityData(t, sb, 100*4096)
-	code, out, stderr = runVerityCLI(t, "verity", "format", sb, sb, "--hash-offset=1048576", "--data-blocks=100", "--json")
+	code, out, stderr = runCaptured(t, "verity", "format", sb, sb, "--hash-offset=1048576", "--data-blocks=100", "--json")
 	if code != 0 {
 		t.Fatalf("format with superblock: %s", stderr)
 	}
@@ -133,16 +110,16 @@ func TestVerityAppended(t *testing.T) {
 	if st, _ := os.Stat(sb); st.Size() != 1048576+4096+4096 || j.HashStartBlock != 257 {
 		t.Fatalf("appended with superblock: size %d start %d", st.Size(), j.HashStartBlock)
 	}
-	if code, _, stderr := runVerityCLI(t, "verity", "verify", sb, sb, j.RootHash, "--hash-offset=1048576"); code != 0 {
+	if code, _, stderr := runCaptured(t, "verity", "verify", sb, sb, j.RootHash, "--hash-offset=1048576"); code != 0 {
 		t.Fatalf("verify with superblock: %s", stderr)
 	}
-	if code, _, stderr := runVerityCLI(t, "verity", "dump", sb, "--hash-offset=1048576"); code != 0 {
+	if code, _, stderr := runCaptured(t, "verity", "dump", sb, "--hash-offset=1048576"); code != 0 {
 		t.Fatalf("dump at offset: %s", stderr)
 	}
 
 	// A failure leaves the data file as it was.
 	before, _ := os.ReadFile(data)
-	code, _, stderr = runVerityCLI(t, "verity", "format", data, data, "--hash-offset=4096", "--data-blocks=2")
+	code, _, stderr = runCaptured(t, "verity", "format", data, data, "--hash-offset=4096", "--data-blocks=2")
 	if code != 1 || !strings.Contains(stderr, "overlaps the hash area") {
 		t.Fatalf("overlap: %d %s", code, stderr)
 	}
@@ -158,7 +135,7 @@ func TestVerityBadInput(t *testing.T) {
 	odd := filepath.Join(dir, "odd")
 	writeVerityData(t, odd, 5000)
 	good := filepath.Join(dir, "good")
-	if code, _, stderr := runVerityCLI(t, "verity", "format", data, good); code != 0 {
+	if code, _, stderr := runCaptured(t, "verity", "format", data, good); code != 0 {
 		t.Fatal(stderr)
 	}
 	goodBytes, _ := os.ReadFile(good)
@@ -199,7 +176,7 @@ func TestVerityBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, stderr := runVerityCLI(t, tc.args...)
+			code, _, stderr := runCaptured(t, tc.args...)
 			if code != tc.code || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.want)
 			}
@@ -231,7 +208,7 @@ func TestVerityCompletion(t *testing.T) {
 		{[]string{"__complete", "verity", "verify", "--format", ""}, []string{"0\tChrome OS", "1\tnormal"}},
 	}
 	for _, tc := range tests {
-		code, out, stderr := runVerityCLI(t, tc.args...)
+		code, out, stderr := runCaptured(t, tc.args...)
 		if code != 0 {
 			t.Fatalf("%v: exit %d: %s", tc.args, code, stderr)
 		}
@@ -299,7 +276,7 @@ func TestVerityCLIAgainstVeritysetup(t *testing.T) {
 			if m == nil {
 				t.Fatalf("no root hash from veritysetup:\n%s", out)
 			}
-			code, stdout, stderr := runVerityCLI(t, append([]string{"verity", "format", ourData, ours}, args...)...)
+			code, stdout, stderr := runCaptured(t, append([]string{"verity", "format", ourData, ours}, args...)...)
 			if code != 0 {
 				t.Fatalf("imagebuilder verity format: exit %d: %s", code, stderr)
 			}
@@ -318,7 +295,7 @@ func TestVerityCLIAgainstVeritysetup(t *testing.T) {
 			if out, err := exec.Command(vs, append([]string{"verify", ourData, ours, string(m[1])}, vargs...)...).CombinedOutput(); err != nil {
 				t.Fatalf("veritysetup verify of ours: %v\n%s", err, out)
 			}
-			if code, _, stderr := runVerityCLI(t, append([]string{"verity", "verify", theirData, theirs, string(m[1])}, vargs...)...); code != 0 {
+			if code, _, stderr := runCaptured(t, append([]string{"verity", "verify", theirData, theirs, string(m[1])}, vargs...)...); code != 0 {
 				t.Fatalf("imagebuilder verity verify of theirs: %s", stderr)
 			}
 		})
