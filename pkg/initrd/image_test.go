@@ -15,9 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/imagebuilder/imagebuilder/internal/ocitest"
 	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
 )
 
@@ -63,25 +62,7 @@ func tarBytes(t *testing.T, ents []tarEnt) []byte {
 // layout with go-containerregistry, tagged v1.
 func writeOCILayout(t *testing.T, dir string, layers ...[]byte) string {
 	t.Helper()
-	img := empty.Image
-	for _, l := range layers {
-		l := l
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l)), nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf.OS, cf.Architecture = "linux", "amd64"
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
+	img := ocitest.Image(t, nil, layers...)
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		t.Fatal(err)

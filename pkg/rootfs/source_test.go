@@ -25,7 +25,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
+	"github.com/imagebuilder/imagebuilder/internal/ocitest"
 )
 
 // writeLayout writes an OCI image layout with the given (uncompressed) layer
@@ -174,20 +176,7 @@ func TestSourceKinds(t *testing.T) {
 	multiPlatform(t, multi)
 	flat := flatPlatforms(t, multi, filepath.Join(dir, "flat"))
 	// docker save format through go-containerregistry.
-	img := mutate.MediaType(empty.Image, "application/vnd.docker.distribution.manifest.v2+json")
-	for _, l := range layers {
-		l := l
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l)), nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cf, _ := img.ConfigFile()
-	cf.Architecture, cf.OS = "amd64", "linux"
-	img, _ = mutate.ConfigFile(img, cf)
+	img := ocitest.Image(t, mutate.MediaType(empty.Image, "application/vnd.docker.distribution.manifest.v2+json"), layers...)
 	tag, _ := name.NewTag("example.com/test:v1")
 	if err := tarball.WriteToFile(filepath.Join(dir, "docker.tar"), tag, img); err != nil {
 		t.Fatal(err)
@@ -268,20 +257,7 @@ func TestRegistry(t *testing.T) {
 
 	dir := t.TempDir()
 	layers := smallLayers(t)
-	img := empty.Image
-	for _, l := range layers {
-		l := l
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l)), nil })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cf, _ := img.ConfigFile()
-	cf.Architecture, cf.OS = "amd64", "linux"
-	img, _ = mutate.ConfigFile(img, cf)
+	img := ocitest.Image(t, nil, layers...)
 	ref, err := name.ParseReference(host + "/pod/base:v1")
 	if err != nil {
 		t.Fatal(err)
