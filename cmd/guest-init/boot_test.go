@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
@@ -25,37 +26,19 @@ import (
 // boot of the real Debian systemd image (this init, pkg/rootfs's disk, up
 // to systemd's default target) is pkg/rootfs's TestSystemdBoot.
 
-func cacheDir() string {
-	if d := os.Getenv("IMAGEBUILDER_CACHE"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "imagebuilder")
-}
-
 // needTools skips (or, under CI, fails) when a tool or fixture is missing.
 func needBoot(t *testing.T) (vmlinuz, modDir string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boot test skipped under -short")
 	}
-	missing := func(what string) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s missing (make deps installs it)", what)
-		}
-		t.Skipf("%s missing: run scripts/testdeps.sh", what)
-	}
 	for _, tool := range []string{"qemu-system-x86_64", "mkfs.erofs", "veritysetup", "sgdisk"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			missing(tool)
+			fixtures.Missing(t, "%s missing (make deps installs it)", tool)
 		}
 	}
-	kd := filepath.Join(cacheDir(), "debian-kernel")
-	ver, err := os.ReadFile(filepath.Join(kd, "version"))
-	if err != nil {
-		missing("Debian kernel fixture " + kd)
-	}
-	return filepath.Join(kd, "vmlinuz"), filepath.Join(kd, "lib", "modules", strings.TrimSpace(string(ver)))
+	k := fixtures.DebianKernel(t)
+	return k.Vmlinuz, k.ModulesDir
 }
 
 func runCmd(t *testing.T, dir string, env []string, name string, args ...string) string {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 )
 
 // fakeModules writes a modules tree of minimal ELF modules, without
@@ -148,19 +150,7 @@ func TestResolveModules(t *testing.T) {
 // Debian kernel tree (scripts/fixtures/debian-kernel.sh); the order is the
 // one that boots (docs: rootfs.md).
 func TestDebianModules(t *testing.T) {
-	cache := os.Getenv("IMAGEBUILDER_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "imagebuilder")
-	}
-	ver, err := os.ReadFile(filepath.Join(cache, "debian-kernel", "version"))
-	if err != nil {
-		if testing.Short() || os.Getenv("CI") == "" {
-			t.Skip("Debian kernel fixture missing (scripts/fixtures/debian-kernel.sh)")
-		}
-		t.Fatal(err)
-	}
-	ms, err := OpenModules(filepath.Join(cache, "debian-kernel", "lib", "modules", strings.TrimSpace(string(ver))))
+	ms, err := OpenModules(fixtures.DebianKernel(t).ModulesDir)
 	if err != nil {
 		t.Fatal(err)
 	}

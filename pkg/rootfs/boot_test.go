@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 )
 
 // bootModules are the Debian 6.1 modules that reach an erofs on virtio-blk,
@@ -60,20 +62,8 @@ func TestKernelMount(t *testing.T) {
 	qemu := needTool(t, "qemu-system-x86_64")
 	needTool(t, "cpio")
 	busybox := needTool(t, "busybox")
-	cache := os.Getenv("IMAGEBUILDER_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "imagebuilder")
-	}
-	kdir := filepath.Join(cache, "debian-kernel")
-	ver, err := os.ReadFile(filepath.Join(kdir, "version"))
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("kernel fixture missing (scripts/fixtures/debian-kernel.sh): %v", err)
-		}
-		t.Skipf("kernel fixture missing: %v", err)
-	}
-	mods := filepath.Join(kdir, "lib", "modules", strings.TrimSpace(string(ver)), "kernel")
+	kernel := fixtures.DebianKernel(t)
+	mods := filepath.Join(kernel.ModulesDir, "kernel")
 
 	dir := t.TempDir()
 	opts, _ := smallBuild(t, dir)
@@ -112,7 +102,7 @@ func TestKernelMount(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	q := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
-		"-kernel", filepath.Join(kdir, "vmlinuz"), "-initrd", initrd,
+		"-kernel", kernel.Vmlinuz, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 quiet loglevel=3",
 		"-drive", "file="+img+",format=raw,if=virtio,readonly=on")
 	out, err := q.CombinedOutput()

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 )
 
 // debianFixture returns the cache directory of the Debian bookworm minbase
@@ -14,19 +16,7 @@ func debianFixture(t testing.TB) string {
 	if testing.Short() {
 		t.Skip("Debian fixture tests skipped with -short")
 	}
-	cache := os.Getenv("IMAGEBUILDER_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "imagebuilder")
-	}
-	dir := filepath.Join(cache, "debian-systemd")
-	if _, err := os.Stat(filepath.Join(dir, "oci", "index.json")); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("fixture missing (make deps runs scripts/fixtures/debian-systemd.sh): %v", err)
-		}
-		t.Skipf("fixture missing, run scripts/fixtures/debian-systemd.sh: %v", err)
-	}
-	return dir
+	return fixtures.DebianSystemd(t)
 }
 
 // TestDebianSystemd builds the real systemd root and checks it with the

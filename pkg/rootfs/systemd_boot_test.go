@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 )
 
 // TestSystemdBoot boots the Debian systemd image end to end: the project's
@@ -36,19 +38,7 @@ func TestSystemdBoot(t *testing.T) {
 	fix := debianFixture(t)
 	qemu := needTool(t, "qemu-system-x86_64")
 	repo, _ := filepath.Abs("../..")
-	cache := os.Getenv("IMAGEBUILDER_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "imagebuilder")
-	}
-	kdir := filepath.Join(cache, "debian-kernel")
-	ver, err := os.ReadFile(filepath.Join(kdir, "version"))
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("kernel fixture missing (scripts/fixtures/debian-kernel.sh): %v", err)
-		}
-		t.Skipf("kernel fixture missing: %v", err)
-	}
+	kernel := fixtures.DebianKernel(t)
 	dir := t.TempDir()
 	gobuild := func(pkg, out string) {
 		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
@@ -63,7 +53,7 @@ func TestSystemdBoot(t *testing.T) {
 	initrd := filepath.Join(dir, "initrd.img")
 	out, err := exec.Command(filepath.Join(dir, "imagebuilder"), "initrd", "build",
 		"--verity-init", filepath.Join(dir, "guest-init"),
-		"--modules-dir", filepath.Join(kdir, "lib", "modules", strings.TrimSpace(string(ver))),
+		"--modules-dir", kernel.ModulesDir,
 		"--module", "virtio_pci,virtio_blk,dm-verity,erofs", "--compress", "zstd", "-o", initrd).CombinedOutput()
 	if err != nil {
 		t.Fatalf("initrd build: %v\n%s", err, out)
@@ -80,7 +70,7 @@ func TestSystemdBoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), vmTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot",
-		"-kernel", filepath.Join(kdir, "vmlinuz"), "-initrd", initrd,
+		"-kernel", kernel.Vmlinuz, "-initrd", initrd,
 		"-append", "console=ttyS0 panic=-1 "+d.Cmdline.IBRoot,
 		"-drive", "file="+img+",format=raw,if=virtio,readonly=on")
 	pr, pw, err := os.Pipe()

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
 
@@ -129,20 +129,9 @@ func checkBoot(t *testing.T, k *BzImage, img *Image, file []byte, cmdline string
 // caches, skipping when it is absent outside CI.
 func debianKernel(t testing.TB) []byte {
 	t.Helper()
-	cache := os.Getenv("IMAGEBUILDER_CACHE")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cache = filepath.Join(home, ".cache", "imagebuilder")
-	}
-	data, err := os.ReadFile(filepath.Join(cache, "debian-kernel", "vmlinuz"))
+	data, err := os.ReadFile(fixtures.DebianKernel(t).Vmlinuz)
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Debian kernel fixture missing (run scripts/fixtures/debian-kernel.sh): %v", err)
-		}
-		t.Skipf("Debian kernel fixture missing (run scripts/fixtures/debian-kernel.sh): %v", err)
+		t.Fatal(err)
 	}
 	return data
 }
