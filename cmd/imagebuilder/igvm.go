@@ -16,16 +16,8 @@ func init() { register(newIgvmCmd) }
 // newIgvmCmd is the "igvm" command group; other areas add subcommands with
 // registerSub("igvm", ...).
 func newIgvmCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "igvm",
-		Short: "Build and inspect IGVM files (the SEV-SNP guest image cloud-hypervisor loads)",
-		Args:  exactArgs(0),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return cmd.Help()
-		},
-	}
-	cmd.AddCommand(newIgvmInspectCmd())
-	return cmd
+	return newGroupCmd("igvm", "Build and inspect IGVM files (the SEV-SNP guest image cloud-hypervisor loads)", "",
+		newIgvmInspectCmd())
 }
 
 func newIgvmInspectCmd() *cobra.Command {

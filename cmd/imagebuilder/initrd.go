@@ -19,12 +19,8 @@ import (
 func init() { register(newInitrdCmd) }
 
 func newInitrdCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "initrd",
-		Short: "Build and list reproducible initramfs archives (newc cpio)",
-	}
-	cmd.AddCommand(newInitrdBuildCmd(), newInitrdListCmd())
-	return cmd
+	return newGroupCmd("initrd", "Build and list reproducible initramfs archives (newc cpio)", "",
+		newInitrdBuildCmd(), newInitrdListCmd())
 }
 
 type initrdBuildFlags struct {

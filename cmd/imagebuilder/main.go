@@ -8,12 +8,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 )
 
 // Exit codes shared by every command.
@@ -63,7 +69,11 @@ filesystem disk and the expected launch measurement. Identical inputs give
 identical bytes on every machine; all timestamps come from SOURCE_DATE_EPOCH.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
+		Args:          noSubcommandArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
 	})
@@ -77,14 +87,47 @@ identical bytes on every machine; all timestamps come from SOURCE_DATE_EPOCH.`,
 	return root
 }
 
+// interruptGrace is how long a command may take to stop after SIGINT or
+// SIGTERM cancelled its context before the process cleans up and exits.
+const interruptGrace = time.Second
+
 // run executes the CLI with args and returns the process exit code; errors
-// are printed as one line on stderr.
+// are printed as one line on stderr. SIGINT and SIGTERM cancel the
+// command's context; a command that has not returned a second later is cut
+// short: registered cleanups run (atomicfile.Cleanup) and the process
+// exits with 128 + the signal number, as a shell reports it.
 func run(args []string) int {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			cancel(interruptedError{s})
+			select {
+			case <-sigs:
+			case <-time.After(interruptGrace):
+			}
+			atomicfile.Cleanup()
+			fmt.Fprintf(os.Stderr, "imagebuilder: interrupted by %v\n", s)
+			os.Exit(signalExitCode(s))
+		case <-ctx.Done():
+		}
+	}()
+
 	root := newRootCmd()
 	root.SetArgs(args)
-	cmd, err := root.ExecuteC()
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	var intr interruptedError
+	if errors.As(context.Cause(ctx), &intr) {
+		atomicfile.Cleanup()
+		fmt.Fprintf(os.Stderr, "imagebuilder: %s: %v\n", commandName(cmd), intr)
+		return signalExitCode(intr.sig)
 	}
 	// Messages that start with a command path ("imagebuilder verity
 	// format: ...") would repeat the program name after the prefix.
@@ -95,10 +138,35 @@ func run(args []string) int {
 		if cmd != nil {
 			msg += fmt.Sprintf(" (see '%s --help')", cmd.CommandPath())
 		}
-		fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", msg)
+		fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", oneLine(msg))
 		return exitUsage
 	}
-	fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", msg)
+	fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", oneLine(msg))
+	return exitFailure
+}
+
+// commandName is the command path without the program name.
+func commandName(cmd *cobra.Command) string {
+	if cmd == nil {
+		return "imagebuilder"
+	}
+	return strings.TrimPrefix(cmd.CommandPath(), "imagebuilder ")
+}
+
+// oneLine keeps an error message on one line.
+func oneLine(s string) string {
+	return strings.ReplaceAll(strings.TrimSpace(s), "\n", " ")
+}
+
+// interruptedError is the cause of the context cancelled by a signal.
+type interruptedError struct{ sig os.Signal }
+
+func (e interruptedError) Error() string { return "interrupted by " + e.sig.String() }
+
+func signalExitCode(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
 	return exitFailure
 }
 

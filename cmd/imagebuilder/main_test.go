@@ -20,6 +20,13 @@ func TestExitCodes(t *testing.T) {
 		{"missing argument", []string{"verity", "format", "x"}, exitUsage, "imagebuilder: verity format: takes 2 argument(s), got 1"},
 		{"bad flag value", []string{"verity", "format", "x", "y", "--data-blocks=many"}, exitUsage, "invalid argument"},
 		{"completion", []string{"completion", "bash"}, exitOK, ""},
+		{"version flag", []string{"--version"}, exitOK, ""},
+		{"typo in a subcommand", []string{"verity", "fromat"}, exitUsage, `unknown command "fromat" for "imagebuilder verity"; did you mean "format"?`},
+		{"unknown rootfs subcommand", []string{"rootfs", "foo"}, exitUsage, `unknown command "foo" for "imagebuilder rootfs"`},
+		{"typo in igvm", []string{"igvm", "biuld"}, exitUsage, `unknown command "biuld" for "imagebuilder igvm"`},
+		{"typo in measure", []string{"measure", "igmv"}, exitUsage, `unknown command "igmv" for "imagebuilder measure"; did you mean "igvm"?`},
+		{"typo at the top", []string{"verty"}, exitUsage, `unknown command "verty" for "imagebuilder"; did you mean "verity"?`},
+		{"group without subcommand", []string{"initrd"}, exitOK, ""},
 		{"completion zsh", []string{"completion", "zsh"}, exitOK, ""},
 	}
 	for _, tc := range tests {

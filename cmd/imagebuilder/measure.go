@@ -22,14 +22,9 @@ func init() {
 }
 
 func newMeasureCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "measure",
-		Short: "Compute the expected SEV-SNP launch digest of boot artifacts",
-		Long: `measure computes the 48-byte launch digest the AMD SEV-SNP firmware will
-report for a guest, for the hypervisor that loads it.`,
-		Args: exactArgs(0),
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
-	}
+	return newGroupCmd("measure", "Compute the expected SEV-SNP launch digest of boot artifacts",
+		`measure computes the 48-byte launch digest the AMD SEV-SNP firmware will
+report for a guest, for the hypervisor that loads it.`)
 }
 
 // kvmFlags are the flags that describe a KVM host.

@@ -16,12 +16,8 @@ import (
 func init() { register(newRootfsCmd) }
 
 func newRootfsCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "rootfs",
-		Short: "Build and inspect the dm-verity protected root file system disk",
-	}
-	cmd.AddCommand(newRootfsBuildCmd(), newRootfsInspectCmd())
-	return cmd
+	return newGroupCmd("rootfs", "Build and inspect the dm-verity protected root file system disk", "",
+		newRootfsBuildCmd(), newRootfsInspectCmd())
 }
 
 // rootfsSourceDateEpoch reads SOURCE_DATE_EPOCH (default 0).

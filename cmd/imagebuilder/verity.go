@@ -17,16 +17,12 @@ import (
 func init() { register(newVerityCmd) }
 
 func newVerityCmd() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "verity",
-		Short: "Build, check and show dm-verity hash trees (veritysetup compatible)",
-		Long: `Build, check and show dm-verity hash trees, byte for byte as
+	return newGroupCmd("verity", "Build, check and show dm-verity hash trees (veritysetup compatible)",
+		`Build, check and show dm-verity hash trees, byte for byte as
 veritysetup format (cryptsetup 2.6) writes them, with flags named as
 veritysetup names them. Salt and UUID come from --salt/--uuid or are
 derived from --seed, never from randomness.`,
-	}
-	cmd.AddCommand(newVerityFormatCmd(), newVerityVerifyCmd(), newVerityDumpCmd())
-	return cmd
+		newVerityFormatCmd(), newVerityVerifyCmd(), newVerityDumpCmd())
 }
 
 // verityFlags are the tree parameters shared by format and verify.
