@@ -23,6 +23,7 @@ import subprocess
 import sys
 import binascii
 
+sys.dont_write_bytecode = True  # keep the tree clean when imported
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kvm_model  # noqa: E402
 
