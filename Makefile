@@ -30,6 +30,7 @@ deps:
 	@scripts/testdeps.sh
 
 test: deps
+	python3 scripts/measure/kvm_testfiles.py --check testdata
 	$(GO) test $(TESTFLAGS) ./...
 
 test-short:
