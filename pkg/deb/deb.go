@@ -20,10 +20,10 @@ type Compression string
 // Compressions dpkg-deb writes (bzip2 and lzma, which only very old
 // packages use, are refused).
 const (
-	None  Compression = "none"
-	Gzip  Compression = "gzip"
-	XZ    Compression = "xz"
-	Zstd  Compression = "zstd"
+	None Compression = "none"
+	Gzip Compression = "gzip"
+	XZ   Compression = "xz"
+	Zstd Compression = "zstd"
 )
 
 var suffixes = []struct {

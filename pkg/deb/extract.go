@@ -245,4 +245,3 @@ func (x *extractor) finish() error {
 	}
 	return nil
 }
-
