@@ -50,7 +50,7 @@ type Entry struct {
 	// element, slash-separated ("boot/vmlinuz-6.1.0-57-amd64").
 	Path string      `json:"path"`
 	Type EntryType   `json:"type"`
-	Mode fs.FileMode `json:"mode"` // permission bits with setuid, setgid and sticky
+	Mode fs.FileMode `json:"mode"` // permissions, setuid, setgid, sticky, and fs.ModeDir or fs.ModeSymlink
 	Size int64       `json:"size"` // of a regular file
 	// Linkname is a symlink's target as written (any string: it is never
 	// followed), or a hard link's checked target path.
@@ -272,6 +272,12 @@ func checkEntry(m Member, h *tar.Header, seen map[string]EntryType) (*Entry, err
 	}
 	if h.Mode&0o1000 != 0 {
 		mode |= fs.ModeSticky
+	}
+	switch typ {
+	case TypeDir:
+		mode |= fs.ModeDir
+	case TypeSymlink:
+		mode |= fs.ModeSymlink
 	}
 	e := &Entry{Name: h.Name, Path: p, Type: typ, Mode: mode, UID: h.Uid, GID: h.Gid, ModTime: h.ModTime}
 	switch typ {
