@@ -221,7 +221,7 @@ func checkEntry(m Member, h *tar.Header, seen map[string]EntryType) (*Entry, err
 	}
 	var typ EntryType
 	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg: // tar.Reader turns the legacy TypeRegA into TypeReg or TypeDir
 		typ = TypeReg
 	case tar.TypeDir:
 		typ = TypeDir
