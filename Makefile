@@ -23,6 +23,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GOBUILD) -o $(BIN)/imagebuilder ./cmd/imagebuilder
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-buildid= -s -w' -o $(BIN)/guest-init ./cmd/guest-init
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-buildid= -s -w' -o $(BIN)/kata-agent-standin ./examples/kata-agent-standin
 
 # deps installs the Debian packages and fetches the cached fixtures the tests
 # need; it does nothing for what is already present.
