@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
 func writeVerityData(t *testing.T, path string, n int) []byte {
@@ -22,6 +24,27 @@ func writeVerityData(t *testing.T, path string, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// verityJSON is the documented JSON form of verity.Result (docs/verity.md),
+// key by key, to check what the CLI prints.
+type verityJSON struct {
+	RootHash       string `json:"root_hash,omitempty"`
+	HashAlgorithm  string `json:"hash_algorithm"`
+	HashType       uint32 `json:"hash_type"`
+	DataBlockSize  uint32 `json:"data_block_size"`
+	HashBlockSize  uint32 `json:"hash_block_size"`
+	DataBlocks     uint64 `json:"data_blocks"`
+	Salt           string `json:"salt"`
+	UUID           string `json:"uuid,omitempty"`
+	Superblock     bool   `json:"superblock"`
+	HashOffset     uint64 `json:"hash_offset"`
+	HashStartBlock uint64 `json:"hash_start_block"`
+	HashBlocks     uint64 `json:"hash_blocks"`
+	Levels         int    `json:"levels"`
+	HashDeviceSize int64  `json:"hash_device_size"`
+	Table          string `json:"table,omitempty"`
+	SystemdCmdline string `json:"systemd_cmdline,omitempty"`
 }
 
 func TestVerityFormatVerifyDump(t *testing.T) {
@@ -156,23 +179,42 @@ func TestVerityBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"dbs not power of two", []string{"verity", "format", data, out, "--data-block-size=3000"}, 1, "data block size 3000 is not a power of two"},
-		{"hbs out of range", []string{"verity", "format", data, out, "--hash-block-size=131072"}, 1, "hash block size 131072"},
-		{"dbs too small", []string{"verity", "format", data, out, "--data-block-size=256"}, 1, "data block size 256"},
-		{"salt not hex", []string{"verity", "format", data, out, "--salt=xyz"}, 1, `salt "xyz" is not hex`},
-		{"salt too long", []string{"verity", "format", data, out, "--salt=" + strings.Repeat("ab", 257)}, 1, "salt is 257 bytes"},
-		{"unknown algorithm", []string{"verity", "format", data, out, "--hash=md5"}, 1, `unknown hash algorithm "md5"`},
-		{"bad uuid", []string{"verity", "format", data, out, "--uuid=nope"}, 1, `UUID "nope"`},
+		{"dbs not power of two", []string{"verity", "format", data, out, "--data-block-size=3000"}, 2, "data block size 3000 is not a power of two"},
+		{"hbs out of range", []string{"verity", "format", data, out, "--hash-block-size=131072"}, 2, "hash block size 131072"},
+		{"dbs too small", []string{"verity", "format", data, out, "--data-block-size=256"}, 2, "data block size 256"},
+		{"salt not hex", []string{"verity", "format", data, out, "--salt=xyz"}, 2, `salt "xyz" is not hex`},
+		{"salt too long", []string{"verity", "format", data, out, "--salt=" + strings.Repeat("ab", 257)}, 2, "salt is 257 bytes"},
+		{"unknown algorithm", []string{"verity", "format", data, out, "--hash=md5"}, 2, `unknown hash algorithm "md5"`},
+		{"bad uuid", []string{"verity", "format", data, out, "--uuid=nope"}, 2, `UUID "nope"`},
 		{"size not multiple", []string{"verity", "format", odd, out}, 1, "data size 5000 is not a multiple of the data block size 4096"},
 		{"missing data", []string{"verity", "format", filepath.Join(dir, "nothing"), out}, 1, "no such file"},
 		{"hash file too small", []string{"verity", "verify", data, short, root}, 1, "hash device is too small"},
 		{"wrong magic", []string{"verity", "dump", badMagic}, 1, "bad magic"},
 		{"wrong version", []string{"verity", "dump", badVersion}, 1, "unsupported superblock version 2"},
 		{"verify wrong magic", []string{"verity", "verify", data, badMagic, root}, 1, "bad magic"},
-		{"root hash not hex", []string{"verity", "verify", data, good, "xyz"}, 1, `root hash "xyz" is not hex`},
+		{"root hash not hex", []string{"verity", "verify", data, good, "xyz"}, 2, `root hash "xyz" is not hex`},
 		{"wrong root hash", []string{"verity", "verify", data, good, root}, 1, "does not match the root hash"},
 		{"no root hash", []string{"verity", "verify", data, good}, 2, "give ROOTHASH"},
 		{"format args", []string{"verity", "format", data}, 2, "takes 2 argument"},
+		// Every bad flag value is a usage error naming its flag (exit 2).
+		{"bad format", []string{"verity", "format", data, out, "--format=2"}, 2, "--format: hash format 2"},
+		{"offset unaligned", []string{"verity", "format", data, out, "--hash-offset=100"}, 2, "--hash-offset: hash offset 100 is not a multiple of 512"},
+		{"offset unaligned nosb", []string{"verity", "format", data, out, "--no-superblock", "--hash-offset=512"}, 2, "--hash-offset: hash offset 512 is not a multiple of the hash block size 4096"},
+		{"verify bad hash", []string{"verity", "verify", data, good, root, "--hash=sha3"}, 2, `--hash: unknown hash algorithm "sha3"`},
+		{"verify bad salt", []string{"verity", "verify", data, good, root, "--salt=zz"}, 2, `--salt: salt "zz" is not hex`},
+		{"verify bad uuid", []string{"verity", "verify", data, good, root, "--uuid=x"}, 2, `--uuid: UUID "x"`},
+		{"verify nosb without salt", []string{"verity", "verify", data, good, root, "--no-superblock"}, 2, "--no-superblock needs --salt"},
+		{"dump offset unaligned", []string{"verity", "dump", good, "--hash-offset=100"}, 2, "--hash-offset: hash offset 100 is not a multiple of 512"},
+		{"empty json file", []string{"verity", "dump", good, "--json="}, 2, "empty file name"},
+		{"seed without effect", []string{"verity", "format", data, out, "--seed=x", "--salt=-", "--uuid=" + verity.FormatUUID([16]byte{1})}, 2, "--seed: has no effect"},
+		{"hash to stdout", []string{"verity", "format", data, "-"}, 2, "HASH -: stdin and stdout are not supported"},
+		{"data from stdin", []string{"verity", "verify", "-", good, root}, 2, "DATA -: stdin and stdout are not supported"},
+		// The work fails: exit 1, naming the command and the file.
+		{"root hash file missing", []string{"verity", "verify", data, good, "--root-hash-file", filepath.Join(dir, "nothing")}, 1, "verity verify " + data + " " + good + ": open " + filepath.Join(dir, "nothing") + ": no such file"},
+		{"dump missing", []string{"verity", "dump", filepath.Join(dir, "nothing")}, 1, "verity dump: open " + filepath.Join(dir, "nothing") + ": no such file"},
+		{"root hash wrong length", []string{"verity", "verify", data, good, "00"}, 1, "root hash is 1 bytes, a sha256 digest is 32"},
+		{"verify flag disagrees", []string{"verity", "verify", data, good, root, "--hash-block-size=512"}, 1, "superblock at offset 0 says hash block size 4096, expected 512"},
+		{"verify format disagrees", []string{"verity", "verify", data, good, root, "--format=0"}, 1, "superblock at offset 0 says hash format 1, expected 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -299,5 +341,37 @@ func TestVerityCLIAgainstVeritysetup(t *testing.T) {
 				t.Fatalf("imagebuilder verity verify of theirs: %s", stderr)
 			}
 		})
+	}
+}
+
+// TestVerityVerifyLoweredDataBlocks is the recipe of issue 10: a hash
+// device whose superblock data_blocks was lowered from 256 to 255 (bytes
+// 72-73) still has a valid tree and root hash for the first 255 blocks,
+// and veritysetup verify rejects it ("Spare area is not zeroed"); so must
+// we.
+func TestVerityVerifyLoweredDataBlocks(t *testing.T) {
+	dir := t.TempDir()
+	data, hash := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+	writeVerityData(t, data, 256*4096)
+	root := filepath.Join(dir, "root")
+	if code, _, stderr := runCaptured(t, "verity", "format", data, hash, "--root-hash-file", root); code != 0 {
+		t.Fatal(stderr)
+	}
+	b, _ := os.ReadFile(hash)
+	if b[72] != 0 || b[73] != 1 {
+		t.Fatalf("data_blocks bytes %x, want 0001 (256)", b[72:74])
+	}
+	b[72], b[73] = 255, 0
+	os.WriteFile(hash, b, 0o644)
+	code, _, stderr := runCaptured(t, "verity", "verify", data, hash, "--root-hash-file", root)
+	if code != 1 || !strings.Contains(stderr, "its spare area is not zero") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("verify of the lowered superblock: exit %d %q", code, stderr)
+	}
+	if vs, err := exec.LookPath("veritysetup"); err == nil {
+		rh, _ := os.ReadFile(root)
+		out, err := exec.Command(vs, "verify", data, hash, strings.TrimSpace(string(rh))).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Spare area is not zeroed") {
+			t.Fatalf("veritysetup verify: %v\n%s", err, out)
+		}
 	}
 }

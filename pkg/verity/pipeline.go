@@ -1,6 +1,7 @@
 package verity
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -69,7 +70,10 @@ func readerSource(r io.Reader, bs uint64) blockSource {
 //
 // With mm set (parallelRead only), chunks are mapped from the file instead
 // of read into buffers, falling back to src when mapping fails.
-func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint64, g *geometry, p *Params,
+//
+// Cancelling ctx stops the reader and the workers at their next chunk (or
+// next piece of a chunk being read); hashData then returns ctx.Err().
+func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint64, g *geometry, p *Params,
 	emit func(first uint64, digests []byte) error) error {
 	workers := min(runtime.GOMAXPROCS(0), maxWorkers)
 	per := max(chunkSize(workers)/bs, 1)
@@ -90,6 +94,16 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 	var stopOnce sync.Once
 	stop := func() { stopOnce.Do(func() { close(done) }) }
 	defer stop()
+	// Cancellation closes done, which every goroutine here watches.
+	defer context.AfterFunc(ctx, stop)()
+	stopped := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}
 
 	// At most `window` chunks are between being handed out and being
 	// emitted, which bounds the reorder buffer.
@@ -197,6 +211,9 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 						}
 						d = digestPool.Get().([]byte)[:0]
 						for i := uint64(0); i < n && err == nil; {
+							if stopped() {
+								return
+							}
 							k := min(uint64(len(buf))/bs, n-i)
 							b := buf[:k*bs]
 							if err = src(first+i, b); err == nil {
@@ -258,6 +275,9 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				defer wg.Done()
 				h := g.hasher(p)
 				for j := range jobs {
+					if stopped() {
+						return
+					}
 					d := hashChunk(h, j.buf)
 					free <- j.buf[:cap(j.buf)]
 					if !send(result{idx: j.idx, digests: d}) {
@@ -271,6 +291,9 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 	wg.Wait()
 	stop()
 	if firstErr == nil && want != nchunks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		return fmt.Errorf("internal error: %d of %d chunks hashed", want, nchunks)
 	}
 	return firstErr
