@@ -13,7 +13,7 @@ import (
 // maxMemoryScratch is the largest hash area PrepareAppended keeps in
 // memory (the hash area of about 2 GiB of data with the default
 // parameters); larger ones go to an unnamed temporary file.
-const maxMemoryScratch = 16 << 20
+var maxMemoryScratch int64 = 16 << 20
 
 // commitPiece is how much of the hash area Commit writes at a time, between
 // checks of the context.

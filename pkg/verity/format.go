@@ -65,6 +65,9 @@ func FormatStream(ctx context.Context, data io.Reader, hash io.WriterAt, p Param
 }
 
 func format(ctx context.Context, src blockSource, parallel bool, mm *mmapper, hash io.WriterAt, p Params) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
 	g, err := newGeometry(&p, p.DataBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("verity: %w", err)

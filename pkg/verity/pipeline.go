@@ -101,7 +101,7 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 		case <-done:
 			return true
 		default:
-			return false
+			return ctx.Err() != nil
 		}
 	}
 
@@ -191,7 +191,7 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 					idx := next
 					next++
 					mu.Unlock()
-					if idx >= nchunks {
+					if idx >= nchunks || stopped() {
 						return
 					}
 					first, n := chunkRange(idx)
@@ -254,6 +254,9 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 				select {
 				case buf = <-free:
 				case <-done:
+					return
+				}
+				if stopped() {
 					return
 				}
 				first, n := chunkRange(idx)
