@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
@@ -373,5 +375,159 @@ func TestVerityVerifyLoweredDataBlocks(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), "Spare area is not zeroed") {
 			t.Fatalf("veritysetup verify: %v\n%s", err, out)
 		}
+	}
+}
+
+// sparseData makes a file of size bytes of zeros (a hole: it costs no
+// disk, and hashing it takes long enough to interrupt).
+func sparseData(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestVerityFormatInterrupted kills, terminates or interrupts a real
+// `imagebuilder verity format` process while it hashes 1 GiB: nothing is
+// left in the directory but DATA, unchanged in size, whether HASH is a
+// file of its own (an unnamed file until complete) or DATA itself (the
+// hash area is computed before DATA is touched); SIGINT and SIGTERM stop
+// the command through its context (it names itself when it stops, which
+// the one-second fallback in run does not), with exit status 130 and 143.
+func TestVerityFormatInterrupted(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs /proc to see when the child has started")
+	}
+	const size = 1 << 30
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM, syscall.SIGINT} {
+		for _, appended := range []bool{false, true} {
+			name := sig.String()
+			if appended {
+				name += " appended"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				dir := t.TempDir()
+				data := filepath.Join(dir, "data")
+				sparseData(t, data, size)
+				hash := filepath.Join(dir, "hash")
+				if appended {
+					hash = data
+				}
+				cmd := cliCommand("verity", "format", data, hash, "--root-hash-file", filepath.Join(dir, "root"), "--json="+filepath.Join(dir, "json"))
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				if !waitOpen(cmd.Process.Pid, 10*time.Second, func(p string) bool { return p == data }) {
+					cmd.Process.Kill()
+					cmd.Wait()
+					t.Fatalf("the child never opened %s: %s", data, stderr.String())
+				}
+				time.Sleep(100 * time.Millisecond)
+				cmd.Process.Signal(sig)
+				err := cmd.Wait()
+				st := cmd.ProcessState
+				switch {
+				case sig == syscall.SIGKILL:
+					if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+						t.Fatalf("not killed: %v %s", err, stderr.String())
+					}
+				case st.ExitCode() != 128+int(sig):
+					t.Fatalf("exit %d (%v), want %d: %s", st.ExitCode(), err, 128+int(sig), stderr.String())
+				case !strings.Contains(stderr.String(), "imagebuilder: verity format: interrupted by"):
+					t.Fatalf("the command did not stop through its context: %q", stderr.String())
+				}
+				if names := dirNames(t, dir); len(names) != 1 || names[0] != "data" {
+					t.Fatalf("left behind: %v", names)
+				}
+				if fi, _ := os.Stat(data); fi.Size() != size {
+					t.Fatalf("DATA is %d bytes, was %d", fi.Size(), size)
+				}
+			})
+		}
+	}
+}
+
+// TestVerityFormatOutputsTogether: HASH, --root-hash-file and --json=FILE
+// appear together or not at all. An output that cannot be created
+// (--root-hash-file nodir/rh) fails before any work; an output whose
+// directory disappears while the tree is computed fails at the end; in
+// both cases no HASH is left, and an appended DATA keeps its size.
+func TestVerityFormatOutputsTogether(t *testing.T) {
+	for _, appended := range []bool{false, true} {
+		name := "separate"
+		if appended {
+			name = "appended"
+		}
+		t.Run(name+" nodir", func(t *testing.T) {
+			dir := t.TempDir()
+			data := filepath.Join(dir, "data")
+			writeVerityData(t, data, 64*4096)
+			hash := filepath.Join(dir, "hash")
+			if appended {
+				hash = data
+			}
+			rh := filepath.Join(dir, "nodir", "rh")
+			code, _, stderr := runCaptured(t, "verity", "format", data, hash, "--root-hash-file", rh)
+			if code != 1 || !strings.Contains(stderr, "output "+rh) || strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("exit %d %q", code, stderr)
+			}
+			if names := dirNames(t, dir); len(names) != 1 {
+				t.Fatalf("left behind: %v", names)
+			}
+			if st, _ := os.Stat(data); st.Size() != 64*4096 {
+				t.Fatalf("DATA is %d bytes", st.Size())
+			}
+		})
+		t.Run(name+" directory removed", func(t *testing.T) {
+			if _, err := os.Stat("/proc/self/fd"); err != nil {
+				t.Skip("needs /proc to see when the child has started")
+			}
+			t.Parallel()
+			dir := t.TempDir()
+			data := filepath.Join(dir, "data")
+			const size = 512 << 20
+			sparseData(t, data, size)
+			hash := filepath.Join(dir, "hash")
+			if appended {
+				hash = data
+			}
+			sub := filepath.Join(dir, "sub")
+			os.Mkdir(sub, 0o755)
+			cmd := cliCommand("verity", "format", data, hash, "--root-hash-file", filepath.Join(sub, "rh"))
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if !waitOpen(cmd.Process.Pid, 10*time.Second, func(p string) bool { return p == data }) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("the child never opened %s: %s", data, stderr.String())
+			}
+			// The root hash file is created (unnamed) before the work;
+			// an older imagebuilder wrote it after HASH was in place.
+			waitOpen(cmd.Process.Pid, 200*time.Millisecond, inDir(sub))
+			if err := os.RemoveAll(sub); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr.String(), filepath.Join(sub, "rh")) {
+				t.Fatalf("exit %v: %s", err, stderr.String())
+			}
+			if names := dirNames(t, dir); len(names) != 1 || names[0] != "data" {
+				t.Fatalf("left behind: %v", names)
+			}
+			if fi, _ := os.Stat(data); fi.Size() != size {
+				t.Fatalf("DATA is %d bytes, was %d", fi.Size(), size)
+			}
+		})
 	}
 }
