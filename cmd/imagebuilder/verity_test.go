@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
+	"github.com/imagebuilder/imagebuilder/internal/doctest"
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
@@ -527,6 +531,36 @@ func TestVerityFormatOutputsTogether(t *testing.T) {
 			}
 			if fi, _ := os.Stat(data); fi.Size() != size {
 				t.Fatalf("DATA is %d bytes, was %d", fi.Size(), size)
+			}
+		})
+	}
+}
+
+// TestVerityDocs runs every console example of docs/verity.md against
+// this CLI (the test binary run as imagebuilder) and veritysetup.
+func TestVerityDocs(t *testing.T) {
+	if _, err := exec.LookPath("veritysetup"); err != nil {
+		fixtures.Missing(t, "veritysetup is not installed (the examples compare with it; run scripts/testdeps.sh)")
+	}
+	self, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := doctest.Wrapper(t, "imagebuilder", []string{self, "-test.run=^TestCLIChildProcess$", "--"}, []string{cliChildEnv + "=1"})
+	doctest.Run(t, "../../docs/verity.md", doctest.Options{Path: []string{bin}})
+}
+
+// TestVerityDocsFlags: every flag of the verity commands is in
+// docs/verity.md.
+func TestVerityDocsFlags(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/verity.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range newVerityCmd().Commands() {
+		sub.Flags().VisitAll(func(f *pflag.Flag) {
+			if !strings.Contains(string(doc), "`--"+f.Name) {
+				t.Errorf("verity %s --%s is not in docs/verity.md", sub.Name(), f.Name)
 			}
 		})
 	}
