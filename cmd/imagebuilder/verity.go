@@ -102,13 +102,25 @@ func (f *verityFlags) params() verity.Params {
 	}
 }
 
-// checkArgs refuses "-" for DATA and HASH: neither is a stream (the data is
-// read at random offsets, the hash device written at them).
-func checkVerityArgs(cmd *cobra.Command, args []string) error {
+// checkVerityArgs refuses "-" for DATA and HASH (neither is a stream: the
+// data is read at random offsets, the hash device written at them) and a
+// directory as DATA, HASH or an output file.
+func checkVerityArgs(cmd *cobra.Command, args []string, outputs ...string) error {
 	for i, a := range args[:min(len(args), 2)] {
+		name := []string{"DATA", "HASH"}[i]
 		if a == "-" {
-			name := []string{"DATA", "HASH"}[i]
 			return usagef("%s: %s -: stdin and stdout are not supported (the file is read or written at random offsets); give a file name", commandName(cmd), name)
+		}
+		if st, err := os.Stat(a); err == nil && st.IsDir() {
+			return usagef("%s: %s %s: is a directory; give a file", commandName(cmd), name, a)
+		}
+	}
+	for _, o := range outputs {
+		if o == "" || o == "-" {
+			continue
+		}
+		if st, err := os.Stat(o); err == nil && st.IsDir() {
+			return usagef("%s: %s: is a directory; give a file name", commandName(cmd), o)
 		}
 	}
 	return nil
@@ -140,7 +152,7 @@ seed is used, so the output is always reproducible.`,
   imagebuilder verity format disk.img disk.img --hash-offset=1073741824 --json`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkVerityArgs(cmd, args); err != nil {
+			if err := checkVerityArgs(cmd, args, f.rootHashFile, f.json.path); err != nil {
 				return err
 			}
 			p, err := f.formatParams(cmd, seed)
@@ -349,7 +361,7 @@ describe the tree; --data-blocks defaults to all of DATA.`,
   imagebuilder verity verify rootfs.img rootfs.verity --root-hash-file=roothash.txt`,
 		Args: rangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkVerityArgs(cmd, args); err != nil {
+			if err := checkVerityArgs(cmd, args, f.json.path); err != nil {
 				return err
 			}
 			op := "verity verify " + args[0] + " " + args[1]
@@ -483,6 +495,9 @@ it describes, as "veritysetup dump" does.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if args[0] == "-" {
 				return usagef("verity dump: HASH -: stdin is not supported; give a file name")
+			}
+			if err := checkVerityArgs(cmd, nil, asJSON.path); err != nil {
+				return err
 			}
 			if hashOffset%512 != 0 {
 				return usagef("verity dump: --hash-offset: hash offset %d is not a multiple of 512", hashOffset)

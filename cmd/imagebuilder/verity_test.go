@@ -215,6 +215,9 @@ func TestVerityBadInput(t *testing.T) {
 		{"seed without effect", []string{"verity", "format", data, out, "--seed=x", "--salt=-", "--uuid=" + verity.FormatUUID([16]byte{1})}, 2, "--seed: has no effect"},
 		{"hash to stdout", []string{"verity", "format", data, "-"}, 2, "HASH -: stdin and stdout are not supported"},
 		{"data from stdin", []string{"verity", "verify", "-", good, root}, 2, "DATA -: stdin and stdout are not supported"},
+		{"hash is a directory", []string{"verity", "format", data, dir}, 2, "HASH " + dir + ": is a directory"},
+		{"root hash file is a directory", []string{"verity", "format", data, out, "--root-hash-file", dir}, 2, dir + ": is a directory"},
+		{"json file is a directory", []string{"verity", "dump", good, "--json=" + dir}, 2, dir + ": is a directory"},
 		// The work fails: exit 1, naming the command and the file.
 		{"root hash file missing", []string{"verity", "verify", data, good, "--root-hash-file", filepath.Join(dir, "nothing")}, 1, "verity verify " + data + " " + good + ": open " + filepath.Join(dir, "nothing") + ": no such file"},
 		{"dump missing", []string{"verity", "dump", filepath.Join(dir, "nothing")}, 1, "verity dump: open " + filepath.Join(dir, "nothing") + ": no such file"},
@@ -497,7 +500,7 @@ func TestVerityFormatOutputsTogether(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			data := filepath.Join(dir, "data")
-			const size = 512 << 20
+			const size = 128 << 20
 			sparseData(t, data, size)
 			hash := filepath.Join(dir, "hash")
 			if appended {
@@ -563,5 +566,46 @@ func TestVerityDocsFlags(t *testing.T) {
 				t.Errorf("verity %s --%s is not in docs/verity.md", sub.Name(), f.Name)
 			}
 		})
+	}
+}
+
+// TestVerityJSONFile: --json=FILE writes the JSON that --json prints, and
+// the text stays on stdout; the JSON reads back into a verity.Result.
+func TestVerityJSONFile(t *testing.T) {
+	dir := t.TempDir()
+	data, hash, js := filepath.Join(dir, "data"), filepath.Join(dir, "hash"), filepath.Join(dir, "out.json")
+	writeVerityData(t, data, 40*4096)
+	for _, args := range [][]string{
+		{"verity", "format", data, hash, "--seed=j"},
+		{"verity", "dump", hash},
+	} {
+		code, text, stderr := runCaptured(t, append(args, "--json="+js)...)
+		if code != 0 || !strings.HasPrefix(text, "VERITY header information for "+hash+"\n") {
+			t.Fatalf("%v: exit %d %q %s", args, code, text, stderr)
+		}
+		_, stdout, _ := runCaptured(t, append(args, "--json")...)
+		file, _ := os.ReadFile(js)
+		if string(file) != stdout || !strings.HasSuffix(stdout, "}\n") {
+			t.Fatalf("%v: --json=FILE wrote\n%s\n--json printed\n%s", args, file, stdout)
+		}
+		var r verity.Result
+		if err := json.Unmarshal(file, &r); err != nil || r.DataBlocks != 40 || r.HashDeviceSize() != 2*4096 {
+			t.Fatalf("%v: %v %+v", args, err, r)
+		}
+	}
+	var r verity.Result
+	b, _ := os.ReadFile(js)
+	json.Unmarshal(b, &r)
+	_, stdout, _ := runCaptured(t, "verity", "format", data, hash, "--seed=j", "--json")
+	var f verity.Result
+	json.Unmarshal([]byte(stdout), &f)
+	code, text, stderr := runCaptured(t, "verity", "verify", data, hash, f.RootHashHex(), "--json="+js)
+	if code != 0 || !strings.Contains(text, "match root hash "+f.RootHashHex()) {
+		t.Fatalf("verify --json=FILE: %d %s %s", code, text, stderr)
+	}
+	b, _ = os.ReadFile(js)
+	var v verity.Result
+	if err := json.Unmarshal(b, &v); err != nil || !bytes.Equal(v.RootHash, f.RootHash) || v.DataDevice != data || v.HashDevice != hash {
+		t.Fatalf("verify JSON: %v %s", err, b)
 	}
 }
