@@ -109,7 +109,23 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 	// emitted, which bounds the reorder buffer.
 	window := 2 * workers
 	tokens := make(chan struct{}, window)
-	digestPool := sync.Pool{New: func() any { return make([]byte, 0, int(per)*g.digestSize) }}
+	// Digest buffers are reused through a free list (a sync.Pool of
+	// slices would allocate on every Put).
+	freeDigests := make(chan []byte, window+workers)
+	getDigests := func() []byte {
+		select {
+		case d := <-freeDigests:
+			return d[:0]
+		default:
+			return make([]byte, 0, int(per)*g.digestSize)
+		}
+	}
+	putDigests := func(d []byte) {
+		select {
+		case freeDigests <- d:
+		default:
+		}
+	}
 	chunkRange := func(idx uint64) (uint64, uint64) {
 		first := idx * per
 		n := per
@@ -119,7 +135,7 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 		return first, n
 	}
 	hashChunk := func(h *blockHasher, buf []byte) []byte {
-		d := digestPool.Get().([]byte)[:0]
+		d := getDigests()
 		for off := uint64(0); off < uint64(len(buf)); off += bs {
 			d = h.sum(d, buf[off:off+bs])
 		}
@@ -155,7 +171,7 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 				stop()
 				return false
 			}
-			digestPool.Put(r.digests[:0])
+			putDigests(r.digests)
 			<-tokens
 			want++
 		}
@@ -209,7 +225,7 @@ func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapp
 						if buf == nil {
 							buf = make([]byte, max(subRead/bs, 1)*bs)
 						}
-						d = digestPool.Get().([]byte)[:0]
+						d = getDigests()
 						for i := uint64(0); i < n && err == nil; {
 							if stopped() {
 								return
