@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -78,7 +79,7 @@ func Inspect(r io.ReaderAt, size int64, files bool) (*Inspection, error) {
 	p := sb.Params(0)
 	rootHash := append(append([]byte{}, data.UUID[:]...), hash.UUID[:]...)
 	// The geometry, from a tree computed into memory-free discard.
-	vr, err := verity.Format(dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
+	vr, err := verity.Format(context.TODO(), dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
 	if err != nil {
 		return in, fmt.Errorf("rootfs: verity: %w", err)
 	}
@@ -87,7 +88,7 @@ func Inspect(r io.ReaderAt, size int64, files bool) (*Inspection, error) {
 	if !bytes.Equal(vr.RootHash, rootHash) {
 		return in, fmt.Errorf("rootfs: root hash %s of partition 1 does not match the PARTUUIDs (%x)", vr.RootHashHex(), rootHash)
 	}
-	if err := verity.Verify(dataR, hashR, rootHash, p); err != nil {
+	if _, err := verity.Verify(context.TODO(), dataR, data.Size, hashR, rootHash, verity.VerifyOptions{Params: p}); err != nil {
 		return in, fmt.Errorf("rootfs: %w", err)
 	}
 	in.RootHashOK = true
