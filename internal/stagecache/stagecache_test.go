@@ -3,9 +3,9 @@ package stagecache
 import (
 	"context"
 	"crypto/sha256"
-	"fmt"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 )
