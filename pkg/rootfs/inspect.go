@@ -83,7 +83,9 @@ func Inspect(r io.ReaderAt, size int64, files bool) (*Inspection, error) {
 		return in, fmt.Errorf("rootfs: verity: %w", err)
 	}
 	in.Verity = verityInfo(vr, p.UUID)
-	in.Cmdline = cmdlines(vr, data.UUID, hash.UUID)
+	if in.Cmdline, err = cmdlines(vr, data.UUID, hash.UUID); err != nil {
+		return in, fmt.Errorf("rootfs: %w", err)
+	}
 	if !bytes.Equal(vr.RootHash, rootHash) {
 		return in, fmt.Errorf("rootfs: root hash %s of partition 1 does not match the PARTUUIDs (%x)", vr.RootHashHex(), rootHash)
 	}
