@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/ibroot"
 	"golang.org/x/sys/unix"
 )
@@ -289,14 +291,18 @@ func findDisk(p *ibroot.Params) (string, part, part, error) {
 			continue
 		}
 		disks++
-		parts, err := readGPT(f, sector)
+		size, err := f.Seek(0, io.SeekEnd)
+		var tab *gpt.Table
+		if err == nil {
+			tab, err = gpt.Read(f, size, sector)
+		}
 		f.Close()
 		if err != nil {
 			continue
 		}
 		dataUUID, hashUUID := p.DataPartUUID(), p.HashPartUUID()
 		var dn, hn int
-		for _, gp := range parts {
+		for _, gp := range tab.Partitions {
 			if gp.UUID == dataUUID {
 				dn = gp.Number
 			}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/ibroot"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
@@ -226,7 +227,7 @@ func Build(opts Options, disk Disk) (*Description, error) {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 	diskGUID := deriveUUID(seed, "disk-uuid")
-	if err := writeGPT(disk, diskSize, diskGUID, parts); err != nil {
+	if err := gpt.Write(disk, diskSize, diskGUID, parts); err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 	d := &Description{

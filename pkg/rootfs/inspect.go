@@ -10,6 +10,7 @@ import (
 	"path"
 
 	erofs "github.com/erofs/go-erofs"
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
@@ -47,10 +48,11 @@ type FileInfo struct {
 // every file of the erofs. A mismatch is reported in RootHashOK together
 // with a non-nil error.
 func Inspect(r io.ReaderAt, size int64, files bool) (*Inspection, error) {
-	disk, parts, err := readGPT(r, size)
+	tab, err := gpt.Read(r, size, 0)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
+	disk, parts := tab.DiskGUID, tab.Partitions
 	in := &Inspection{DiskSize: size, DiskGUID: disk, Partitions: parts}
 	var data, hash *Partition
 	for i := range parts {
