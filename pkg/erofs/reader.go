@@ -273,6 +273,26 @@ func (fs *FS) checkBlocks(in *Inode, n int64) error {
 	return nil
 }
 
+// Offset is the byte offset of the inode in the image.
+func (i *Inode) Offset() int64 { return i.off }
+
+// ContentOffset maps byte off of an inode's content to its byte offset in
+// the image (content lives in data blocks, its tail possibly inline after
+// the inode); ok is false beyond the content.
+func (fs *FS) ContentOffset(in *Inode, off int64) (imageOff int64, ok bool) {
+	if off < 0 || off >= int64(in.Size) {
+		return 0, false
+	}
+	full := int64(in.Size)
+	if in.Layout == LayoutFlatInline {
+		full -= full % fs.blockSize
+	}
+	if off < full {
+		return int64(in.blkAddr)*fs.blockSize + off, true
+	}
+	return in.tailOff + off - full, true
+}
+
 // File is the content of a regular file, a symlink or a directory, read on
 // demand. It is an io.ReaderAt and, from its start, an io.Reader.
 type File struct {
@@ -505,11 +525,11 @@ func (fs *FS) dirBlock(dir *Inode, f *File, i int64, buf []byte, out []DirEntry)
 			}
 		}
 		if len(name) == 0 || len(name) > MaxNameLen || bytes.IndexByte(name, '/') >= 0 || bytes.IndexByte(name, 0) >= 0 {
-			return nil, at(nameOff, "entry %d: bad name %q", k, name)
+			return nil, at(nameOff, "entry %d: bad name %s", k, quoteShort(name))
 		}
 		ft := d[10]
 		if ft > FTSymlink {
-			return nil, at(k*DirentSize+10, "entry %d (%q): unknown file type %d", k, name, ft)
+			return nil, at(k*DirentSize+10, "entry %d (%s): unknown file type %d", k, quoteShort(name), ft)
 		}
 		out = append(out, DirEntry{Name: string(name), Nid: binary.LittleEndian.Uint64(d), FileType: ft})
 	}
@@ -707,6 +727,14 @@ func (fs *FS) Walk(ctx context.Context, fn WalkFunc) error {
 		}
 	}
 	return nil
+}
+
+// quoteShort quotes at most 64 bytes of a name for a one-line message.
+func quoteShort(b []byte) string {
+	if len(b) > 64 {
+		return fmt.Sprintf("%q... (%d bytes)", b[:64], len(b))
+	}
+	return fmt.Sprintf("%q", b)
 }
 
 func joinPath(dir []byte, name string) string {
