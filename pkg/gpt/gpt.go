@@ -151,6 +151,7 @@ type Table struct {
 	EntriesLBA     uint64
 	NumEntries     uint32
 	EntrySize      uint32
+	EntriesCRC     uint32
 }
 
 // FormatError is a malformed table: what is wrong and the byte offset on
@@ -331,6 +332,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 		EntriesLBA:     le.Uint64(h[72:]),
 		NumEntries:     le.Uint32(h[80:]),
 		EntrySize:      le.Uint32(h[84:]),
+		EntriesCRC:     le.Uint32(h[88:]),
 	}
 	if my := le.Uint64(h[24:]); my != 1 {
 		return nil, formatErr(sec+24, "the primary header says it is at LBA %d", my)
@@ -392,6 +394,63 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// CheckBackup checks the backup table of a disk of size bytes against a
+// table Read returned: the backup header in the disk's last LBA (where the
+// primary says it is), its CRC, and that it describes the same disk and
+// entry array as the primary, with the array between the usable area and
+// the header. Read does not do this, so that a guest whose disk grew still
+// boots; `rootfs inspect` does, as sgdisk -v.
+func (t *Table) CheckBackup(r io.ReaderAt, size int64) error {
+	sec := int64(t.SectorSize)
+	last := uint64(size/sec) - 1
+	if t.BackupLBA != last {
+		return formatErr(sec+32, "the backup header is said to be at LBA %d, the disk's last LBA is %d", t.BackupLBA, last)
+	}
+	off := int64(last) * sec
+	h := make([]byte, sec)
+	if _, err := r.ReadAt(h, off); err != nil {
+		return fmt.Errorf("gpt: reading the backup header at offset %#x: %w", off, err)
+	}
+	if string(h[:8]) != signature {
+		return formatErr(off, "no backup GPT header (signature %q)", h[:8])
+	}
+	le := binary.LittleEndian
+	hs := le.Uint32(h[12:])
+	if hs < HeaderSize || int64(hs) > sec {
+		return formatErr(off+12, "backup header size %d: want %d to %d", hs, HeaderSize, sec)
+	}
+	crc := le.Uint32(h[16:])
+	c := append([]byte(nil), h[:hs]...)
+	le.PutUint32(c[16:], 0)
+	if got := crc32.ChecksumIEEE(c); got != crc {
+		return &FormatError{Offset: off + 16, Msg: fmt.Sprintf("backup header CRC %#08x, the header's bytes give %#08x", crc, got), Err: ErrChecksum}
+	}
+	switch {
+	case le.Uint64(h[24:]) != last || le.Uint64(h[32:]) != 1:
+		return formatErr(off+24, "the backup header says it is at LBA %d with its alternate at %d, want %d and 1", le.Uint64(h[24:]), le.Uint64(h[32:]), last)
+	case FromMixed(h[56:72]) != t.DiskGUID:
+		return formatErr(off+56, "the backup header's disk GUID %s is not the primary's %s", FromMixed(h[56:72]), t.DiskGUID)
+	case le.Uint64(h[40:]) != t.FirstUsableLBA || le.Uint64(h[48:]) != t.LastUsableLBA:
+		return formatErr(off+40, "the backup header's usable LBAs %d-%d are not the primary's %d-%d", le.Uint64(h[40:]), le.Uint64(h[48:]), t.FirstUsableLBA, t.LastUsableLBA)
+	case le.Uint32(h[80:]) != t.NumEntries || le.Uint32(h[84:]) != t.EntrySize || le.Uint32(h[88:]) != t.EntriesCRC:
+		return formatErr(off+80, "the backup entry array (%d entries of %d bytes, CRC %#08x) is not the primary's", le.Uint32(h[80:]), le.Uint32(h[84:]), le.Uint32(h[88:]))
+	}
+	arrayBytes := int64(t.NumEntries) * int64(t.EntrySize)
+	entLBA := le.Uint64(h[72:])
+	arraySects := uint64((arrayBytes + sec - 1) / sec)
+	if entLBA <= t.LastUsableLBA || entLBA >= last || last-entLBA < arraySects {
+		return formatErr(off+72, "the backup entry array at LBA %d is not between the usable LBAs and the backup header", entLBA)
+	}
+	ents := make([]byte, arrayBytes)
+	if _, err := r.ReadAt(ents, int64(entLBA)*sec); err != nil {
+		return fmt.Errorf("gpt: reading the backup entry array: %w", err)
+	}
+	if got := crc32.ChecksumIEEE(ents); got != t.EntriesCRC {
+		return &FormatError{Offset: int64(entLBA) * sec, Msg: fmt.Sprintf("backup entry array CRC: its bytes give %#08x, want %#08x", got, t.EntriesCRC), Err: ErrChecksum}
+	}
+	return nil
 }
 
 // Find returns the first partition of the given type, or nil.

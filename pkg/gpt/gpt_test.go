@@ -79,6 +79,51 @@ func TestRoundTrip(t *testing.T) {
 	if tab.Find(TypeRootVerityX86_64).Number != 2 || tab.Find(GUID{1}) != nil {
 		t.Error("Find")
 	}
+	if err := tab.CheckBackup(d, testSize); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestBadBackup: CheckBackup finds each damage of the backup table that
+// Read does not look at.
+func TestBadBackup(t *testing.T) {
+	last := int64(testSize - 512)
+	for _, tc := range []struct {
+		name   string
+		damage func(d memDisk)
+		want   string
+	}{
+		{"header CRC", func(d memDisk) { d[last+60] ^= 1 }, "backup header CRC"},
+		{"entry CRC", func(d memDisk) { d[last-32*512+40] ^= 1 }, "backup entry array CRC"},
+		{"signature", func(d memDisk) { d[last] = 0 }, "no backup GPT header"},
+		{"disk GUID", func(d memDisk) { d[last+56] ^= 1; fixBackupCRC(d, last) }, "disk GUID"},
+		{"own LBA", func(d memDisk) { d[last+24] ^= 1; fixBackupCRC(d, last) }, "the backup header says it is at LBA"},
+	} {
+		d := writeTest(t)
+		tc.damage(d)
+		tab, err := Read(d, testSize, 0)
+		if err != nil {
+			t.Fatalf("%s: Read: %v", tc.name, err)
+		}
+		if err := tab.CheckBackup(d, testSize); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// A disk that grew: Read still reads it, CheckBackup says where.
+	d := append(writeTest(t), make([]byte, 1<<20)...)
+	tab, err := Read(d, int64(len(d)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.CheckBackup(d, int64(len(d))); err == nil || !strings.Contains(err.Error(), "the disk's last LBA is") {
+		t.Errorf("grown disk: %v", err)
+	}
+}
+
+func fixBackupCRC(d memDisk, off int64) {
+	h := d[off : off+512]
+	binary.LittleEndian.PutUint32(h[16:], 0)
+	binary.LittleEndian.PutUint32(h[16:], crc32.ChecksumIEEE(h[:HeaderSize]))
 }
 
 func needTool(t testing.TB, name string) {

@@ -61,8 +61,8 @@ type FileInfo struct {
 // with the square of the depth.
 const MaxListing = 64 << 20
 
-// Inspect reads a disk image written by Build: its GPT, the erofs and
-// verity superblocks; it checks the hash tree in partition 2 against every
+// Inspect reads a disk image written by Build: its GPT (both copies), the
+// erofs and verity superblocks; it checks the hash tree in partition 2 against every
 // block of partition 1 and against the root hash the PARTUUIDs carry.
 // A root hash that differs from the PARTUUIDs' is reported in the result
 // (RootHashOK false, both values, Mismatch); a hash partition whose tree
@@ -81,6 +81,9 @@ func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions
 	r = ctxReaderAt{ctx, r}
 	tab, err := gpt.Read(r, size, 0)
 	if err != nil {
+		return nil, err
+	}
+	if err := tab.CheckBackup(r, size); err != nil {
 		return nil, err
 	}
 	in := &Inspection{DiskSize: size, DiskGUID: tab.DiskGUID, Partitions: tab.Partitions}

@@ -290,6 +290,13 @@ func TestInspectResults(t *testing.T) {
 		t.Errorf("GPT: %v", err)
 	}
 
+	// A damaged backup GPT.
+	b = append([]byte(nil), good...)
+	b[len(b)-512+60] ^= 1
+	if in, err = inspect(b, InspectOptions{}); in != nil || !errors.As(err, &ge) || !strings.Contains(err.Error(), "backup header CRC") {
+		t.Errorf("backup GPT: %v", err)
+	}
+
 	// An erofs superblock problem (resealed, so the root hash is right).
 	b = append([]byte(nil), good...)
 	_, data, _ := partitions(t, b)
