@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/fixtures"
+	"github.com/imagebuilder/imagebuilder/internal/fuzzcheck"
 )
 
 // memDisk is an in-memory io.ReaderAt and io.WriterAt of a fixed size.
@@ -349,31 +350,63 @@ func TestGUID(t *testing.T) {
 	}
 }
 
-// FuzzRead mutates a valid table and repairs both CRCs, so the mutations
-// reach the checks behind them. Read must not panic, must finish in time
-// and memory bounded by its limits (at most 4 MiB of entry array, checked
-// by allocation), and what it accepts must be consistent.
+// zeroTail reads head, then zeros up to size, counting the bytes read.
+type zeroTail struct {
+	head []byte
+	size int64
+	read int64
+}
+
+func (z *zeroTail) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= z.size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), z.size-off))
+	for i := range p[:n] {
+		p[i] = 0
+	}
+	if off < int64(len(z.head)) {
+		copy(p[:n], z.head[off:])
+	}
+	z.read += int64(n)
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// FuzzRead mutates a valid table and repairs both CRCs (with repair), so
+// the mutations reach the checks behind them. Read and CheckBackup must
+// not panic, must read and allocate no more than the limits allow (at
+// most 4 MiB of entry array, whatever the header declares), and what Read
+// accepts must be consistent. The disk is the fuzzed head (MBR, header,
+// array) followed by zeros up to the fuzzed size.
 func FuzzRead(f *testing.F) {
 	d := writeTest(f)
-	// The fuzzer sees the first 34 sectors (MBR, header, array); the rest
-	// of the disk is zeros of the declared size.
-	f.Add([]byte(d[:34*512]), uint16(0), true)
-	f.Add([]byte(d[:34*512]), uint16(0), false)
-	f.Fuzz(func(t *testing.T, head []byte, sizeSectors uint16, repair bool) {
-		if len(head) > 34*512 {
-			head = head[:34*512]
+	f.Add([]byte(d[:34*512]), uint32(testSize/512), true)
+	f.Add([]byte(d[:34*512]), uint32(testSize/512), false)
+	f.Add([]byte(d[:34*512]), uint32(40), true)
+	f.Fuzz(func(t *testing.T, head []byte, sectors uint32, repair bool) {
+		if len(head) > 64*512 {
+			head = head[:64*512]
 		}
-		size := int64(len(head)) + int64(sizeSectors)*512
-		disk := make(memDisk, size)
-		copy(disk, head)
+		head = append([]byte(nil), head...)
 		if repair {
-			fixCRCs(disk, 512)
+			fixCRCs(head, 512)
 		}
-		allocs := testing.AllocsPerRun(1, func() { Read(disk, size, 512) })
-		if allocs > 200 {
-			t.Fatalf("%v allocations", allocs)
+		size := max(int64(sectors)*512, int64(len(head)))
+		z := &zeroTail{head: head, size: size}
+		var tab *Table
+		var err error
+		alloc := fuzzcheck.Allocated(func() {
+			if tab, err = Read(z, size, 512); err == nil {
+				tab.CheckBackup(z, size)
+			}
+		})
+		const limit = 2*MaxEntries*MaxEntrySize + 1<<20
+		if z.read > limit || alloc > limit {
+			t.Fatalf("read %d, allocated %d bytes", z.read, alloc)
 		}
-		tab, err := Read(disk, size, 512)
 		if err != nil {
 			if tab != nil {
 				t.Fatal("a table beside an error")
