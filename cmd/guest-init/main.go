@@ -64,11 +64,10 @@ func main() {
 			fail(fmt.Errorf("internal error: %v", r))
 		}
 	}()
-	if err := run(); err != nil {
-		fail(err)
-	}
+	fail(run())
 }
 
+// run returns only on failure: on success it executes the new root's init.
 func run() error {
 	if err := mountEarly(); err != nil {
 		return err

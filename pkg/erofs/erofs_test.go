@@ -411,3 +411,26 @@ func ExampleFS_Walk() {
 	// /data/f4096 100644 4096
 	// /data/f4097 100644 4097
 }
+
+// TestWalkSkipDir: fs.SkipDir from a directory skips its contents.
+func TestWalkSkipDir(t *testing.T) {
+	_, img := buildDisk(t, testTree(t))
+	fsys, err := erofs.Open(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = fsys.Walk(context.Background(), func(p string, in *erofs.Inode) error {
+		if strings.HasPrefix(p, "/many/") {
+			t.Errorf("walked into /many: %s", p)
+		}
+		n++
+		if p == "/many" {
+			return fs.SkipDir
+		}
+		return nil
+	})
+	if err != nil || n < 20 {
+		t.Errorf("%d paths, %v", n, err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"strings"
 )
 
@@ -562,11 +563,10 @@ func (fs *FS) ReadDir(dir *Inode, fn func(DirEntry) error) error {
 
 // WalkFunc is called by Walk for each path, parents before children,
 // entries of a directory in name order; path is "/" for the root and
-// "/a/b" below it. Returning SkipDir from a directory skips its contents.
+// "/a/b" below it. Returning fs.SkipDir from a directory skips its
+// contents (from another entry it is ignored); any other error ends the
+// walk.
 type WalkFunc func(path string, in *Inode) error
-
-// SkipDir may be returned by a WalkFunc for a directory.
-var SkipDir = errors.New("skip this directory")
 
 // frame is one directory being walked: where to resume it.
 type frame struct {
@@ -599,7 +599,7 @@ func (fs *FS) Walk(ctx context.Context, fn WalkFunc) error {
 		return err
 	}
 	if err := fn("/", root); err != nil {
-		if err == SkipDir {
+		if err == iofs.SkipDir {
 			return nil
 		}
 		return err
@@ -692,7 +692,7 @@ func (fs *FS) Walk(ctx context.Context, fn WalkFunc) error {
 			}
 			p := joinPath(path[:top.pathLen], e.Name)
 			if !in.IsDir() {
-				if err := fn(p, in); err != nil && err != SkipDir {
+				if err := fn(p, in); err != nil && err != iofs.SkipDir {
 					return err
 				}
 				continue
@@ -705,7 +705,7 @@ func (fs *FS) Walk(ctx context.Context, fn WalkFunc) error {
 				return err
 			}
 			if err := fn(p, in); err != nil {
-				if err == SkipDir {
+				if err == iofs.SkipDir {
 					continue
 				}
 				return err
