@@ -444,3 +444,38 @@ func fixGPTCRCs(b []byte) {
 		le.PutUint32(h[16:], crc32.ChecksumIEEE(h[:hs]))
 	}
 }
+
+func ExampleInspect() {
+	dir, _ := os.MkdirTemp("", "example")
+	defer os.RemoveAll(dir)
+	// A one-file layer and an agent.
+	var layer bytes.Buffer
+	tw := tar.NewWriter(&layer)
+	tw.WriteHeader(&tar.Header{Name: "etc/motd", Typeflag: tar.TypeReg, Mode: 0o644, Size: 6})
+	tw.Write([]byte("hello\n"))
+	tw.Close()
+	os.WriteFile(filepath.Join(dir, "base.tar"), layer.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(dir, "agent"), []byte("#!/bin/sh\n"), 0o755)
+	f, _ := os.Create(filepath.Join(dir, "rootfs.img"))
+	defer f.Close()
+	if _, err := Build(Options{Sources: []string{"tar:" + filepath.Join(dir, "base.tar")},
+		Agent: filepath.Join(dir, "agent"), Seed: "example"}, f); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fi, _ := f.Stat()
+	in, err := Inspect(context.Background(), f, fi.Size(), InspectOptions{Files: true})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("root hash ok:", in.RootHashOK, in.Verity.RootHash == in.PartUUIDRootHash)
+	for _, file := range in.Files {
+		if file.Path == "/etc/motd" {
+			fmt.Printf("%s %o %d bytes\n", file.Path, file.Mode, file.Size)
+		}
+	}
+	// Output:
+	// root hash ok: true true
+	// /etc/motd 100644 6 bytes
+}
