@@ -72,6 +72,7 @@ func FuzzWalk(f *testing.F) {
 		size := int64(len(img))
 		// Contents are read once per inode, metadata a few times (a
 		// directory block is read again when the walk returns to it).
+		t.Logf("image %d bytes, read %d, allocated %d", size, cr.n, alloc)
 		if cr.n > 16*size+1<<20 {
 			t.Fatalf("read %d bytes of a %d-byte image", cr.n, size)
 		}

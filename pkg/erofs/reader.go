@@ -586,7 +586,10 @@ type frame struct {
 // directory) and no two directories share data blocks. It keeps only the
 // current path and one position per level (a block is read again when a
 // walk returns to it), so memory is proportional to the depth and the
-// number of directories, and work to the number of entries.
+// number of directories, and work to the number of entries. The path
+// strings handed to fn add up to the sum of all path lengths, which a
+// hostile image can make grow with the square of its depth: a caller that
+// keeps them bounds them (rootfs.MaxListing does).
 func (fs *FS) Walk(ctx context.Context, fn WalkFunc) error {
 	root, err := fs.Inode(fs.RootNid())
 	if err != nil {

@@ -404,6 +404,7 @@ func FuzzRead(f *testing.F) {
 			}
 		})
 		const limit = 2*MaxEntries*MaxEntrySize + 1<<20
+		t.Logf("disk %d bytes, read %d, allocated %d", size, z.read, alloc)
 		if z.read > limit || alloc > limit {
 			t.Fatalf("read %d, allocated %d bytes", z.read, alloc)
 		}

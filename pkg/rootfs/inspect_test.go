@@ -418,6 +418,7 @@ func FuzzInspect(f *testing.F) {
 			t.Fatalf("result %v beside error %v", in != nil, err)
 		}
 		size := int64(len(disk))
+		t.Logf("disk %d bytes, read %d, allocated %d", size, cr.n, alloc)
 		if cr.n > 16*size+1<<20 {
 			t.Fatalf("read %d bytes of a %d-byte disk", cr.n, size)
 		}
