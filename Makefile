@@ -23,6 +23,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GOBUILD) -o $(BIN)/imagebuilder ./cmd/imagebuilder
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-buildid= -s -w' -o $(BIN)/guest-init ./cmd/guest-init
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-buildid= -s -w' -o $(BIN)/kata-agent-standin ./examples/kata-agent-standin
 
 # deps installs the Debian packages and fetches the cached fixtures the tests
 # need; it does nothing for what is already present.
@@ -30,6 +31,7 @@ deps:
 	@scripts/testdeps.sh
 
 test: deps
+	python3 scripts/measure/kvm_testfiles.py --check testdata
 	$(GO) test $(TESTFLAGS) ./...
 
 test-short:
@@ -44,9 +46,12 @@ fuzz:
 demo: build
 	@scripts/demo.sh
 
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 clean:
 	rm -rf $(BIN)

@@ -99,7 +99,7 @@ func makeDisk(t *testing.T, dir, rootDir string, partHash func(root string) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := verity.Format(df, dst.Size(), hf, params)
+	res, err := verity.Format(context.Background(), df, dst.Size(), hf, params)
 	if err != nil {
 		t.Fatal(err)
 	}

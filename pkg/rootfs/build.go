@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"archive/tar"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -206,7 +207,7 @@ func Build(opts Options, disk Disk) (*Description, error) {
 	vp := verity.DefaultParams()
 	vp.Salt = verity.SaltFromSeed(seed)
 	vp.UUID = verity.UUIDFromSeed(seed)
-	vr, err := verity.Format(io.NewSectionReader(disk, p1off, fsSize), fsSize, &offsetWriter{disk, p2off}, vp)
+	vr, err := verity.Format(context.TODO(), io.NewSectionReader(disk, p1off, fsSize), fsSize, &offsetWriter{disk, p2off}, vp)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: verity: %w", err)
 	}

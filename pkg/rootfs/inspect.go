@@ -67,8 +67,9 @@ const MaxListing = 64 << 20
 // A root hash that differs from the PARTUUIDs' is reported in the result
 // (RootHashOK false, both values, Mismatch); a hash partition whose tree
 // does not match a data partition that has the right root hash is a
-// *verity.CorruptError. A malformed table or file system is a
-// *gpt.FormatError or *erofs.FormatError. On any error the result is nil.
+// *verity.CorruptError. A malformed table, file system or verity
+// superblock is a *gpt.FormatError, *erofs.FormatError or
+// *verity.FormatError. On any error the result is nil.
 func Inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions) (*Inspection, error) {
 	in, err := inspect(ctx, r, size, opts)
 	if err != nil {
@@ -115,14 +116,14 @@ func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions
 	// the PARTUUIDs' root hash and every data block against it.
 	vr := *plan
 	vr.RootHash = want
-	if err := verity.Verify(dataR, hashR, want, p); err != nil {
+	if _, err := verity.Verify(ctx, dataR, data.Size, hashR, want, verity.VerifyOptions{Params: p}); err != nil {
 		var ce *verity.CorruptError
 		if !errors.As(err, &ce) {
 			return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
 		}
 		// Which is wrong: partition 1 (its root hash is not the
 		// PARTUUIDs') or partition 2 (its tree is not partition 1's)?
-		got, ferr := verity.Format(dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
+		got, ferr := verity.Format(ctx, dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
 		if ferr != nil {
 			return nil, fmt.Errorf("partition %d: %w", data.Number, ferr)
 		}

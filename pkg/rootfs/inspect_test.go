@@ -71,7 +71,7 @@ func reseal(t testing.TB, disk []byte) {
 		t.Fatal(err)
 	}
 	p := sb.Params(0)
-	vr, err := verity.Format(bytes.NewReader(data), int64(p.DataBlocks)*int64(p.DataBlockSize), sliceAt(hash), p)
+	vr, err := verity.Format(context.Background(), bytes.NewReader(data), int64(p.DataBlocks)*int64(p.DataBlockSize), sliceAt(hash), p)
 	if err != nil {
 		t.Fatal(err)
 	}
