@@ -106,6 +106,12 @@ func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions
 		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
 	}
 	p := vsb.Params(0)
+	// Every block of the file system must be under the hash tree: the
+	// kernel would see a verity device shorter than the file system.
+	if covered := int64(p.DataBlocks) * int64(p.DataBlockSize); fsys.Size() > covered {
+		return nil, fmt.Errorf("partition %d: %w", data.Number, &erofs.FormatError{Offset: erofs.SuperblockOffset + 36,
+			Msg: fmt.Sprintf("the file system's %d bytes are more than the %d the verity tree covers", fsys.Size(), covered)})
+	}
 	plan, err := verity.Plan(p)
 	if err != nil {
 		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)

@@ -291,6 +291,29 @@ func TestInspectResults(t *testing.T) {
 		t.Errorf("GPT: %v", err)
 	}
 
+	var fe *erofs.FormatError
+	// A verity superblock that covers less than the file system (tree
+	// and PARTUUIDs remade for the shorter data).
+	b = append([]byte(nil), good...)
+	{
+		tab, data, hash := partitions(t, b)
+		sb, _ := verity.ReadSuperblock(bytes.NewReader(hash), 0)
+		p := sb.Params(0)
+		p.DataBlocks--
+		clear(hash)
+		vr, err := verity.Format(ctx, bytes.NewReader(data), int64(p.DataBlocks)*int64(p.DataBlockSize), sliceAt(hash), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := tab.Partitions
+		parts[0].UUID, parts[1].UUID = vr.PartitionUUIDs()
+		gpt.Write(sliceAt(b), int64(len(b)), tab.DiskGUID, parts)
+	}
+	in, err = inspect(b, InspectOptions{})
+	if in != nil || !errors.As(err, &fe) || !strings.Contains(err.Error(), "more than the") {
+		t.Errorf("short verity: %v", err)
+	}
+
 	// A damaged backup GPT.
 	b = append([]byte(nil), good...)
 	b[len(b)-512+60] ^= 1
@@ -304,7 +327,6 @@ func TestInspectResults(t *testing.T) {
 	data[erofs.SuperblockOffset+12] = 40
 	reseal(t, b)
 	in, err = inspect(b, InspectOptions{})
-	var fe *erofs.FormatError
 	if in != nil || !errors.As(err, &fe) || fe.Offset != erofs.SuperblockOffset+12 {
 		t.Errorf("erofs superblock: %v", err)
 	}
