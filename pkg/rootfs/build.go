@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
+	"github.com/imagebuilder/imagebuilder/pkg/ibroot"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
@@ -226,7 +228,7 @@ func Build(opts Options, disk Disk) (*Description, error) {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 	diskGUID := deriveUUID(seed, "disk-uuid")
-	if err := writeGPT(disk, diskSize, diskGUID, parts); err != nil {
+	if err := gpt.Write(disk, diskSize, diskGUID, parts); err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
 	d := &Description{
@@ -239,7 +241,9 @@ func Build(opts Options, disk Disk) (*Description, error) {
 		Verity:     verityInfo(vr, vp.UUID),
 		Partitions: parts,
 	}
-	d.Cmdline = cmdlines(vr, dataUUID, hashUUID)
+	if d.Cmdline, err = cmdlines(vr, dataUUID, hashUUID); err != nil {
+		return nil, fmt.Errorf("rootfs: %w", err)
+	}
 	return d, nil
 }
 
@@ -259,21 +263,24 @@ func verityInfo(vr *verity.Result, uuid [16]byte) VerityInfo {
 	}
 }
 
-// IBRootCmdline is the form the project's guest init reads.
-func IBRootCmdline(vr *verity.Result) string {
-	p := vr.Params
-	return fmt.Sprintf("ibroot.hash=%s ibroot.salt=%s ibroot.alg=%s ibroot.blocks=%d ibroot.bs=%d ibroot.hashbs=%d ibroot.hashstart=%d ibroot.fstype=erofs",
-		vr.RootHashHex(), verity.SaltHex(vr.Salt), p.HashAlgorithm, vr.DataBlocks,
-		p.DataBlockSize, p.HashBlockSize, vr.HashStartBlock)
+// ibrootParams are the guest init's kernel parameters for a verity result.
+func ibrootParams(vr *verity.Result) ibroot.Params {
+	return ibroot.Params{RootHash: vr.RootHash, Salt: vr.Salt, Alg: vr.Params.HashAlgorithm,
+		DataBlocks: vr.DataBlocks, DataBlockSize: vr.Params.DataBlockSize, HashBlockSize: vr.Params.HashBlockSize,
+		HashStart: vr.HashStartBlock, FSType: "erofs"}
 }
 
-func cmdlines(vr *verity.Result, dataUUID, hashUUID GUID) Cmdline {
+func cmdlines(vr *verity.Result, dataUUID, hashUUID GUID) (Cmdline, error) {
+	ib, err := ibroot.Format(ibrootParams(vr))
+	if err != nil {
+		return Cmdline{}, err
+	}
 	return Cmdline{
 		Systemd: vr.SystemdCmdline(),
 		DMModCreate: vr.DMModCreate("root", "PARTUUID="+dataUUID.String(), "PARTUUID="+hashUUID.String()) +
 			" root=/dev/dm-0 rootfstype=erofs ro",
-		IBRoot: IBRootCmdline(vr),
-	}
+		IBRoot: ib,
+	}, nil
 }
 
 type offsetWriter struct {

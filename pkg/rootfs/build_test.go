@@ -3,6 +3,7 @@ package rootfs
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -111,7 +112,7 @@ func TestSmallImage(t *testing.T) {
 	f, _ := os.Open(img)
 	defer f.Close()
 	fi, _ := f.Stat()
-	in, err := Inspect(f, fi.Size(), true)
+	in, err := Inspect(context.Background(), f, fi.Size(), InspectOptions{Files: true})
 	if err != nil {
 		t.Fatal(err)
 	}

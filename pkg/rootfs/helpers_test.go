@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	erofs "github.com/erofs/go-erofs"
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 )
 
 // tent is one entry of a test tar.
@@ -140,10 +141,11 @@ func readBack(t testing.TB, img string) map[string]string {
 	}
 	defer f.Close()
 	fi, _ := f.Stat()
-	_, parts, err := readGPT(f, fi.Size())
+	tab, err := gpt.Read(f, fi.Size(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	parts := tab.Partitions
 	r := io.NewSectionReader(f, parts[0].Offset, parts[0].Size)
 	fsys, err := erofs.Open(r)
 	if err != nil {
