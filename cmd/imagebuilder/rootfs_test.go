@@ -34,7 +34,7 @@ func TestRootfsCLI(t *testing.T) {
 	args := []string{"rootfs", "build", "--source", "tar:" + filepath.Join(dir, "base.tar"),
 		"--agent", filepath.Join(dir, "agent"), "--add", filepath.Join(dir, "add"),
 		"--file", filepath.Join(dir, "extra.conf") + ":/etc/extra.conf:0640",
-		"--seed", "cli", "-o", img, "--json-out", js, "--cache", filepath.Join(dir, "cache")}
+		"--seed", "cli", "-o", img, "--json=" + js, "--cache", filepath.Join(dir, "cache")}
 	code, _, stderr := runCaptured(t, args...)
 	if code != exitOK {
 		t.Fatalf("build: exit %d: %s", code, stderr)
@@ -87,11 +87,11 @@ func TestRootfsCLIErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{"hostile layer", append(base, "--agent", filepath.Join(dir, "agent"), "--json-out", img+".json"), "", exitFailure, `entry "../../evil": path has a ".." component`},
-		{"no agent", base, "", exitUsage, "--agent is required"},
+		{"hostile layer", append(base, "--agent", filepath.Join(dir, "agent"), "--json="+img+".json"), "", exitFailure, `entry "../../evil": path has a ".." component`},
+		{"no agent", base, "", exitUsage, `required flag(s) "agent" not set`},
 		{"bad epoch", append(base, "--agent", filepath.Join(dir, "agent")), "yesterday", exitUsage, "SOURCE_DATE_EPOCH"},
-		{"bad file flag", append(base, "--agent", filepath.Join(dir, "agent"), "--file", "nocolon"), "", exitFailure, "want SRC:DST[:MODE]"},
-		{"unknown source", []string{"rootfs", "build", "--source", "Not A Ref!", "--agent", filepath.Join(dir, "agent"), "--seed", "s", "-o", img}, "", exitFailure, "not a known source kind"},
+		{"bad file flag", append(base, "--agent", filepath.Join(dir, "agent"), "--file", "nocolon"), "", exitUsage, `--file: file "nocolon": want SRC:DST[:MODE]`},
+		{"unknown source", []string{"rootfs", "build", "--source", "Not A Ref!", "--agent", filepath.Join(dir, "agent"), "--seed", "s", "-o", img}, "", exitUsage, `source "Not A Ref!": not a registry reference`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

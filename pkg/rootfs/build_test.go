@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // smallLayers is the fixed small fixture: two layers that use whiteouts, an
@@ -72,7 +74,7 @@ func smallBuild(t testing.TB, dir string) (Options, *model) {
 	m := newModel()
 	for i, l := range smallLayers(t) {
 		p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), l)
-		opts.Sources = append(opts.Sources, "tar:"+p)
+		opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 		m.applyTar(t, l)
 	}
 	opts.Agent = fakeAgent(t, dir)
@@ -80,6 +82,34 @@ func smallBuild(t testing.TB, dir string) (Options, *model) {
 	opts.Seed = "imagebuilder-test"
 	opts.SourceDateEpoch = 1700000000
 	return opts, m
+}
+
+// srcs parses source strings.
+func srcs(t testing.TB, specs ...string) []source.Source {
+	t.Helper()
+	var out []source.Source
+	for _, s := range specs {
+		src, err := source.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, src)
+	}
+	return out
+}
+
+// files parses SRC:DST[:MODE] file specs.
+func files(t testing.TB, specs ...string) []source.File {
+	t.Helper()
+	var out []source.File
+	for _, s := range specs {
+		f, err := source.ParseFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 const goldenFile = "../../testdata/rootfs/small.sha256"
@@ -159,7 +189,7 @@ func TestRootHashChangesWithOneByte(t *testing.T) {
 	dir := t.TempDir()
 	opts, _ := smallBuild(t, dir)
 	extra := writeFile(t, filepath.Join(dir, "extra"), bytes.Repeat([]byte("a"), 5000))
-	opts.Files = []string{extra + ":/etc/extra:0600"}
+	opts.Files = files(t, extra+":/etc/extra:0600")
 	d1, err := buildFile(t, opts, filepath.Join(dir, "a.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +259,7 @@ func TestReproducible(t *testing.T) {
 		os.Chdir(dir)
 		makeDirSource(t, "src", reverse, mtime, uid)
 		opts, _ := smallBuild(t, ".")
-		opts.Sources = append(opts.Sources, "dir:src")
+		opts.Sources = append(opts.Sources, srcs(t, "dir:src")...)
 		os.MkdirAll("add/etc", 0o755)
 		writeFile(t, "add/etc/added", []byte("added"))
 		os.Chmod("add/etc/added", 0o644)
