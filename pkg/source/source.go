@@ -166,6 +166,9 @@ func Parse(s string) (Source, error) {
 	switch Kind(scheme) {
 	case OCILayout, OCIArchive:
 		path, tag, digest := splitRef(arg)
+		if tag == "" && strings.HasSuffix(strings.TrimSuffix(arg, "@"+digest), ":") {
+			return bad("empty tag after the last colon")
+		}
 		if path == "" {
 			return bad("no %s after %s:", map[Kind]string{OCILayout: "directory", OCIArchive: "file"}[Kind(scheme)], scheme)
 		}
