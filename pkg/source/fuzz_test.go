@@ -143,7 +143,7 @@ func fuzzing() bool {
 func FuzzTarLayer(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 0, 0, 5, 'x', 2, 3, 0, 0, 0, 3, 5, 5, 0, 0, 0, 4, 0, 5, 0, 0, 0})
 	f.Add([]byte{2, 4, 0, 0, 0, 0, 8, 1, 0, 0, 0, 9, 9, 7, 0, 0, 0, 200, 3, 4, 10, 0, 0, 0, 1})
-	f.Add([]byte{1, 1, 0, 0, 0, 10, 'y', 12, 0, 0, 255, 39})                     // lies about its size
+	f.Add([]byte{1, 1, 0, 0, 0, 10, 'y', 12, 0, 0, 255, 39})                       // lies about its size
 	f.Add([]byte{7, 0, 0, 0, 0, 17, 3, 1, 1, 0, 0, 0, 0, 9, 0, 0, 0, 0, 9, 77, 1}) // pax xattr, then a mutation
 	f.Add([]byte{0, 0, 0, 0, 0, 6, 1, 2, 3, 0, 0, 0, 3, 0})
 	dir := f.TempDir()
