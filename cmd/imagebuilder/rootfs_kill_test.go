@@ -4,7 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -25,28 +25,28 @@ import (
 	"github.com/imagebuilder/imagebuilder/internal/ocitest"
 )
 
-// TestMainProcess is not a test: run as a child with IMAGEBUILDER_TEST_ARGS
-// set, it is the imagebuilder command (run, with its signal handling), so
-// that tests can signal a real process.
+// TestMainProcess is not a test: run as a child with IMAGEBUILDER_TEST_MAIN=1
+// and the command's arguments after "--", it is the imagebuilder command
+// (run, with its signal handling), so that tests can run and signal a real
+// process without building the binary.
 func TestMainProcess(t *testing.T) {
-	js := os.Getenv("IMAGEBUILDER_TEST_ARGS")
-	if js == "" {
+	if os.Getenv("IMAGEBUILDER_TEST_MAIN") != "1" {
 		return
 	}
-	var args []string
-	if err := json.Unmarshal([]byte(js), &args); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(99)
-	}
-	os.Exit(run(args))
+	os.Exit(run(flag.Args()))
 }
 
-// imagebuilderChild starts the test binary as `imagebuilder args...`.
+// imagebuilderCommand returns a command that runs `imagebuilder args...`.
+func imagebuilderCommand(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestMainProcess$", "--"}, args...)...)
+	cmd.Env = append(os.Environ(), "IMAGEBUILDER_TEST_MAIN=1")
+	return cmd
+}
+
+// imagebuilderChild starts `imagebuilder args...`.
 func imagebuilderChild(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	js, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMainProcess$")
-	cmd.Env = append(os.Environ(), "IMAGEBUILDER_TEST_ARGS="+string(js))
+	cmd := imagebuilderCommand(args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
