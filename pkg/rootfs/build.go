@@ -344,7 +344,7 @@ func checkOptions(opts *Options) error {
 	}
 	for i, f := range opts.Files {
 		if f.Src == "" || f.Dst == "" {
-			return &OptionError{Field: "Files", Index: i, Value: f.String(), Err: errors.New("Src and Dst are required")}
+			return &OptionError{Field: "Files", Index: i, Value: f.String(), Err: errors.New("a source and a destination are required")}
 		}
 		if err := regularFile(f.Src); err != nil {
 			return &OptionError{Field: "Files", Index: i, Value: f.String(), Err: err}

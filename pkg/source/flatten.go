@@ -408,7 +408,7 @@ func truncatedError(l *layer, i int, prev *tar.Header, got int64, err error) err
 	if l.tarFile && i == 0 {
 		return &FormatError{Layer: l.name, Err: fmt.Errorf("not a tar archive: %w", err)}
 	}
-	if prev != nil && (prev.Typeflag == tar.TypeReg || prev.Typeflag == tar.TypeRegA) && got < prev.Size {
+	if prev != nil && prev.Typeflag == tar.TypeReg && got < prev.Size {
 		return &FormatError{Layer: l.name, Entry: prev.Name,
 			Err: fmt.Errorf("declared size %d bytes, but the stream ends after %d bytes of it: %w", prev.Size, got, err)}
 	}

@@ -59,7 +59,6 @@ func (g *layerGen) build() []byte {
 			h.Typeflag, h.Size = tar.TypeReg, int64(len(body))
 			if op == 1 && g.pick(4) == 0 {
 				h.Size = int64(len(body)) + int64(g.next())<<uint(g.pick(40))
-				headers = append(headers, buf.Len())
 				if tw.WriteHeader(h) != nil {
 					return buf.Bytes()
 				}

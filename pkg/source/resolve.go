@@ -535,7 +535,7 @@ func openTarFS(ctx context.Context, file string) (*tarFS, error) {
 		if n > MaxEntries {
 			return nil, &FormatError{Layer: file, Err: fmt.Errorf("more than %d entries", MaxEntries)}
 		}
-		if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+		if h.Typeflag != tar.TypeReg {
 			continue
 		}
 		off, err := f.Seek(0, io.SeekCurrent)

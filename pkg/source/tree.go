@@ -130,7 +130,7 @@ func entryFromTar(h *tar.Header) (entry, error) {
 	e.perm = uint32(h.Mode) & ModePerm
 	e.uid, e.gid = uint32(h.Uid), uint32(h.Gid)
 	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg:
 		e.typ = tar.TypeReg
 		if h.Size < 0 || h.Size > MaxFileSize {
 			return e, fmt.Errorf("file size %d is out of range (limit %d)", h.Size, int64(MaxFileSize))
