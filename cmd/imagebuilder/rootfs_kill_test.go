@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
-	"flag"
-	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -25,28 +23,10 @@ import (
 	"github.com/imagebuilder/imagebuilder/internal/ocitest"
 )
 
-// TestMainProcess is not a test: run as a child with IMAGEBUILDER_TEST_MAIN=1
-// and the command's arguments after "--", it is the imagebuilder command
-// (run, with its signal handling), so that tests can run and signal a real
-// process without building the binary.
-func TestMainProcess(t *testing.T) {
-	if os.Getenv("IMAGEBUILDER_TEST_MAIN") != "1" {
-		return
-	}
-	os.Exit(run(flag.Args()))
-}
-
-// imagebuilderCommand returns a command that runs `imagebuilder args...`.
-func imagebuilderCommand(args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestMainProcess$", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), "IMAGEBUILDER_TEST_MAIN=1")
-	return cmd
-}
-
-// imagebuilderChild starts `imagebuilder args...`.
+// imagebuilderChild starts `imagebuilder args...` in a child process.
 func imagebuilderChild(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := imagebuilderCommand(args...)
+	cmd := cliCommand(args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -107,25 +87,6 @@ func stallingRegistry(t *testing.T) (ref string, started chan struct{}) {
 	return ref, started
 }
 
-// openUnder lists the files below the directories that process pid holds
-// open (an unnamed O_TMPFILE reads "DIR/#INODE (deleted)").
-func openUnder(pid int, dirs ...string) []string {
-	var open []string
-	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-	for _, fd := range fds {
-		l, err := os.Readlink(fd)
-		if err != nil {
-			continue
-		}
-		for _, d := range dirs {
-			if strings.HasPrefix(l, d+"/") {
-				open = append(open, l)
-			}
-		}
-	}
-	return open
-}
-
 // filesUnder lists the files below dir.
 func filesUnder(dir string) []string {
 	var out []string
@@ -162,16 +123,21 @@ func TestRootfsBuildKilled(t *testing.T) {
 				t.Fatalf("the layer download never started: %s", stderr)
 			}
 			// The outputs are open (unnamed files) while the layer
-			// downloads: wait until the child holds all three.
-			var open []string
-			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				open = openUnder(cmd.Process.Pid, out, cache)
-				if len(open) >= 3 || time.Now().After(deadline) {
-					break
+			// downloads: the disk and the JSON in out, the blob in the
+			// cache.
+			inOut, inCache := inDir(out), inDir(cache)
+			twoOutputs := func(string) bool {
+				n := 0
+				for _, p := range openFiles(cmd.Process.Pid) {
+					if inOut(p) {
+						n++
+					}
 				}
+				return n == 2
 			}
-			if len(open) < 3 {
-				t.Errorf("outputs open in the child before the signal: %v; want the disk, the JSON and the blob", open)
+			if !waitOpen(cmd.Process.Pid, 20*time.Second, inCache) || !waitOpen(cmd.Process.Pid, time.Second, twoOutputs) {
+				t.Errorf("open in the child before the signal: %v; want the disk and the JSON in %s and a blob in %s",
+					openFiles(cmd.Process.Pid), out, cache)
 			}
 			sent := time.Now()
 			cmd.Process.Signal(sig)
