@@ -24,6 +24,7 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/erofs"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // memDisk is an in-memory rootfs.Disk.
@@ -106,12 +107,16 @@ func buildDisk(t testing.TB, layers ...[]byte) (disk, part []byte) {
 		if err := os.WriteFile(p, l, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		opts.Sources = append(opts.Sources, "tar:"+p)
+		src, err := source.Parse("tar:" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Sources = append(opts.Sources, src)
 	}
 	opts.Agent = filepath.Join(dir, "agent")
 	os.WriteFile(opts.Agent, []byte("#!/bin/sh\n"), 0o755)
 	d := &memDisk{}
-	if _, err := rootfs.Build(opts, d); err != nil {
+	if _, err := rootfs.Build(context.Background(), opts, d); err != nil {
 		t.Fatal(err)
 	}
 	tab, err := gpt.Read(bytes.NewReader(d.b), int64(len(d.b)), 0)

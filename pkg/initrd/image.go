@@ -1,17 +1,18 @@
 package initrd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
-	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
-// AddImage adds the merged tree of rootfs sources (OCI layouts and
-// archives, docker archives, registry images, directories, tar files: the
-// syntax of rootfs.SourceKinds), layered in order by rootfs.Flatten with
+// AddImage adds the merged tree of sources (OCI layouts and archives,
+// docker archives, registry images, directories, tar files: the syntax of
+// source.Kinds), layered in order by source.Flatten with
 // its whiteout and hostile-layer rules. Whiteouts act inside these sources
 // only; the result then replaces earlier archive entries of the same paths
 // like any other source. Owners are the image's own and are kept (as in a
@@ -20,9 +21,17 @@ import (
 //
 // File contents are read once, in layer order, into an unlinked temporary
 // file (in $TMPDIR) that the archive's entries read from when written.
-func (a *Archive) AddImage(sources []string, opts rootfs.SourceOptions) error {
+func (a *Archive) AddImage(sources []string, opts source.Options) error {
+	ctx := context.TODO() // the initrd build has no context yet
 	name := strings.Join(sources, " + ")
-	flat, err := rootfs.Flatten(sources, opts)
+	srcs := make([]source.Source, len(sources))
+	for i, s := range sources {
+		var err error
+		if srcs[i], err = source.Parse(s); err != nil {
+			return fmt.Errorf("initrd: image %s: %w", name, err)
+		}
+	}
+	flat, err := source.Flatten(ctx, srcs, opts)
 	if err != nil {
 		return fmt.Errorf("initrd: image %s: %w", name, err)
 	}
@@ -40,7 +49,7 @@ func (a *Archive) AddImage(sources []string, opts rootfs.SourceOptions) error {
 	os.Remove(spool.Name())
 	offsets := make(map[int]int64, len(flat.Entries))
 	var off int64
-	err = flat.Contents(func(i int, r io.Reader) error {
+	err = flat.Contents(ctx, func(i int, r io.Reader) error {
 		n, err := io.Copy(spool, r)
 		if err != nil {
 			return err

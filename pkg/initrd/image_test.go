@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/imagebuilder/imagebuilder/internal/ocitest"
-	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 type tarEnt struct {
@@ -113,7 +113,7 @@ func TestAddImage(t *testing.T) {
 	if err := a.AddDir(src, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.AddImage([]string{"oci-layout:" + lay + ":v1"}, rootfs.SourceOptions{}); err != nil {
+	if err := a.AddImage([]string{"oci-layout:" + lay + ":v1"}, source.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.AddFile(override, "etc/extra", 0o640); err != nil {
@@ -149,7 +149,7 @@ func TestAddImage(t *testing.T) {
 	a2 := New()
 	err := a2.AddDir(src, "")
 	if err == nil {
-		err = a2.AddImage([]string{"oci-layout:" + lay + ":v1"}, rootfs.SourceOptions{})
+		err = a2.AddImage([]string{"oci-layout:" + lay + ":v1"}, source.Options{})
 	}
 	if err == nil {
 		err = a2.AddFile(override, "etc/extra", 0o640)
@@ -219,7 +219,7 @@ func TestAddImageHostile(t *testing.T) {
 		{tarEnt{name: "dangling", typ: tar.TypeLink, link: "missing"}, "does not exist"},
 	} {
 		lay := writeOCILayout(t, filepath.Join(dir, c.ent.name[:1]+c.want[:3]), tarBytes(t, []tarEnt{c.ent}))
-		err := New().AddImage([]string{"oci-layout:" + lay}, rootfs.SourceOptions{})
+		err := New().AddImage([]string{"oci-layout:" + lay}, source.Options{})
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "layer 1/1") {
 			t.Errorf("%s: got %v, want an error with %q naming the layer", c.ent.name, err, c.want)
 		}

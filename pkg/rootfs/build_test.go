@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // smallLayers is the fixed small fixture: two layers that use whiteouts, an
@@ -73,7 +77,7 @@ func smallBuild(t testing.TB, dir string) (Options, *model) {
 	m := newModel()
 	for i, l := range smallLayers(t) {
 		p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), l)
-		opts.Sources = append(opts.Sources, "tar:"+p)
+		opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 		m.applyTar(t, l)
 	}
 	opts.Agent = fakeAgent(t, dir)
@@ -81,6 +85,34 @@ func smallBuild(t testing.TB, dir string) (Options, *model) {
 	opts.Seed = "imagebuilder-test"
 	opts.SourceDateEpoch = 1700000000
 	return opts, m
+}
+
+// srcs parses source strings.
+func srcs(t testing.TB, specs ...string) []source.Source {
+	t.Helper()
+	var out []source.Source
+	for _, s := range specs {
+		src, err := source.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, src)
+	}
+	return out
+}
+
+// files parses SRC:DST[:MODE] file specs.
+func files(t testing.TB, specs ...string) []source.File {
+	t.Helper()
+	var out []source.File
+	for _, s := range specs {
+		f, err := source.ParseFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 const goldenFile = "../../testdata/rootfs/small.sha256"
@@ -160,7 +192,7 @@ func TestRootHashChangesWithOneByte(t *testing.T) {
 	dir := t.TempDir()
 	opts, _ := smallBuild(t, dir)
 	extra := writeFile(t, filepath.Join(dir, "extra"), bytes.Repeat([]byte("a"), 5000))
-	opts.Files = []string{extra + ":/etc/extra:0600"}
+	opts.Files = files(t, extra+":/etc/extra:0600")
 	d1, err := buildFile(t, opts, filepath.Join(dir, "a.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +262,7 @@ func TestReproducible(t *testing.T) {
 		os.Chdir(dir)
 		makeDirSource(t, "src", reverse, mtime, uid)
 		opts, _ := smallBuild(t, ".")
-		opts.Sources = append(opts.Sources, "dir:src")
+		opts.Sources = append(opts.Sources, srcs(t, "dir:src")...)
 		os.MkdirAll("add/etc", 0o755)
 		writeFile(t, "add/etc/added", []byte("added"))
 		os.Chmod("add/etc/added", 0o644)
@@ -247,4 +279,115 @@ func TestReproducible(t *testing.T) {
 	if a != b {
 		t.Fatalf("builds differ: %s vs %s", a, b)
 	}
+}
+
+// TestDescriptionRecords: the description says what went into the image:
+// each source's digest, the agent's sha256 and every added file's path,
+// host source, sha256 and mode, hard links and empty files included.
+func TestDescriptionRecords(t *testing.T) {
+	dir := t.TempDir()
+	opts, _ := smallBuild(t, dir)
+	add := filepath.Join(dir, "add")
+	writeFile(t, filepath.Join(add, "etc/kata/agent.toml"), []byte("[agent]\n"))
+	writeFile(t, filepath.Join(add, "etc/kata/empty"), nil)
+	writeFile(t, filepath.Join(add, "etc/kata/replaced"), []byte("from the tree"))
+	os.Link(filepath.Join(add, "etc/kata/agent.toml"), filepath.Join(add, "etc/kata/agent-link.toml"))
+	os.Symlink("agent.toml", filepath.Join(add, "etc/kata/symlink"))
+	over := writeFile(t, filepath.Join(dir, "over"), []byte("from a file"))
+	opts.AddDirs = []string{add}
+	opts.Files = files(t, over+":/etc/kata/replaced:0600")
+	d, err := buildFile(t, opts, filepath.Join(dir, "rootfs.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := func(s string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(s))) }
+	// The two names of one file share its content, read from the name
+	// listed first.
+	want := []AddedFile{
+		{Path: "/etc/kata/agent-link.toml", Source: filepath.Join(add, "etc/kata/agent-link.toml"), Size: 8, SHA256: sha("[agent]\n"), Mode: sIFREG | 0o644},
+		{Path: "/etc/kata/agent.toml", Source: filepath.Join(add, "etc/kata/agent-link.toml"), Size: 8, SHA256: sha("[agent]\n"), Mode: sIFREG | 0o644},
+		{Path: "/etc/kata/empty", Source: filepath.Join(add, "etc/kata/empty"), Size: 0, SHA256: sha(""), Mode: sIFREG | 0o644},
+		{Path: "/etc/kata/replaced", Source: over, Size: 11, SHA256: sha("from a file"), Mode: sIFREG | 0o600},
+	}
+	if fmt.Sprint(d.AddedFiles) != fmt.Sprint(want) {
+		t.Errorf("added files:\n%+v\nwant\n%+v", d.AddedFiles, want)
+	}
+	agent, _ := os.ReadFile(opts.Agent)
+	if d.Agent != (AddedFile{Path: "/usr/bin/kata-agent", Source: opts.Agent, Size: int64(len(agent)), SHA256: sha(string(agent)), Mode: sIFREG | 0o755}) {
+		t.Errorf("agent: %+v", d.Agent)
+	}
+	if len(d.Sources) != len(opts.Sources) {
+		t.Fatalf("%d sources recorded, want %d", len(d.Sources), len(opts.Sources))
+	}
+	for i, r := range d.Sources {
+		if r.Source != opts.Sources[i].String() || r.SHA256 != sha256File(t, opts.Sources[i].Path) ||
+			r.Pinned != opts.Sources[i].String()+"@sha256:"+r.SHA256 {
+			t.Errorf("source %d: %+v", i, r)
+		}
+	}
+}
+
+// TestOptionErrors: a bad option is an OptionError naming the field, never
+// a command-line flag.
+func TestOptionErrors(t *testing.T) {
+	dir := t.TempDir()
+	good, _ := smallBuild(t, dir)
+	notDir := writeFile(t, filepath.Join(dir, "plain"), []byte("x"))
+	for _, c := range []struct {
+		field  string
+		index  int
+		change func(o *Options)
+	}{
+		{"Seed", -1, func(o *Options) { o.Seed = "" }},
+		{"Sources", -1, func(o *Options) { o.Sources = nil }},
+		{"Agent", -1, func(o *Options) { o.Agent = "" }},
+		{"Agent", -1, func(o *Options) { o.Agent = dir }},
+		{"Agent", -1, func(o *Options) { o.Agent = filepath.Join(dir, "missing") }},
+		{"AddDirs", 1, func(o *Options) { o.AddDirs = []string{dir, notDir} }},
+		{"Files", 0, func(o *Options) { o.Files = []source.File{{Src: dir, Dst: "/x"}} }},
+		{"Platform", -1, func(o *Options) { o.Platform = "bogus" }},
+		{"SourceDateEpoch", -1, func(o *Options) { o.SourceDateEpoch = -1 }},
+	} {
+		o := good
+		c.change(&o)
+		d, err := Build(context.Background(), o, &memDisk{})
+		var oe *OptionError
+		if d != nil || !errors.As(err, &oe) || oe.Field != c.field || oe.Index != c.index || strings.Contains(err.Error(), "--") {
+			t.Errorf("%s: %v (%+v)", c.field, err, oe)
+		}
+	}
+}
+
+// TestBuildCancel: a cancelled build returns the context's error and no
+// description.
+func TestBuildCancel(t *testing.T) {
+	dir := t.TempDir()
+	opts, _ := smallBuild(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d, err := Build(ctx, opts, &memDisk{})
+	if d != nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("Build with a cancelled context: %v, %v", d, err)
+	}
+	// Cancelled while the disk is written.
+	ctx, cancel = context.WithCancel(context.Background())
+	disk := &cancellingDisk{cancel: cancel, after: 3}
+	d, err = Build(ctx, opts, disk)
+	if d != nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("Build cancelled mid-way: %v, %v", d, err)
+	}
+}
+
+// cancellingDisk cancels the build after a few writes.
+type cancellingDisk struct {
+	memDisk
+	cancel func()
+	after  int
+}
+
+func (c *cancellingDisk) WriteAt(p []byte, off int64) (int, error) {
+	if c.after--; c.after == 0 {
+		c.cancel()
+	}
+	return c.memDisk.WriteAt(p, off)
 }

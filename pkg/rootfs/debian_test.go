@@ -26,7 +26,7 @@ func TestDebianSystemd(t *testing.T) {
 	dir := t.TempDir()
 	agent := fakeAgent(t, dir)
 	img := filepath.Join(dir, "rootfs.img")
-	opts := Options{Sources: []string{"oci-layout:" + filepath.Join(fix, "oci") + ":latest"}, Agent: agent, Seed: "debian"}
+	opts := Options{Sources: srcs(t, "oci-layout:"+filepath.Join(fix, "oci")+":latest"), Agent: agent, Seed: "debian"}
 	d, err := buildFile(t, opts, img)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func TestDebianSystemd(t *testing.T) {
 	}
 
 	// The same tree from the tar gives the same bytes.
-	opts.Sources = []string{"tar:" + filepath.Join(fix, "rootfs.tar")}
+	opts.Sources = srcs(t, "tar:"+filepath.Join(fix, "rootfs.tar"))
 	img2 := filepath.Join(dir, "rootfs2.img")
 	if _, err := buildFile(t, opts, img2); err != nil {
 		t.Fatal(err)

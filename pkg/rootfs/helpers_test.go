@@ -3,6 +3,7 @@ package rootfs
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -109,7 +110,7 @@ func buildFile(t testing.TB, opts Options, out string) (*Description, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := Build(opts, f)
+	d, err := Build(context.Background(), opts, f)
 	f.Close()
 	if err != nil {
 		os.Remove(out)

@@ -23,6 +23,7 @@ import (
 	"github.com/imagebuilder/imagebuilder/internal/fuzzcheck"
 	"github.com/imagebuilder/imagebuilder/pkg/erofs"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
@@ -41,7 +42,7 @@ func smallDisk(t testing.TB) []byte {
 	t.Helper()
 	opts, _ := smallBuild(t, t.TempDir())
 	d := &memDisk{}
-	if _, err := Build(opts, d); err != nil {
+	if _, err := Build(context.Background(), opts, d); err != nil {
 		t.Fatal(err)
 	}
 	return d.b
@@ -359,9 +360,9 @@ func TestDeepImage(t *testing.T) {
 	const depth = 3000
 	dir := t.TempDir()
 	p := writeFile(t, filepath.Join(dir, "deep.tar"), deepTar(t, depth))
-	opts := Options{Sources: []string{"tar:" + p}, Agent: fakeAgent(t, dir), Seed: "deep"}
+	opts := Options{Sources: srcs(t, "tar:"+p), Agent: fakeAgent(t, dir), Seed: "deep"}
 	d := &memDisk{}
-	if _, err := Build(opts, d); err != nil {
+	if _, err := Build(context.Background(), opts, d); err != nil {
 		t.Fatal(err)
 	}
 	in, err := Inspect(context.Background(), bytes.NewReader(d.b), int64(len(d.b)), InspectOptions{Files: true})
@@ -481,7 +482,12 @@ func ExampleInspect() {
 	os.WriteFile(filepath.Join(dir, "agent"), []byte("#!/bin/sh\n"), 0o755)
 	f, _ := os.Create(filepath.Join(dir, "rootfs.img"))
 	defer f.Close()
-	if _, err := Build(Options{Sources: []string{"tar:" + filepath.Join(dir, "base.tar")},
+	src, err := source.Parse("tar:" + filepath.Join(dir, "base.tar"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if _, err := Build(context.Background(), Options{Sources: []source.Source{src},
 		Agent: filepath.Join(dir, "agent"), Seed: "example"}, f); err != nil {
 		fmt.Println(err)
 		return

@@ -62,7 +62,7 @@ func TestSystemdBoot(t *testing.T) {
 	agent := writeFile(t, filepath.Join(dir, "kata-agent"), []byte("#!/bin/sh\necho KATA-AGENT-STAND-IN-STARTED\nsleep 1\nexit 1\n"))
 	os.Chmod(agent, 0o755)
 	img := filepath.Join(dir, "rootfs.img")
-	d, err := buildFile(t, Options{Sources: []string{"oci-layout:" + filepath.Join(fix, "oci")}, Agent: agent, Seed: "boot"}, img)
+	d, err := buildFile(t, Options{Sources: srcs(t, "oci-layout:"+filepath.Join(fix, "oci")), Agent: agent, Seed: "boot"}, img)
 	if err != nil {
 		t.Fatal(err)
 	}
