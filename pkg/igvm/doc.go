@@ -34,7 +34,8 @@
 // VP_CONTEXT mask equal to exactly one platform's mask, 4 KiB-aligned GPAs
 // (2 MiB for 2 MiB pages), known page data types and flags, zero reserved
 // fields, page-multiple sizes, file data inside [end of headers, end of
-// file), parameter areas allocated once, used only before their insert and
+// file), parameter areas allocated once, at most MaxParameterAreaBytes of
+// them in all, used only before their insert and
 // inserted once, parameter byte offsets inside their area, relocation
 // regions well-formed and not overlapping, at most one page-table
 // relocation region per platform and no parameter insert inside it, and
