@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -60,7 +61,7 @@ func (tc ovmfCase) config(t testing.TB) OVMFConfig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := OVMFConfig{VCPUs: tc.VCPUs, GuestFeatures: gf, VMM: vmm}
+	cfg := OVMFConfig{VCPUs: tc.VCPUs, GuestFeatures: gf, VMM: vmm, Explain: true}
 	if tc.VCPUType != nil {
 		cpu, err := LookupCPU(*tc.VCPUType)
 		if err != nil {
@@ -94,9 +95,9 @@ func (tc ovmfCase) config(t testing.TB) OVMFConfig {
 		}
 		var kh KernelHashes
 		if initrd != nil {
-			kh, err = HashKernel(k, initrd, cmdline)
+			kh, err = HashKernel(context.Background(), k, initrd, cmdline)
 		} else {
-			kh, err = HashKernel(k, nil, cmdline)
+			kh, err = HashKernel(context.Background(), k, nil, cmdline)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +114,7 @@ func TestOVMFVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			oh, err := OVMFHash(fw)
+			oh, err := OVMFHash(context.Background(), fw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +122,7 @@ func TestOVMFVectors(t *testing.T) {
 				t.Errorf("ovmf hash %s, want %s", oh, tc.ExpectedOVMFHash)
 			}
 			cfg := tc.config(t)
-			m, err := MeasureOVMF(fw, cfg)
+			m, err := MeasureOVMF(context.Background(), fw, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +147,7 @@ func TestOVMFVectors(t *testing.T) {
 			}
 			// Starting from the precomputed firmware hash gives the same digest.
 			cfg.OVMFHash = &oh
-			m2, err := MeasureOVMF(fw, cfg)
+			m2, err := MeasureOVMF(context.Background(), fw, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +168,7 @@ func TestOVMFRejections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = MeasureOVMF(fw, tc.config(t))
+			_, err = MeasureOVMF(context.Background(), fw, tc.config(t))
 			if !errors.Is(err, ErrNoKernelHashesSection) {
 				t.Fatalf("error %v, want %v", err, ErrNoKernelHashesSection)
 			}
@@ -187,7 +188,7 @@ func TestOVMFWithoutSEVMetadata(t *testing.T) {
 	if fw.HasSEVMetadata() {
 		t.Fatal("metadata found")
 	}
-	m, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 2, VCPUSig: 0xa00f11, GuestFeatures: 1})
+	m, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 2, VCPUSig: 0xa00f11, GuestFeatures: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ func TestOVMFWithoutSEVMetadata(t *testing.T) {
 	if c.Digest() != m.Digest {
 		t.Errorf("digest %s, want %s", m.Digest, c.Digest())
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 1, Kernel: &KernelHashes{}}); !errors.Is(err, ErrNoKernelHashesSection) {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1, Kernel: &KernelHashes{}}); !errors.Is(err, ErrNoKernelHashesSection) {
 		t.Errorf("kernel on firmware without metadata: %v", err)
 	}
 }
@@ -280,7 +281,7 @@ func TestParseOVMFErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 1}); err == nil || !strings.Contains(err.Error(), "no footer table") || !strings.Contains(err.Error(), "SEV-ES reset block") {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1}); err == nil || !strings.Contains(err.Error(), "no footer table") || !strings.Contains(err.Error(), "SEV-ES reset block") {
 		t.Errorf("firmware without table: %v", err)
 	}
 }
@@ -291,14 +292,14 @@ func TestMeasureOVMFConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []int{0, -1, MaxVCPUs + 1} {
-		if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: n}); err == nil {
+		if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: n}); err == nil {
 			t.Errorf("%d vCPUs accepted", n)
 		}
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: MaxVCPUs}); err != nil {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: MaxVCPUs}); err != nil {
 		t.Errorf("%d vCPUs: %v", MaxVCPUs, err)
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 1, VMM: VMMType(7)}); err == nil {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1, VMM: VMMType(7)}); err == nil {
 		t.Error("unknown VMM accepted")
 	}
 }
@@ -345,8 +346,8 @@ func FuzzParseOVMF(f *testing.F) {
 		}
 		kh := KernelHashes{}
 		for _, vmm := range []VMMType{VMMQEMU, VMMEC2, VMMGCE} {
-			_, _ = MeasureOVMF(fw, OVMFConfig{VCPUs: 2, VMM: vmm})
-			_, _ = MeasureOVMF(fw, OVMFConfig{VCPUs: 1, VMM: vmm, Kernel: &kh})
+			_, _ = MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 2, VMM: vmm})
+			_, _ = MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1, VMM: vmm, Kernel: &kh})
 		}
 	})
 }

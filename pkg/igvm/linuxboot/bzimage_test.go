@@ -1,8 +1,12 @@
 package linuxboot
 
 import (
+	"os"
+
+	"context"
 	"encoding/binary"
 	"errors"
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
 	"strings"
 	"testing"
 )
@@ -74,6 +78,7 @@ func TestParseBzImage(t *testing.T) {
 		{"zero init_size", fakeBzImage(payload, u32(0x260, 0)), "init_size is 0"},
 		{"above 4 GiB", fakeBzImage(payload, u64(0x258, 0xffe00000)), "above 4 GiB"},
 		{"payload > init_size", fakeBzImage(make([]byte, 0x3000), u32(0x260, 0x2000)), "larger than init_size"},
+		{"truncated", fakeBzImage(make([]byte, 4096-16), u32(0x1f4, 0x100)), "truncated: syssize 0x100 says the protected-mode code after the 2048 setup bytes is 4096 bytes, the file has 4080"},
 	}
 	for _, tc := range bad {
 		_, err := ParseBzImage(tc.data)
@@ -84,6 +89,45 @@ func TestParseBzImage(t *testing.T) {
 	if _, err := ParseBzImage([]byte("hello")); !errors.Is(err, ErrNotBzImage) {
 		t.Errorf("short file: %v is not ErrNotBzImage", err)
 	}
+	var be *BzImageError
+	if _, err := ParseBzImage(fakeBzImage(payload, u16(0x206, 0x020a))); !errors.As(err, &be) || be.Field != "version" || be.Offset != 0x206 || errors.Is(err, ErrNotBzImage) {
+		t.Errorf("old protocol: %#v", err)
+	}
+	// syssize rounds up (build.c: (size + 15 + 4) / 16, the CRC included):
+	// up to 15 bytes short is the rounding, not a cut.
+	if _, err := ParseBzImage(fakeBzImage(make([]byte, 4096-15), u32(0x1f4, 0x100))); err != nil {
+		t.Errorf("payload within syssize's rounding: %v", err)
+	}
+	// AllowTruncated (igvm-tooling's test_bzImage) accepts the cut file.
+	if _, err := (BzImageOptions{AllowTruncated: true}).Parse(fakeBzImage(nil, u32(0x1f4, 0x100))); err != nil {
+		t.Errorf("AllowTruncated: %v", err)
+	}
+}
+
+// A real kernel cut inside its code is refused: the Debian kernel of the
+// fixture cache cut 16 bytes before the end syssize gives (the file goes
+// on after it with the Secure Boot signature, which the boot does not
+// need), or to half, or right after its setup sectors.
+func TestTruncatedDebianKernel(t *testing.T) {
+	kernel := fixtures.DebianKernel(t)
+	data, err := os.ReadFile(kernel.Vmlinuz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := ParseBzImage(data)
+	if err != nil {
+		t.Fatalf("whole kernel: %v", err)
+	}
+	codeEnd := (int(k.Header.SetupSects)+1)*512 + int(k.Header.SysSize)*16
+	if _, err := ParseBzImage(data[:codeEnd]); err != nil {
+		t.Fatalf("kernel cut after its code: %v", err)
+	}
+	for _, n := range []int{codeEnd - 16, len(data) / 2, (int(k.Header.SetupSects) + 1) * 512} {
+		var be *BzImageError
+		if _, err := ParseBzImage(data[:n]); !errors.As(err, &be) || be.Field != "syssize" {
+			t.Errorf("cut to %d bytes: %v", n, err)
+		}
+	}
 }
 
 // FuzzParseBzImage: the parser never panics, and what it accepts satisfies
@@ -93,7 +137,7 @@ func FuzzParseBzImage(f *testing.F) {
 	f.Add(fakeBzImage(nil, nil)[:0x300])
 	f.Add([]byte("HdrS"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		k, err := ParseBzImage(data)
+		k, err := BzImageOptions{AllowTruncated: true}.Parse(data)
 		if err != nil {
 			return
 		}
@@ -105,6 +149,6 @@ func FuzzParseBzImage(f *testing.F) {
 		// Building must not panic either: it returns an image or an error
 		// (with pvalidate-opt, so a huge init_size does not mean a huge
 		// page list).
-		_, _ = Build(k, Options{Cmdline: "console=ttyS0", Initrd: []byte("x"), PvalidateOpt: true, AllowEmptyPayload: true})
+		_, _ = Build(context.Background(), k, Options{Cmdline: "console=ttyS0", Initrd: []byte("x"), PvalidateOpt: true})
 	})
 }

@@ -1,9 +1,11 @@
 package linuxboot
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
@@ -32,29 +34,13 @@ const (
 	initPgtableSize = 0x7000  // TOP_PGT_SIZE + BOOT_PGT_SIZE
 	tssSize         = 104
 	gdtSize         = 56 // null, kernel code, user code, kernel data, user data, 16-byte TSS
-	bootParamsSize  = 4096
+	bootParamsSize  = bootparams.Size
 	ccBlobMagic     = 0x45444d41 // "AMDE"
 	maxGuestAddress = 1 << 32    // 32-bit boot_params pointers
 
 	pageEncrypted = 1 << 51 // the C-bit in igvm-tooling's page tables
 	pageRWUP      = 0x7     // present, writable, user
 	pagePS        = 0x80    // 1 GiB page
-
-	// e820 types.
-	E820RAM      = 1
-	E820Reserved = 2
-	E820ACPI     = 3
-)
-
-// Boot-params offsets (struct boot_params, arch/x86/include/uapi/asm/bootparam.h).
-const (
-	bpACPIRSDPAddr  = 0x070
-	bpCCBlobAddress = 0x13c
-	bpE820Entries   = 0x1e8
-	bpHdr           = setupHeaderOffset
-	bpE820Table     = 0x2d0
-	e820EntrySize   = 20
-	bpE820Max       = 128
 )
 
 // Options are the igvmgen options that change the layout.
@@ -76,11 +62,11 @@ type Options struct {
 	EncryptedPage bool
 	// SVME (-svme 1) sets EFER.SVME.
 	SVME bool
-	// AllowEmptyPayload accepts a kernel whose file ends inside its setup
-	// sectors, as igvm-tooling's 979-byte test_bzImage does. Such a kernel
-	// cannot boot; this exists for reproducing those vectors.
-	AllowEmptyPayload bool
 }
+
+// Kata returns the options Kata Containers and Contrast build their pod VM
+// IGVM files with: igvmgen's -pvalidate_opt 1 -encrypted_page 1 -svme 1.
+func Kata() Options { return Options{PvalidateOpt: true, EncryptedPage: true, SVME: true} }
 
 // PageKind says what a page of the image is.
 type PageKind uint8
@@ -121,13 +107,6 @@ type Page struct {
 	Data []byte
 }
 
-// E820Entry is one boot_params e820 range.
-type E820Entry struct {
-	Addr uint64 `json:"addr"`
-	Size uint64 `json:"size"`
-	Type uint32 `json:"type"`
-}
-
 // Layout holds the addresses Build chose.
 type Layout struct {
 	KernelEntry  uint64 // pref_address + 0x200, the 64-bit entry
@@ -135,13 +114,14 @@ type Layout struct {
 	TSS, GDT     uint64
 	BootParams   uint64
 	Cmdline      uint64
+	CmdlineBytes int // without the NUL
 	Ramdisk      uint64
 	RamdiskSize  uint64
 	StackTop     uint64 // initial RSP
 	CCBlob       uint64
 	End          uint64 // first address after the last page
 	ACPIEnd      uint64
-	E820         []E820Entry
+	E820         []bootparams.E820Entry
 	PayloadBytes int
 }
 
@@ -153,6 +133,9 @@ type Image struct {
 	Pages  []Page
 	VMSA   snp.VMSA
 	Layout Layout
+
+	kernel     *bootparams.SetupHeader
+	acpiTables []ACPITable
 }
 
 // CPUIDLeaves are the CPUID functions (EAX, ECX inputs) igvmgen asks the
@@ -186,8 +169,17 @@ func CPUIDPage() []byte {
 
 func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
 
-// Build lays out kernel k with opts as igvmgen does in boot mode x64.
-func Build(k *BzImage, opts Options) (*Image, error) {
+// ctxCheckPages is the number of pages laid out between two looks at the
+// context.
+const ctxCheckPages = 4096
+
+// Build lays out kernel k with opts as igvmgen does in boot mode x64. The
+// image refers to the kernel's and the initrd's bytes; write it with
+// Image.Write. Build stops with ctx's error soon after ctx is cancelled.
+func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	h := &k.Header
 	acpi := opts.ACPI
 	if acpi == nil {
@@ -200,7 +192,7 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	if err := policy.Validate(); err != nil {
 		return nil, err
 	}
-	if len(k.Payload) == 0 && !opts.AllowEmptyPayload {
+	if len(k.Payload) == 0 && !k.allowTruncated {
 		return nil, fmt.Errorf("bzImage has no protected-mode payload after its %d setup sectors", int(h.SetupSects)+1)
 	}
 	cmdline := opts.Cmdline
@@ -235,6 +227,7 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 		GDT:          P + 0x2000 + tssSize,
 		ACPIEnd:      acpiEnd,
 		PayloadBytes: len(k.Payload),
+		CmdlineBytes: len(cmdline),
 	}
 	L.BootParams = L.GDT + gdtSize
 	L.Cmdline = L.BootParams + bootParamsSize
@@ -252,22 +245,23 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	}
 
 	// e820, as igvmgen's _setup_e820 / _setup_e820_opt.
+	const ram, reserved, acpiType = bootparams.E820RAM, bootparams.E820Reserved, bootparams.E820ACPI
 	if opts.PvalidateOpt {
-		L.E820 = []E820Entry{
-			{0, 0, E820RAM},
-			{0xa0000, 0x100000 - 0xa0000, E820Reserved},
-			{0x100000, acpiEnd - 0x100000, E820ACPI},
-			{pref, vmlinuxSize, E820RAM},
-			{stackLo, bootStackSize, E820RAM},
-			{pgtLo, initPgtableSize, E820RAM},
-			{P, L.End - P, E820RAM},
+		L.E820 = []bootparams.E820Entry{
+			{Addr: 0, Size: 0, Type: ram},
+			{Addr: 0xa0000, Size: 0x100000 - 0xa0000, Type: reserved},
+			{Addr: 0x100000, Size: acpiEnd - 0x100000, Type: acpiType},
+			{Addr: pref, Size: vmlinuxSize, Type: ram},
+			{Addr: stackLo, Size: bootStackSize, Type: ram},
+			{Addr: pgtLo, Size: initPgtableSize, Type: ram},
+			{Addr: P, Size: L.End - P, Type: ram},
 		}
 	} else {
-		L.E820 = []E820Entry{
-			{0, 0xa0000, E820RAM},
-			{0xa0000, 0x100000 - 0xa0000, E820Reserved},
-			{0x100000, acpiEnd - 0x100000, E820ACPI},
-			{pref, L.End - pref, E820RAM},
+		L.E820 = []bootparams.E820Entry{
+			{Addr: 0, Size: 0xa0000, Type: ram},
+			{Addr: 0xa0000, Size: 0x100000 - 0xa0000, Type: reserved},
+			{Addr: 0x100000, Size: acpiEnd - 0x100000, Type: acpiType},
+			{Addr: pref, Size: L.End - pref, Type: ram},
 		}
 	}
 
@@ -291,23 +285,19 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	binary.LittleEndian.PutUint64(gdt[0x28:], (tssSize-1)|(tss&0xffffff)<<16|0x8b<<40|(tss>>24&0xff)<<56)
 	binary.LittleEndian.PutUint32(gdt[0x30:], uint32(tss>>32))
 
-	bp := head[L.BootParams-P : L.BootParams-P+bootParamsSize]
-	copy(bp[bpHdr:], k.RawHeader[:])
-	bp[0x210] = 0xff                                                 // type_of_loader
-	binary.LittleEndian.PutUint32(bp[0x214:], uint32(L.KernelEntry)) // code32_start
-	binary.LittleEndian.PutUint32(bp[0x218:], uint32(L.Ramdisk))     // ramdisk_image
-	binary.LittleEndian.PutUint32(bp[0x21c:], uint32(L.RamdiskSize)) // ramdisk_size
-	binary.LittleEndian.PutUint32(bp[0x228:], uint32(L.Cmdline))     // cmd_line_ptr
-	binary.LittleEndian.PutUint32(bp[0x238:], uint32(len(cmdline)))  // cmdline_size
-	binary.LittleEndian.PutUint64(bp[bpACPIRSDPAddr:], RSDPAddress)
-	binary.LittleEndian.PutUint32(bp[bpCCBlobAddress:], uint32(L.CCBlob))
-	bp[bpE820Entries] = byte(len(L.E820))
-	for i, e := range L.E820 {
-		b := bp[bpE820Table+e820EntrySize*i:]
-		binary.LittleEndian.PutUint64(b[0:], e.Addr)
-		binary.LittleEndian.PutUint64(b[8:], e.Size)
-		binary.LittleEndian.PutUint32(b[16:], e.Type)
+	// boot_params: the kernel's setup header with what the loader fills
+	// in. Everything lies below 4 GiB, so the ext_ fields stay zero.
+	bp := bootparams.BootParams{Hdr: k.Header, ACPIRSDPAddr: RSDPAddress, CCBlobAddress: uint32(L.CCBlob)}
+	bp.Hdr.TypeOfLoader = 0xff // undefined loader
+	bp.Hdr.Code32Start = uint32(L.KernelEntry)
+	bp.Hdr.RamdiskImage = uint32(L.Ramdisk)
+	bp.Hdr.RamdiskSize = uint32(L.RamdiskSize)
+	bp.Hdr.CmdLinePtr = uint32(L.Cmdline)
+	bp.Hdr.CmdlineSize = uint32(len(cmdline)) // igvmgen writes the line's length here
+	if err := bp.SetE820(L.E820); err != nil {
+		return nil, err
 	}
+	copy(head[L.BootParams-P:], bp.Marshal())
 	copy(head[L.Cmdline-P:], cmdline)
 
 	// The area from the initrd's last whole page to the end: the initrd's
@@ -322,13 +312,22 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	binary.LittleEndian.PutUint64(cc[24:], CPUIDPageGPA)
 	binary.LittleEndian.PutUint32(cc[32:], pageSize)
 
-	img := &Image{Policy: policy, Layout: L}
+	img := &Image{Policy: policy, Layout: L, kernel: &k.Header, acpiTables: acpi.Tables}
 	img.VMSA = vmsa(&L, opts)
 
 	// Pages, ascending.
 	n := estimatePages(&L, pref, P, vmlinuxSize, opts.PvalidateOpt)
 	pages := make([]Page, 0, n)
+	var ctxErr error
 	add := func(gpa uint64, data []byte) {
+		if ctxErr != nil {
+			return
+		}
+		if len(pages)%ctxCheckPages == 0 {
+			if ctxErr = ctx.Err(); ctxErr != nil {
+				return
+			}
+		}
 		if data != nil && isZero(data) {
 			data = nil
 		}
@@ -391,6 +390,9 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	}
 	for gpa := tailStart; gpa < L.End; gpa += pageSize {
 		add(gpa, tail[gpa-tailStart:gpa-tailStart+pageSize])
+	}
+	if ctxErr != nil {
+		return nil, ctxErr
 	}
 	img.Pages = pages
 	return img, nil
