@@ -29,7 +29,7 @@ type igvmBuildFlags struct {
 }
 
 func newIgvmBuildCmd() *cobra.Command {
-	f := igvmBuildFlags{policy: policyFlag{hexFlag{v: uint64(linuxboot.DefaultPolicy)}}}
+	f := igvmBuildFlags{policy: policyFlag{hexFlag{v: uint64(linuxboot.DefaultPolicy), set: true}}}
 	cmd := &cobra.Command{
 		Use:   "build --kernel bzImage [--initrd F] [--cmdline \"...\"] [--kata] -o podvm.igvm",
 		Short: "Lay out a Linux bzImage, initrd and command line as an IGVM file for a direct SEV-SNP boot",

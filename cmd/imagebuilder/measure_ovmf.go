@@ -32,7 +32,7 @@ type ovmfFlags struct {
 }
 
 func newMeasureOVMFCmd() *cobra.Command {
-	fl := ovmfFlags{guestFeatures: hexFlag{v: 1}}
+	fl := ovmfFlags{guestFeatures: hexFlag{v: 1, set: true}}
 	cmd := &cobra.Command{
 		Use:   "ovmf --ovmf OVMF.fd --vcpus N[,N...] --cpu MODEL [--kernel K --initrd I --append CMDLINE]",
 		Short: "Print the SEV-SNP launch digest of an OVMF boot (QEMU, EC2, GCE)",
