@@ -6,12 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"hash/crc32"
+	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -146,25 +146,6 @@ func TestReferenceValues(t *testing.T) {
 	}
 }
 
-// fixCRC rewrites the checksum of a fuzzed file so that mutations reach
-// the headers' meaning instead of stopping at the CRC check.
-func fixCRC(b []byte) {
-	if len(b) < 24 {
-		return
-	}
-	off, size := binary.LittleEndian.Uint32(b[8:]), binary.LittleEndian.Uint32(b[12:])
-	if off < 24 || uint64(off)+uint64(size) > uint64(len(b)) {
-		return
-	}
-	h := crc32.NewIEEE()
-	var fixed [24]byte
-	copy(fixed[:], b[:24])
-	clear(fixed[20:24])
-	h.Write(fixed[:])
-	h.Write(b[off : off+size])
-	binary.LittleEndian.PutUint32(b[20:], h.Sum32())
-}
-
 // FuzzMeasureIGVM: any input either fails to parse or measures under both
 // profiles without panicking, with the same result whether page contents
 // are hashed on the worker pool or in the chain.
@@ -175,12 +156,24 @@ func FuzzMeasureIGVM(f *testing.F) {
 		f.Add(b)
 	}
 	milan, _ := LookupCPU("milan")
+	if b, err := os.ReadFile("../../testdata/measure/kvm-ready.igvm"); err == nil {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fixCRC(b)
+		// Repair what the mutator breaks first (size, CRC), so mutations
+		// reach the measurement.
+		if len(b) >= igvm.FixedHeaderSize {
+			binary.LittleEndian.PutUint32(b[16:], uint32(len(b)))
+		}
+		igvmtest.FixChecksum(b)
 		file, err := igvm.Parse(b)
 		if err != nil {
 			return
 		}
+		// Work in proportion to the file: at most 512 pages (a 2 MiB page)
+		// per 32-byte header, the parameter areas (bounded by igvm.Open)
+		// and one VMSA per vCPU.
+		maxPages := uint64(len(b))/32*512 + igvm.MaxParameterAreaBytes/snp.PageSize + MaxVCPUs
 		for _, opts := range []Options{
 			{Profile: ProfileMSHV, Explain: true},
 			{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true},
@@ -191,7 +184,11 @@ func FuzzMeasureIGVM(f *testing.F) {
 					saved := poolMin
 					poolMin = 1
 					defer func() { poolMin = saved }()
-					res, err := MeasureIGVM(context.Background(), file, opts)
+					var res *Result
+					fuzzbound.Check(t, b, 64, 32<<20, func() { res, err = MeasureIGVM(context.Background(), file, opts) })
+					if err == nil && res.Pages > maxPages {
+						t.Fatalf("%d pages measured for a %d-byte file", res.Pages, len(b))
+					}
 					if err != nil {
 						got[i] = "error: " + err.Error()
 						return

@@ -6,8 +6,10 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -370,4 +372,78 @@ func TestParseGUID(t *testing.T) {
 			t.Errorf("parseGUID(%q) accepted", bad)
 		}
 	}
+}
+
+// FuzzOVMFStructured builds firmware images whose footer table and SEV
+// metadata are well formed around fuzzed contents (the table's sizes and
+// GUIDs repaired, the metadata's signature, version and size consistent
+// with the fuzzed section descriptors), so mutations reach the section
+// checks and the measurement behind them. Memory and the pages measured
+// stay proportional to the image (the sections are bounded by
+// maxSectionBytes).
+func FuzzOVMFStructured(f *testing.F) {
+	desc := func(gpa, size, typ uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, gpa)
+		b = binary.LittleEndian.AppendUint32(b, size)
+		return binary.LittleEndian.AppendUint32(b, typ)
+	}
+	f.Add(uint8(2), uint32(0x808004), uint32(0x80c000), slices.Concat(desc(0x800000, 0x2000, 1), desc(0x802000, 0x1000, 2), desc(0x803000, 0x1000, 3), desc(0x80c000, 0x1000, 0x10)), []byte("extra"))
+	f.Add(uint8(1), uint32(0), uint32(0), desc(0, 0xfffff000, 1), []byte{})
+	f.Fuzz(func(t *testing.T, pages uint8, resetEIP, hashGPA uint32, descs, extra []byte) {
+		n := int(pages%16) + 2
+		img := make([]byte, n*snp.PageSize)
+		// SEV metadata one page before the end: "ASEV", size, version 1,
+		// count, the descriptors (those that fit the page).
+		descs = descs[:min(len(descs)/12*12, snp.PageSize-16-64)]
+		md := img[len(img)-2*snp.PageSize:]
+		copy(md, "ASEV")
+		binary.LittleEndian.PutUint32(md[4:], uint32(16+len(descs)))
+		binary.LittleEndian.PutUint32(md[8:], 1)
+		binary.LittleEndian.PutUint32(md[12:], uint32(len(descs)/12))
+		copy(md[16:], descs)
+		var table []byte
+		entry := func(guid [16]byte, payload []byte) {
+			table = append(table, payload...)
+			table = binary.LittleEndian.AppendUint16(table, uint16(len(payload)+footerEntryHeader))
+			table = append(table, guid[:]...)
+		}
+		entry(guidSEVESResetBlock, binary.LittleEndian.AppendUint32(nil, resetEIP))
+		entry(guidSEVHashTableRV, binary.LittleEndian.AppendUint32(nil, hashGPA))
+		entry(guidOVMFSEVMetadata, binary.LittleEndian.AppendUint32(nil, uint32(2*snp.PageSize)))
+		if len(extra) > 0 {
+			var g [16]byte
+			copy(g[:], extra)
+			entry(g, extra[min(len(extra), 16):min(len(extra), 200)])
+		}
+		entry(guidOVMFTableFooter, nil)
+		binary.LittleEndian.PutUint16(table[len(table)-footerEntryHeader:], uint16(len(table)))
+		copy(img[len(img)-32-len(table):], table)
+
+		var fw *OVMF
+		var err error
+		fuzzbound.Check(t, img, 2, 1<<20, func() { fw, err = ParseOVMF(img) })
+		if err != nil {
+			var fe *OVMFFormatError
+			if !errors.As(err, &fe) {
+				t.Fatalf("parse error %v is not an OVMFFormatError", err)
+			}
+			return
+		}
+		maxPages := uint64(len(img))/snp.PageSize + 2*maxSectionBytes/snp.PageSize + 4
+		kh := KernelHashes{}
+		for _, cfg := range []OVMFConfig{{VCPUs: 4, VMM: VMMQEMU, Explain: true}, {VCPUs: 1, VMM: VMMEC2}, {VCPUs: 2, VMM: VMMGCE, Kernel: &kh}} {
+			var m *OVMFMeasurement
+			fuzzbound.Check(t, img, 4, 4<<20, func() { m, err = MeasureOVMF(context.Background(), fw, cfg) })
+			if err != nil {
+				continue
+			}
+			var total uint64
+			for _, r := range m.Regions {
+				total += r.Pages
+			}
+			if total > maxPages {
+				t.Fatalf("%d pages measured for a %d-byte image", total, len(img))
+			}
+		}
+	})
 }

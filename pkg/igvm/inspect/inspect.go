@@ -493,6 +493,15 @@ const (
 	maxACPIBytes  = 64 << 20
 )
 
+// tablePrefix is how much of a table decodeACPI looks at: the header and
+// the root table's entries (maxACPITables of 8 bytes), or the FADT's
+// DSDT/FACS pointers.
+const tablePrefix = 36 + 8*maxACPITables
+
+// readTable reads the table at addr: its header, its checksum (summed in
+// page-sized pieces, so a table that claims 16 MiB costs no 16 MiB of
+// memory) and the first tablePrefix bytes, which it returns. It returns a
+// nil prefix for a table it could not read.
 func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
 	t := ACPITable{Addr: Hex(addr), Via: via}
 	var hdr [36]byte
@@ -502,37 +511,44 @@ func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
 	}
 	t.Signature = printable(hdr[:4])
 	t.Length = binary.LittleEndian.Uint32(hdr[4:])
-	if t.Signature == "FACS" {
-		// The FACS has no checksum and a shorter header.
-		if t.Length < 8 || t.Length > maxACPITable {
-			t.Problem = fmt.Sprintf("length %d out of range", t.Length)
-			return t, nil
-		}
-		body := make([]byte, t.Length)
-		if _, err := mem.ReadAt(body, int64(addr)); err != nil {
-			t.Problem = err.Error()
-			return t, nil
-		}
-		t.ChecksumOK = true
-		return t, body
+	facs := t.Signature == "FACS" // no checksum, a shorter header
+	minLen := uint32(36)
+	if facs {
+		minLen = 8
 	}
-	if t.Length < 36 || t.Length > maxACPITable {
+	if t.Length < minLen || t.Length > maxACPITable {
 		t.Problem = fmt.Sprintf("length %d out of range", t.Length)
 		return t, nil
 	}
-	body := make([]byte, t.Length)
-	if _, err := mem.ReadAt(body, int64(addr)); err != nil {
-		t.Problem = err.Error()
-		return t, nil
+	prefix := make([]byte, min(t.Length, tablePrefix))
+	var buf [igvm.PageSize4K]byte
+	var sum byte
+	for off := uint32(0); off < t.Length; {
+		chunk := buf[:min(uint32(len(buf)), t.Length-off)]
+		if _, err := mem.ReadAt(chunk, int64(addr)+int64(off)); err != nil {
+			t.Problem = err.Error()
+			return t, nil
+		}
+		if off < uint32(len(prefix)) {
+			copy(prefix[off:], chunk)
+		}
+		for _, c := range chunk {
+			sum += c
+		}
+		off += uint32(len(chunk))
 	}
-	t.Revision = body[8]
-	t.OEMID = printable(body[10:16])
-	t.OEMTableID = printable(body[16:24])
-	t.ChecksumOK = checksumOK(body)
+	if facs {
+		t.ChecksumOK = true
+		return t, prefix
+	}
+	t.Revision = prefix[8]
+	t.OEMID = printable(prefix[10:16])
+	t.OEMTableID = printable(prefix[16:24])
+	t.ChecksumOK = sum == 0
 	if !t.ChecksumOK {
 		t.Problem = "bad checksum"
 	}
-	return t, body
+	return t, prefix
 }
 
 func printable(b []byte) string {
@@ -569,7 +585,9 @@ func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
 		}
 		seen[addr] = true
 		t, body := readTable(mem, addr, via)
-		budget -= int64(len(body))
+		if body != nil {
+			budget -= int64(t.Length)
+		}
 		a.Tables = append(a.Tables, t)
 		return body
 	}

@@ -1,6 +1,8 @@
 package linuxboot
 
 import (
+	"bytes"
+	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
 	"os"
 
 	"context"
@@ -130,15 +132,32 @@ func TestTruncatedDebianKernel(t *testing.T) {
 	}
 }
 
-// FuzzParseBzImage: the parser never panics, and what it accepts satisfies
-// the invariants Build relies on.
+// FuzzParseBzImage: the parser never panics, what it accepts satisfies
+// the invariants Build relies on, and parsing and laying out cost memory
+// in proportion to the file. The setup header is fuzzed as a structure:
+// the fuzzer's bytes overwrite the header of a valid bzImage whose payload
+// length it also chooses (a bzImage has no checksum to repair; keeping the
+// rest valid is what lets mutations reach the checks behind the magic).
 func FuzzParseBzImage(f *testing.F) {
-	f.Add(fakeBzImage([]byte("payload"), nil))
-	f.Add(fakeBzImage(nil, nil)[:0x300])
-	f.Add([]byte("HdrS"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		k, err := BzImageOptions{AllowTruncated: true}.Parse(data)
+	good := fakeBzImage(nil, nil)[0x1f1:0x26c]
+	f.Add(good, uint16(7), false)
+	f.Add(good[:0x30], uint16(0), true)
+	f.Add([]byte("HdrS"), uint16(100), false)
+	f.Fuzz(func(t *testing.T, hdr []byte, payloadLen uint16, raw bool) {
+		var data []byte
+		if raw {
+			data = hdr // the fuzzer's bytes as the whole file
+		} else {
+			data = fakeBzImage(bytes.Repeat([]byte{0x90}, int(payloadLen)), func(b []byte) { copy(b[0x1f1:0x26c], hdr) })
+		}
+		var k *BzImage
+		var err error
+		fuzzbound.Check(t, data, 1, 64<<10, func() { k, err = BzImageOptions{AllowTruncated: true}.Parse(data) })
 		if err != nil {
+			var be *BzImageError
+			if !errors.As(err, &be) {
+				t.Fatalf("error %v is not a BzImageError", err)
+			}
 			return
 		}
 		h := k.Header
@@ -146,9 +165,18 @@ func FuzzParseBzImage(f *testing.F) {
 			uint64(len(k.Payload)) > uint64(h.InitSize) || h.XLoadFlags&1 == 0 || h.Version < MinProtocol {
 			t.Fatalf("accepted a header that breaks an invariant: %+v", h)
 		}
+		if _, err := ParseBzImage(data); err == nil && int64(len(k.Payload)) < int64(h.SysSize)*16-15 {
+			t.Fatalf("strict parse accepted a payload of %d bytes with syssize %#x", len(k.Payload), h.SysSize)
+		}
 		// Building must not panic either: it returns an image or an error
 		// (with pvalidate-opt, so a huge init_size does not mean a huge
-		// page list).
-		_, _ = Build(context.Background(), k, Options{Cmdline: "console=ttyS0", Initrd: []byte("x"), PvalidateOpt: true})
+		// page list: the pages are the payload's, plus a fixed number).
+		var img *Image
+		fuzzbound.Check(t, data, 4, 8<<20, func() {
+			img, err = Build(context.Background(), k, Options{Cmdline: "console=ttyS0", Initrd: []byte("x"), PvalidateOpt: true})
+		})
+		if err == nil && len(img.Pages) > len(data)/pageSize+2048 {
+			t.Fatalf("%d pages for a %d-byte kernel", len(img.Pages), len(data))
+		}
 	})
 }
