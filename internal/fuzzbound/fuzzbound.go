@@ -85,8 +85,8 @@ func record(name string, input []byte, d time.Duration, alloc uint64) {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		in := input
-		if len(in) > 4096 {
-			in = in[:4096] // enough to recognise it; the size says the rest
+		if len(in) > 1<<20 {
+			in = in[:1<<20] // the size says the rest
 		}
 		return Record{Target: target, Size: len(input), Duration: d, Allocated: alloc, MaxRSS: ru.Maxrss * 1024, InputBytes: append([]byte(nil), in...)}
 	}
