@@ -25,7 +25,7 @@ func syntheticBzImage() []byte {
 	}
 	b := fakeBzImage(payload, nil)
 	binary.LittleEndian.PutUint32(b[0x1f4:], uint32(len(payload)/16)) // syssize
-	binary.LittleEndian.PutUint16(b[0x236:], 0x3)                      // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
+	binary.LittleEndian.PutUint16(b[0x236:], 0x3)                     // XLF_KERNEL_64 | XLF_CAN_BE_LOADED_ABOVE_4G
 	return b
 }
 
