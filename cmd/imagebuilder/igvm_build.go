@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -150,7 +151,7 @@ func runIgvmBuild(cmd *cobra.Command, f *igvmBuildFlags) error {
 	}
 	img, err := linuxboot.Build(ctx, k, opts)
 	if err != nil {
-		return commandErr(cmd, f.kernel, err)
+		return commandErr(cmd, buildErrSubject(f, err), err)
 	}
 
 	// The IGVM file (or stdout) and the JSON file are published together.
@@ -192,4 +193,26 @@ func runIgvmBuild(cmd *cobra.Command, f *igvmBuildFlags) error {
 	printSummary(summary, f.output, res.Size, res.SHA256, fmt.Sprintf("%d pages", res.Pages),
 		"kernel protocol "+res.BootProtocol, fmt.Sprintf("cmdline %d bytes", res.CmdlineBytes), initrd, "policy "+hexnum.Uint64(res.Policy).String())
 	return nil
+}
+
+// buildErrSubject names the flag (and file) a layout error is about.
+func buildErrSubject(f *igvmBuildFlags, err error) string {
+	var le *linuxboot.LayoutError
+	if !errors.As(err, &le) {
+		return "--kernel " + f.kernel
+	}
+	switch le.Field {
+	case "Cmdline":
+		return "--cmdline"
+	case "Initrd":
+		return "--initrd " + f.initrd
+	case "ACPI":
+		if f.acpiDir != "" {
+			return "--acpi-dir " + f.acpiDir
+		}
+		return "--acpi-pages " + f.acpiPages
+	case "Policy":
+		return "--policy"
+	}
+	return "--kernel " + f.kernel
 }

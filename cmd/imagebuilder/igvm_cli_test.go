@@ -335,7 +335,7 @@ func TestReferenceValuesOnIgvmBuildOutput(t *testing.T) {
 		!strings.Contains(rv.Skipped[0].Reason, "0xfffffffff000") {
 		t.Errorf("reference values %s", stdout)
 	}
-	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "warning: measure reference-values: "+file+": no kvm values: kvm: VMSA at GPA 0x803000") {
+	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "warning: measure reference-values: "+file+": no kvm values: VMSA at GPA 0x803000") {
 		t.Errorf("stderr %q", stderr)
 	}
 	if code, _, stderr := runCaptured(t, "measure", "reference-values", file, "--profile", "kvm", "-o", "-"); code != exitFailure || !strings.Contains(stderr, "0xfffffffff000") {

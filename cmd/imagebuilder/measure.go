@@ -235,7 +235,7 @@ line, or with --json prints the document on stdout too.`,
 			}
 			stderr := cmd.ErrOrStderr()
 			for _, s := range rv.Skipped {
-				fmt.Fprintf(stderr, "imagebuilder: warning: measure reference-values: %s: no %s values: %s\n", args[0], s.Profile, strings.TrimPrefix(s.Reason, "measure: "))
+				fmt.Fprintf(stderr, "imagebuilder: warning: measure reference-values: %s: no %s values: %s\n", args[0], s.Profile, s.Reason)
 			}
 			for _, e := range rv.Entries {
 				if len(e.KVMChecksSkipped) > 0 {
@@ -261,7 +261,7 @@ line, or with --json prints the document on stdout too.`,
 			for _, e := range rv.Entries {
 				n += max(1, len(e.ByVCPUs))
 			}
-			printSummary(cmd.OutOrStdout(), output, int64(len(b)), sha256Hex(b), fmt.Sprintf("%d digests", n))
+			printSummary(cmd.OutOrStdout(), output, int64(len(b)), sha256Hex(b), fmt.Sprintf("%d digest%s", n, plural(n)))
 			return nil
 		},
 	}

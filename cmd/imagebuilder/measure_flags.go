@@ -260,14 +260,24 @@ func sha256Hex(b []byte) string {
 }
 
 // commandErr puts the command and the file or flag concerned before err,
-// dropping what a *fs.PathError repeats ("open FILE: ").
+// dropping what a *fs.PathError repeats ("open FILE: ") and the "measure: "
+// prefix of pkg/measure's errors (the command says it).
 func commandErr(cmd *cobra.Command, what string, err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) && (pe.Path == what || strings.HasSuffix(what, " "+pe.Path)) {
 		err = pe.Err
 	}
-	return fmt.Errorf("%s: %s: %w", strings.TrimPrefix(cmd.CommandPath(), "imagebuilder "), what, err)
+	return &cliError{prefix: strings.TrimPrefix(cmd.CommandPath(), "imagebuilder ") + ": " + what + ": ", err: err}
 }
+
+// cliError is an error as a command reports it; it unwraps to the library's.
+type cliError struct {
+	prefix string
+	err    error
+}
+
+func (e *cliError) Error() string { return e.prefix + strings.TrimPrefix(e.err.Error(), "measure: ") }
+func (e *cliError) Unwrap() error { return e.err }
 
 // openIGVM opens and validates an IGVM file; the caller closes the file.
 // Errors name the command and the file.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
@@ -107,7 +108,7 @@ func ComputeReferenceValues(ctx context.Context, f *igvm.File, spec RefSpec) (*R
 			entries, err := kvmEntries(ctx, f, spec)
 			var kce *KVMCheckError
 			if !explicit && errors.As(err, &kce) {
-				rv.Skipped = append(rv.Skipped, SkippedProfile{Profile: p, Reason: kce.Error()})
+				rv.Skipped = append(rv.Skipped, SkippedProfile{Profile: p, Reason: strings.Join(kce.Reasons, "; ")})
 				continue
 			}
 			if err != nil {

@@ -64,6 +64,20 @@ type Options struct {
 	SVME bool
 }
 
+// LayoutError reports inputs that cannot be laid out together, naming
+// the input at fault: "Kernel" (the BzImage), or the Options field
+// ("Cmdline", "Initrd", "ACPI", "Policy").
+type LayoutError struct {
+	Field string
+	Msg   string
+}
+
+func (e *LayoutError) Error() string { return e.Msg }
+
+func layoutErr(field, format string, a ...any) error {
+	return &LayoutError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
 // Kata returns the options Kata Containers and Contrast build their pod VM
 // IGVM files with: igvmgen's -pvalidate_opt 1 -encrypted_page 1 -svme 1.
 func Kata() Options { return Options{PvalidateOpt: true, EncryptedPage: true, SVME: true} }
@@ -190,34 +204,34 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 		policy = DefaultPolicy
 	}
 	if err := policy.Validate(); err != nil {
-		return nil, err
+		return nil, &LayoutError{Field: "Policy", Msg: err.Error()}
 	}
 	if len(k.Payload) == 0 && !k.allowTruncated {
-		return nil, fmt.Errorf("bzImage has no protected-mode payload after its %d setup sectors", int(h.SetupSects)+1)
+		return nil, layoutErr("Kernel", "bzImage has no protected-mode payload after its %d setup sectors", int(h.SetupSects)+1)
 	}
 	cmdline := opts.Cmdline
 	for i := 0; i < len(cmdline); i++ {
 		if cmdline[i] == 0 {
-			return nil, fmt.Errorf("command line holds a NUL byte at offset %d", i)
+			return nil, layoutErr("Cmdline", "command line holds a NUL byte at offset %d", i)
 		}
 	}
 	if uint64(len(cmdline)) > uint64(h.CmdlineSize) {
-		return nil, fmt.Errorf("command line is %d bytes, the kernel accepts at most %d (cmdline_size)", len(cmdline), h.CmdlineSize)
+		return nil, layoutErr("Cmdline", "command line is %d bytes, the kernel accepts at most %d (cmdline_size)", len(cmdline), h.CmdlineSize)
 	}
 	acpiEnd := acpi.End()
 	if acpiEnd <= XSDTAddress || acpiEnd > SNPPagesAddress {
-		return nil, fmt.Errorf("ACPI pages end at %#x, must be in (%#x, %#x]", acpiEnd, XSDTAddress, SNPPagesAddress)
+		return nil, layoutErr("ACPI", "ACPI pages end at %#x, must be in (%#x, %#x]", acpiEnd, XSDTAddress, SNPPagesAddress)
 	}
 	pref := h.PrefAddress
 	if pref < snpPagesEnd {
-		return nil, fmt.Errorf("pref_address %#x overlaps the SNP pages at [%#x, %#x)", pref, SNPPagesAddress, snpPagesEnd)
+		return nil, layoutErr("Kernel", "pref_address %#x overlaps the SNP pages at [%#x, %#x)", pref, SNPPagesAddress, snpPagesEnd)
 	}
 	vmlinuxSize := alignUp(uint64(len(k.Payload)), pageSize)
 	P := pref + uint64(h.InitSize)
 	stackLo := pref + vmlinuxSize + bootHeapSize
 	pgtLo := P - initPgtableSize
 	if opts.PvalidateOpt && (uint64(h.InitSize) < initPgtableSize || stackLo+bootStackSize > pgtLo) {
-		return nil, fmt.Errorf("payload of %d bytes leaves no room in init_size %#x for the boot heap, stack and page tables", len(k.Payload), h.InitSize)
+		return nil, layoutErr("Kernel", "payload of %d bytes leaves no room in init_size %#x for the boot heap, stack and page tables", len(k.Payload), h.InitSize)
 	}
 
 	L := Layout{
@@ -238,10 +252,10 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 	L.CCBlob = L.StackTop
 	L.End = alignUp(L.CCBlob+pageSize, pageSize)
 	if L.RamdiskSize > 0 && L.Ramdisk+L.RamdiskSize-1 > uint64(h.InitrdAddrMax) {
-		return nil, fmt.Errorf("initrd of %d bytes at %#x ends at %#x, above the kernel's initrd_addr_max %#x", L.RamdiskSize, L.Ramdisk, L.Ramdisk+L.RamdiskSize-1, h.InitrdAddrMax)
+		return nil, layoutErr("Initrd", "initrd of %d bytes at %#x ends at %#x, above the kernel's initrd_addr_max %#x", L.RamdiskSize, L.Ramdisk, L.Ramdisk+L.RamdiskSize-1, h.InitrdAddrMax)
 	}
 	if L.End > maxGuestAddress {
-		return nil, fmt.Errorf("layout ends at %#x, above 4 GiB (initrd of %d bytes too large)", L.End, L.RamdiskSize)
+		return nil, layoutErr("Initrd", "layout ends at %#x, above 4 GiB (initrd of %d bytes too large)", L.End, L.RamdiskSize)
 	}
 
 	// e820, as igvmgen's _setup_e820 / _setup_e820_opt.
