@@ -34,11 +34,13 @@ var (
 const fourGiB = 1 << 32
 
 // maxSectionBytes bounds the guest memory the SEV metadata sections cover,
-// all of them together (256 MiB). Each of their pages costs a PAGE_INFO
-// record, so without a bound a 12-byte descriptor could ask for a million
-// records (4 GiB). Real firmware pre-validates a few MiB (edk2 AmdSev:
-// about 9 MiB below 16 MiB).
-const maxSectionBytes = 256 << 20
+// all of them together (16 MiB, 4096 pages). Each of their pages costs a
+// PAGE_INFO record although the image holds none of their bytes, so
+// without a bound a 12-byte descriptor could ask for a million records
+// (4 GiB). Real firmware lists well under 1 MiB (edk2's OvmfPkg: the
+// pre-validated pages around 0x800000, the secrets, CPUID and kernel
+// hashes pages).
+const maxSectionBytes = 16 << 20
 
 // maxOVMFSize bounds the firmware images ParseOVMF accepts (real ones are
 // 1 to 4 MiB; the flash region below 4 GiB is at most 16 MiB in QEMU).
