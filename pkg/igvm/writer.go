@@ -178,13 +178,13 @@ func (b *Builder) Write(ctx context.Context, w io.Writer) (int64, error) {
 			return 0, herr(err)
 		}
 		d := &b.data[i]
-		switch h.(type) {
+		switch x := h.(type) {
 		case *PageData, *ParameterArea:
 		case *VPContext:
 			if !d.ok {
 				return 0, herr(errors.New("a VP context needs data (the VMSA page)"))
 			}
-			if x := h.(*VPContext); v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.size <= PageSize4K {
+			if v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.size <= PageSize4K {
 				page := make([]byte, PageSize4K)
 				if err := d.readAt(page[:d.size], 0); err != nil {
 					return 0, herr(fmt.Errorf("read VMSA: %w", err))
