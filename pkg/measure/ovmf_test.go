@@ -268,6 +268,12 @@ func TestParseOVMFErrors(t *testing.T) {
 		{"metadata count", func(b []byte) []byte { b[len(b)-0x1000+12] = 200; return b }, "do not fit"},
 		{"section type", func(b []byte) []byte { b[len(b)-0x1000+24] = 9; return b }, "unknown type 0x9"},
 		{"section unaligned", func(b []byte) []byte { b[len(b)-0x1000+16] = 1; return b }, "not 4 KiB aligned"},
+		// 16 MiB + 4 KiB of zero pages declared by one 12-byte descriptor.
+		{"sections too large", func(b []byte) []byte {
+			binary.LittleEndian.PutUint32(b[len(b)-0x1000+16:], 0x1000000)
+			binary.LittleEndian.PutUint32(b[len(b)-0x1000+20:], 0x1001000)
+			return b
+		}, "more than a firmware pre-validates"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,6 +281,10 @@ func TestParseOVMFErrors(t *testing.T) {
 			_, err := ParseOVMF(b)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
+			}
+			var fe *OVMFFormatError
+			if !errors.As(err, &fe) {
+				t.Errorf("error %v is not an OVMFFormatError", err)
 			}
 		})
 	}
