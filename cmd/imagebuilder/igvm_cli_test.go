@@ -109,6 +109,7 @@ func TestIgvmMeasureBadFlagValues(t *testing.T) {
 		{[]string{"measure", "ovmf", "--ovmf", "x", "--vcpus", "513", "--cpu", "milan"}, "--vcpus"},
 		{[]string{"measure", "ovmf", "--ovmf", "x", "--vcpus", "1", "--cpu", "milan", "--vmm-type", "xen"}, "--vmm-type"},
 		{[]string{"measure", "ovmf", "--ovmf", "x", "--vcpus", "1", "--cpu", "milan", "--mode", "sev"}, "--mode"},
+		{[]string{"measure", "ovmf", "--ovmf", "x", "--vcpus", "1", "--mode", "snp:ovmf-hash"}, "measure ovmf: --vcpus has no effect"},
 	} {
 		code, _, stderr := runCaptured(t, tc.args...)
 		if code != exitUsage || !strings.Contains(stderr, tc.flag) {

@@ -127,6 +127,12 @@ func runMeasureOVMF(cmd *cobra.Command, fl *ovmfFlags) error {
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
 	if fl.mode == "snp:ovmf-hash" {
+		for _, flag := range []string{"vcpus", "cpu", "vcpu-type", "vcpu-sig", "vcpu-family", "vcpu-model", "vcpu-stepping",
+			"kernel", "initrd", "append", "guest-features", "vmm-type", "snp-ovmf-hash", "explain"} {
+			if flagChanged(cmd, flag) {
+				return usagef("%s: --%s has no effect with --mode snp:ovmf-hash (the digest of the firmware pages alone)", name, flag)
+			}
+		}
 		fw, err := readOVMF(cmd, fl.ovmf)
 		if err != nil {
 			return err
