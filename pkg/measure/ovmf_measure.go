@@ -110,22 +110,25 @@ func (kh KernelHashes) page(offset int) ([]byte, error) {
 	return p, nil
 }
 
-// copyCtx copies r to w, looking at ctx every MiB.
+// copyCtx copies r to w (io.Copy, so a reader that can write itself out
+// does), stopping with ctx's error at the first write after ctx is
+// cancelled.
 func copyCtx(ctx context.Context, w io.Writer, r io.Reader) error {
-	buf := make([]byte, 1<<20)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		n, err := io.ReadFull(r, buf)
-		w.Write(buf[:n])
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	_, err := io.Copy(ctxWriter{ctx, w}, r)
+	return err
+}
+
+// ctxWriter fails its writes once its context is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
 	}
+	return c.w.Write(p)
 }
 
 // OVMFConfig describes an OVMF launch to measure.
