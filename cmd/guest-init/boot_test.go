@@ -202,24 +202,6 @@ func TestBoot(t *testing.T) {
 	os.WriteFile(filepath.Join(rootDir, "etc", "filler"), filler, 0o644)
 
 	// The initrd: modules for virtio-blk, dm-verity and erofs, and /init.
-	ms, err := initrd.OpenModules(modDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := ms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := initrd.New()
-	if err := a.AddModules(ms, mods); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.AddFile(initBin, "init", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := initrd.AddInitSkeleton(a); err != nil {
-		t.Fatal(err)
-	}
 	// zstd for two boots, gzip (our parallel deflate) for the other two:
 	// the kernel's own decompressors must unpack both.
 	imgs := map[initrd.Compression]string{}
@@ -229,7 +211,12 @@ func TestBoot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := initrd.Build(f, a, initrd.BuildOptions{Compression: c}); err != nil {
+		_, err = initrd.Build(context.Background(), initrd.Config{
+			Modules:     initrd.Modules{Dir: modDir, Names: []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"}},
+			Init:        initrd.Init{Path: initBin, Skeleton: true},
+			Compression: c,
+		}, f)
+		if err != nil {
 			t.Fatal(err)
 		}
 		f.Close()

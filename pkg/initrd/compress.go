@@ -16,12 +16,18 @@ import (
 // Compression names an initramfs compression the Linux kernel can unpack.
 type Compression string
 
-// The supported compressions.
+// The compressions Build writes (and Walk reads).
 const (
 	None Compression = "none"
 	Gzip Compression = "gzip"
 	Zstd Compression = "zstd"
 )
+
+// XZ is a compression Walk reads but Build does not write.
+const XZ Compression = "xz"
+
+// Compressions lists the names ParseCompression accepts.
+var Compressions = []string{string(None), string(Gzip), string(Zstd)}
 
 // ParseCompression checks a compression name.
 func ParseCompression(s string) (Compression, error) {
@@ -29,7 +35,30 @@ func ParseCompression(s string) (Compression, error) {
 	case None, Gzip, Zstd:
 		return c, nil
 	}
-	return "", fmt.Errorf("initrd: unknown compression %q (want none, gzip or zstd)", s)
+	return "", fmt.Errorf("unknown compression %q (want none, gzip or zstd)", s)
+}
+
+// CheckLevel says whether level (0 for the default) is valid for c:
+// 1..9 for gzip, 1..22 for zstd, only 0 for none.
+func CheckLevel(c Compression, level int) error {
+	if level == 0 {
+		return nil
+	}
+	switch c {
+	case Gzip:
+		if level < 1 || level > 9 {
+			return fmt.Errorf("gzip level %d out of range 1..9", level)
+		}
+	case Zstd:
+		if level < 1 || level > 22 {
+			return fmt.Errorf("zstd level %d out of range 1..22", level)
+		}
+	case None:
+		return fmt.Errorf("level %d given without compression", level)
+	default:
+		return fmt.Errorf("unknown compression %q (want none, gzip or zstd)", c)
+	}
+	return nil
 }
 
 // DefaultLevel is the level used when 0 is given: the defaults of the gzip
@@ -58,6 +87,9 @@ const gzipBlockSize = 1 << 20
 // frame from klauspost's encoder, whose concurrency overlaps block
 // compression with output but keeps every block's history.
 func NewCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
+	if err := CheckLevel(c, level); err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
 	if level == 0 {
 		level = DefaultLevel(c)
 	}
@@ -65,14 +97,8 @@ func NewCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, error
 	case None:
 		return nopCloser{w}, nil
 	case Gzip:
-		if level < 1 || level > 9 {
-			return nil, fmt.Errorf("initrd: gzip level %d out of range 1..9", level)
-		}
 		return newParallelGzip(w, level), nil
 	case Zstd:
-		if level < 1 || level > 22 {
-			return nil, fmt.Errorf("initrd: zstd level %d out of range 1..22", level)
-		}
 		enc, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
 			zstd.WithEncoderConcurrency(min(runtime.GOMAXPROCS(0), 4)),

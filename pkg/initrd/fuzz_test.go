@@ -2,6 +2,7 @@ package initrd
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"strings"
 	"testing"
@@ -10,19 +11,13 @@ import (
 // FuzzWalk feeds arbitrary bytes to the initramfs reader (cpio, gzip,
 // zstd, xz segments): it must return an error or succeed, never panic.
 func FuzzWalk(f *testing.F) {
-	var b bytes.Buffer
-	Build(&b, goldenArchiveF(), BuildOptions{Compression: None})
-	f.Add(b.Bytes())
-	b.Reset()
-	Build(&b, goldenArchiveF(), BuildOptions{Compression: Gzip})
-	f.Add(b.Bytes())
-	b.Reset()
-	Build(&b, goldenArchiveF(), BuildOptions{Compression: Zstd})
-	zs := append([]byte(nil), b.Bytes()...)
+	f.Add(buildBytes(f, goldenArchiveF(), WriteOptions{Compression: None}))
+	f.Add(buildBytes(f, goldenArchiveF(), WriteOptions{Compression: Gzip}))
+	zs := buildBytes(f, goldenArchiveF(), WriteOptions{Compression: Zstd})
 	f.Add(append(zs, zs...)) // two zstd segments: the frame splitter at work
 	f.Add([]byte("070701"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		Walk(bytes.NewReader(data), func(h *Header, _ string, r io.Reader) error {
+		Walk(context.Background(), bytes.NewReader(data), func(h *Header, _ Segment, r io.Reader) error {
 			_, err := io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 			return err
 		})
@@ -36,7 +31,7 @@ func FuzzAddSpec(f *testing.F) {
 	f.Add("pipe /../x 644 0 0\n")
 	f.Fuzz(func(t *testing.T, spec string) {
 		a := New()
-		if err := a.AddSpec(strings.NewReader(spec), "fuzz.spec", "/nonexistent"); err != nil {
+		if err := a.AddSpec(context.Background(), strings.NewReader(spec), "fuzz.spec", "/nonexistent"); err != nil {
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("multi-line error %q", err)
 			}
@@ -46,8 +41,7 @@ func FuzzAddSpec(f *testing.F) {
 		// replace earlier ones), so WriteCPIO may still refuse it, e.g. a
 		// path under a device node; that must be a clear one-line error
 		// naming the entry.
-		var out bytes.Buffer
-		if _, err := a.WriteCPIO(&out, WriteOptions{}); err != nil {
+		if err := write(a, WriteOptions{Compression: None}); err != nil {
 			if msg := err.Error(); strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "initrd: ") {
 				t.Fatalf("write error %q is not one initrd: line", msg)
 			}

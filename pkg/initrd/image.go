@@ -1,6 +1,7 @@
 package initrd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -9,10 +10,10 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
 )
 
-// AddImage adds the merged tree of rootfs sources (OCI layouts and
-// archives, docker archives, registry images, directories, tar files: the
-// syntax of rootfs.SourceKinds), layered in order by rootfs.Flatten with
-// its whiteout and hostile-layer rules. Whiteouts act inside these sources
+// Image is the merged tree of rootfs sources (OCI layouts and archives,
+// docker archives, registry images, directories, tar files: the syntax of
+// rootfs.SourceKinds), layered in order by rootfs.Flatten with its
+// whiteout and hostile-layer rules. Whiteouts act inside these sources
 // only; the result then replaces earlier archive entries of the same paths
 // like any other source. Owners are the image's own and are kept (as in a
 // spec file); extended attributes are dropped, since newc cannot store
@@ -20,28 +21,50 @@ import (
 //
 // File contents are read once, in layer order, into an unlinked temporary
 // file (in $TMPDIR) that the archive's entries read from when written.
-func (a *Archive) AddImage(sources []string, opts rootfs.SourceOptions) error {
+type Image struct {
+	// Refs are the sources, bottom first.
+	Refs []string
+	// Options say how they are read (platform, registry cache,
+	// credentials).
+	Options rootfs.SourceOptions
+}
+
+func (im Image) String() string { return "image " + strings.Join(im.Refs, " + ") }
+
+// AddTo adds the image's tree (Image is a Source).
+func (im Image) AddTo(ctx context.Context, a *Archive) error {
+	return a.addImage(ctx, im.Refs, im.Options)
+}
+
+func (a *Archive) addImage(ctx context.Context, sources []string, opts rootfs.SourceOptions) error {
 	name := strings.Join(sources, " + ")
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	flat, err := rootfs.Flatten(sources, opts)
 	if err != nil {
-		return fmt.Errorf("initrd: image %s: %w", name, err)
+		return fmt.Errorf("image %s: %w", name, err)
 	}
 	for _, e := range flat.Entries {
 		if e.Mode&TypeMask == TypeReg && e.Size > MaxFileSize {
-			return fmt.Errorf("initrd: image %s: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Path, e.Size, int64(MaxFileSize))
+			return fmt.Errorf("image %s: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Path, e.Size, int64(MaxFileSize))
 		}
 	}
 	spool, err := os.CreateTemp("", "imagebuilder-initrd-*")
 	if err != nil {
-		return fmt.Errorf("initrd: %w", err)
+		return fmt.Errorf("image %s: %w", name, err)
 	}
 	// Unlinked at once: the open file lives as long as the entries that
-	// read from it, and nothing is left behind.
+	// read from it (until Archive.Close), and nothing is left behind.
 	os.Remove(spool.Name())
+	a.closers = append(a.closers, spool)
 	offsets := make(map[int]int64, len(flat.Entries))
 	var off int64
 	err = flat.Contents(func(i int, r io.Reader) error {
-		n, err := io.Copy(spool, r)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := io.Copy(spool, ctxReaderOf(ctx, r))
 		if err != nil {
 			return err
 		}
@@ -54,7 +77,7 @@ func (a *Archive) AddImage(sources []string, opts rootfs.SourceOptions) error {
 	})
 	if err != nil {
 		spool.Close()
-		return fmt.Errorf("initrd: image %s: %w", name, err)
+		return fmt.Errorf("image %s: %w", name, err)
 	}
 	nlink := map[int]int{}
 	for _, e := range flat.Entries {
@@ -78,10 +101,25 @@ func (a *Archive) AddImage(sources []string, opts rootfs.SourceOptions) error {
 				e.LinkGroup = fmt.Sprintf("image:%s:%d", spool.Name(), fe.Inode)
 			}
 		}
-		if err := a.Add(e); err != nil {
+		if err := a.add(e); err != nil {
 			spool.Close()
-			return fmt.Errorf("%w (from image %s)", err, name)
+			return fmt.Errorf("image %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// ctxReaderOf stops a long copy when ctx is cancelled.
+func ctxReaderOf(ctx context.Context, r io.Reader) io.Reader { return &ctxCheckReader{ctx, r} }
+
+type ctxCheckReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxCheckReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
