@@ -229,6 +229,9 @@ func (z *zstdFrames) Read(p []byte) (int, error) { return z.read(p, z.next) }
 type xzStream struct {
 	framer
 	state int
+	// charge, if set, is told the dictionary of every block before the
+	// decoder allocates it.
+	charge func(dict uint64) error
 
 	check     int   // bytes of the block check
 	blockData int64 // compressed bytes of the current block so far
@@ -319,16 +322,32 @@ func (x *xzStream) next() error {
 			return err
 		}
 		x.state, x.blockData = xzChunk, 0
-		if dict <= MaxWindow {
+		// The dictionary never needs to exceed the block's data: when
+		// the whole block is in the buffer, its LZMA2 chunk headers say
+		// how much that is, and the dictionary is lowered to it (xz does
+		// not shrink it for small inputs: xz -9 declares 64 MiB for
+		// anything). Otherwise it is lowered to MaxWindow at most.
+		want := min(dict, MaxWindow)
+		if u, ok := xzBlockUnpacked(x.br, size); ok {
+			want = min(want, xzDictFor(u))
+		}
+		if x.charge != nil {
+			if err := x.charge(want); err != nil {
+				return err
+			}
+		}
+		if want == dict {
 			x.left = int64(size)
 			return nil
 		}
-		x.lowered = dict
+		if dict > MaxWindow {
+			x.lowered = dict
+		}
 		hb, err := x.replace(size)
 		if err != nil {
 			return err
 		}
-		hb[dictAt] = 22 // 2 << (22/2 + 11) = MaxWindow
+		hb[dictAt] = xzDictCode(want)
 		binary.LittleEndian.PutUint32(hb[size-4:], crc32.ChecksumIEEE(hb[:size-4]))
 		return nil
 	case xzChunk:
@@ -401,6 +420,62 @@ func (x *xzStream) next() error {
 		return nil
 	}
 	return io.EOF
+}
+
+// xzBlockUnpacked adds up the unpacked sizes of the LZMA2 chunks of the
+// block whose header (hdrLen bytes) starts the unread input, if the whole
+// block is already buffered.
+func xzBlockUnpacked(br *bufio.Reader, hdrLen int) (uint64, bool) {
+	buf, _ := br.Peek(br.Buffered())
+	var u uint64
+	for p := hdrLen; p < len(buf); {
+		c := buf[p]
+		switch {
+		case c == 0:
+			return u, true
+		case c == 1 || c == 2:
+			if p+3 > len(buf) {
+				return 0, false
+			}
+			n := int(binary.BigEndian.Uint16(buf[p+1:])) + 1
+			u += uint64(n)
+			p += 3 + n
+		case c >= 0x80:
+			if p+5 > len(buf) {
+				return 0, false
+			}
+			u += uint64(c&0x1f)<<16 + uint64(binary.BigEndian.Uint16(buf[p+1:])) + 1
+			n := 5 + int(binary.BigEndian.Uint16(buf[p+3:])) + 1
+			if (c>>5)&3 >= 2 {
+				n++
+			}
+			p += n
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// xzDictFor returns the smallest dictionary size an xz header can state
+// (2^n or 3*2^(n-1), at least 4 KiB) that holds u bytes.
+func xzDictFor(u uint64) uint64 {
+	for d := byte(0); d < 40; d++ {
+		if v := uint64(2|d&1) << (d/2 + 11); v >= u && v >= 4096 {
+			return v
+		}
+	}
+	return 1<<32 - 1
+}
+
+// xzDictCode is the header byte for a size xzDictFor returns.
+func xzDictCode(size uint64) byte {
+	for d := byte(0); d < 40; d++ {
+		if uint64(2|d&1)<<(d/2+11) >= size {
+			return d
+		}
+	}
+	return 40
 }
 
 // xzDictionary reads the filter flags of a block header (without its

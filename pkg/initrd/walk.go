@@ -64,6 +64,9 @@ func walkCounting(ctx context.Context, r io.Reader, fn WalkFunc) (int64, error) 
 	w := &walker{ctx: ctx, src: src, fn: fn}
 	w.br = bufio.NewReaderSize(src, 64<<10)
 	err := w.top()
+	if w.zdec != nil {
+		w.zdec.Close()
+	}
 	if err != nil {
 		var fe fnError
 		if errors.As(err, &fe) {
@@ -112,6 +115,29 @@ type walker struct {
 	seg     Segment
 	decoded int64
 	fr      *framer // of the current zstd or xz segment
+	// One gzip and one zstd decoder serve every segment, so that their
+	// buffers (the zstd window above all) are allocated once per walk,
+	// not once per segment.
+	gz       *gzip.Reader
+	zdec     *zstd.Decoder
+	innerBuf *bufio.Reader
+	// windows is the sum of the xz dictionaries handed to the decoder,
+	// which allocates one per block.
+	windows uint64
+}
+
+// windowAllowance is what the xz dictionaries of a walk may add up to:
+// 64 MiB, plus 1 KiB for every byte of input read. Each xz block gets a
+// fresh dictionary from ulikunitz/xz; without a bound, blocks of a few
+// bytes each declaring MaxWindow would cost 8 MiB of allocation apiece.
+// Real xz files have one block per stream (xz), or blocks of megabytes
+// (xz -T), far within it.
+func (w *walker) chargeWindow(n uint64) error {
+	w.windows += n
+	if allowed := uint64(64<<20) + 1024*uint64(w.src.n); w.windows > allowed {
+		return streamError("xz blocks declare %d bytes of dictionaries for %d bytes of input (at most 64 MiB + 1 KiB a byte)", w.windows, w.src.n)
+	}
+	return nil
 }
 
 // pos is the file offset of the next unread byte.
@@ -288,22 +314,40 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	}
 	n, err := c.r.Read(p)
 	c.w.decoded += int64(n)
+	if err == io.ErrUnexpectedEOF {
+		// The compressed stream ended early; io.EOF alone would read as
+		// a truncated cpio archive.
+		err = &FormatError{Offset: -1, Msg: "truncated " + string(c.w.seg.Compression) + " stream"}
+	}
 	return n, err
 }
 
+// inner returns the buffered reader of a segment's decompressed data (one
+// buffer for the walk).
 func (w *walker) inner(r io.Reader) *bufio.Reader {
-	return bufio.NewReaderSize(&ctxReader{w: w, r: r}, 64<<10)
+	cr := &ctxReader{w: w, r: r}
+	if w.innerBuf == nil {
+		w.innerBuf = bufio.NewReaderSize(cr, 64<<10)
+	} else {
+		w.innerBuf.Reset(cr)
+	}
+	return w.innerBuf
 }
 
 func (w *walker) gzip() error {
-	zr, err := gzip.NewReader(w.br)
+	var err error
+	if w.gz == nil {
+		w.gz, err = gzip.NewReader(w.br)
+	} else {
+		err = w.gz.Reset(w.br)
+	}
 	if err != nil {
 		return err
 	}
 	// One gzip member is one segment: the kernel's gunzip stops at the
 	// end of the member.
-	zr.Multistream(false)
-	return w.archives(w.inner(zr), false)
+	w.gz.Multistream(false)
+	return w.archives(w.inner(w.gz), false)
 }
 
 func (w *walker) zstd() error {
@@ -312,13 +356,17 @@ func (w *walker) zstd() error {
 	// lowers windows above MaxWindow before the decoder allocates them.
 	frames := newZstdFrames(w.br)
 	w.fr = &frames.framer
-	zr, err := zstd.NewReader(frames, zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxWindow(MaxWindow), zstd.WithDecoderLowmem(true))
+	var err error
+	if w.zdec == nil {
+		w.zdec, err = zstd.NewReader(frames, zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(MaxWindow), zstd.WithDecoderLowmem(true))
+	} else {
+		err = w.zdec.Reset(frames)
+	}
 	if err != nil {
 		return err
 	}
-	defer zr.Close()
-	return w.archives(w.inner(zr), false)
+	return w.archives(w.inner(w.zdec), false)
 }
 
 func (w *walker) xz() error {
@@ -326,6 +374,7 @@ func (w *walker) xz() error {
 	// above MaxWindow; ulikunitz/xz would allocate whatever a block
 	// header declares (up to 4 GiB).
 	stream := newXZStream(w.br)
+	stream.charge = w.chargeWindow
 	w.fr = &stream.framer
 	xr, err := xz.ReaderConfig{SingleStream: true}.NewReader(stream)
 	if err != nil {
