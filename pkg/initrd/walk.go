@@ -204,6 +204,11 @@ func (w *walker) top() error {
 			}
 			return &FormatError{Segment: w.seg.Index, Compression: None, SegmentOffset: w.seg.Offset, Offset: -1, Msg: msg}
 		}
+		if err == nil && w.pos() == w.seg.Offset {
+			// Every segment consumes its data; a reader that read
+			// nothing would otherwise meet the same bytes forever.
+			err = &FormatError{Offset: -1, Msg: "no data read"}
+		}
 		if err != nil {
 			return w.classify(err)
 		}
@@ -292,6 +297,15 @@ func (w *walker) archives(br *bufio.Reader, one bool) error {
 				return err
 			}
 			if err := w.fn(h, w.seg, r); err != nil {
+				// An error of the content reader (truncated data, a
+				// corrupt stream) is the data's, whoever passes it on.
+				if r.err != nil && r.err != io.EOF && errors.Is(err, r.err) {
+					var f *FormatError
+					if errors.As(err, &f) {
+						f.Offset += base
+					}
+					return r.err
+				}
 				return fnError{err}
 			}
 		}
@@ -366,7 +380,10 @@ func (w *walker) zstd() error {
 	if err != nil {
 		return err
 	}
-	return w.archives(w.inner(w.zdec), false)
+	if err := w.archives(w.inner(w.zdec), false); err != nil {
+		return err
+	}
+	return drain(frames)
 }
 
 func (w *walker) xz() error {
@@ -380,7 +397,23 @@ func (w *walker) xz() error {
 	if err != nil {
 		return err
 	}
-	return w.archives(w.inner(xr), false)
+	if err := w.archives(w.inner(xr), false); err != nil {
+		return err
+	}
+	return drain(stream)
+}
+
+// drain checks that the decoder, having reported the end of its data,
+// read its stream to the end as the framer delimits it.
+func drain(r io.Reader) error {
+	n, err := io.Copy(io.Discard, r)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return &FormatError{Offset: -1, Msg: fmt.Sprintf("%d bytes of the stream after the end of its data", n)}
+	}
+	return nil
 }
 
 // FormatEntry formats h as one line of `cpio -tv`, with numeric owners and

@@ -278,6 +278,10 @@ func TestWalkFormatErrors(t *testing.T) {
 		{"gzip in gzip", gzipBytes(t, gz), "cpio: data that is not a newc archive (1f 8b 08 00 00) in a compressed stream at offset 0"},
 		{"zstd in xz", xzBytes(t, buildBytes(t, a, WriteOptions{Compression: Zstd})), "not a newc archive (28 b5 2f fd"},
 		{"xz header CRC", func() []byte { b := xzBytes(t, raw); b[8] ^= 1; return b }(), "xz stream header CRC32 mismatch"},
+		// Found by FuzzWalkStructured: the decoder took the cut frame for
+		// an empty stream and the walk met the same bytes forever.
+		{"zstd magic only", []byte("\x00\x00\x00\x28\xb5\x2f\xfd"), "segment 1 (zstd, at file offset 3): truncated zstd stream"},
+		{"zstd stream cut in a block", func() []byte { b := zstdWithWindow(t, raw, 0x50); return b[:len(b)-20] }(), "truncated zstd stream"},
 		{"zstd reserved bit", func() []byte { b := zstdWithWindow(t, raw, 0x50); b[4] |= 8; return b }(), "reserved bit"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
