@@ -139,13 +139,19 @@ type result struct {
 	err error
 }
 
-var bufPool = sync.Pool{New: func() any { return make([]byte, 0, gzipBlockSize) }}
+// bufPool holds *[]byte block buffers (a pointer, so that Put does not
+// allocate).
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, gzipBlockSize); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) { b = b[:0]; bufPool.Put(&b) }
 
 func newParallelGzip(w io.Writer, level int) *parallelGzip {
 	z := &parallelGzip{
 		w:     w,
 		level: level,
-		buf:   bufPool.Get().([]byte)[:0],
+		buf:   getBuf(),
 		sem:   make(chan struct{}, max(runtime.GOMAXPROCS(0), 1)),
 		queue: make(chan chan result, 64),
 		done:  make(chan error, 1),
@@ -218,7 +224,7 @@ func (z *parallelGzip) submit(final bool) {
 			z.dict = z.dict[len(z.dict)-32<<10:]
 		}
 	}
-	z.buf = bufPool.Get().([]byte)[:0]
+	z.buf = getBuf()
 	ch := make(chan result, 1)
 	z.queue <- ch
 	z.sem <- struct{}{}
@@ -236,7 +242,7 @@ func (z *parallelGzip) submit(final bool) {
 				err = fw.Flush()
 			}
 		}
-		bufPool.Put(in[:0])
+		putBuf(in)
 		ch <- result{b: out.b, err: err}
 	}()
 }
