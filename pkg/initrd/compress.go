@@ -251,6 +251,18 @@ type sliceWriter struct{ b []byte }
 
 func (s *sliceWriter) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
 
+// abort stops without compressing what is buffered: only the blocks
+// already being compressed are waited for (one per CPU at most), so that a
+// cancelled build stops quickly.
+func (z *parallelGzip) abort() {
+	if z.closed {
+		return
+	}
+	z.closed = true
+	close(z.queue)
+	<-z.done
+}
+
 // Close compresses what is left, writes the trailer and waits for all
 // pieces to be written.
 func (z *parallelGzip) Close() error {

@@ -99,7 +99,9 @@ func (a *Archive) Write(ctx context.Context, w io.Writer, opts WriteOptions) (*R
 	}
 	res.Entries = []Header{}
 	err = a.writeCPIO(ctx, cw, opts, func(h *Header) { res.Entries = append(res.Entries, *h) })
-	if cerr := cw.Close(); err == nil && cerr != nil {
+	if ab, ok := cw.(interface{ abort() }); ok && err != nil {
+		ab.abort()
+	} else if cerr := cw.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("%s: %w", opts.Compression, cerr)
 	}
 	if err != nil {
