@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Config describes a whole initramfs. Build assembles it in this order:
@@ -150,6 +151,10 @@ func Build(ctx context.Context, cfg Config, w io.Writer) (*Result, error) {
 		defer a.Close()
 	}
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "initrd: ") {
+			// A Source of the caller's that used Archive.Add.
+			return nil, err
+		}
 		return nil, fmt.Errorf("initrd: %w", err)
 	}
 	if cfg.Early.isSet() {
