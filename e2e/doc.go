@@ -7,8 +7,9 @@
 // They need the tools and fixtures 'make deps' installs and caches
 // (qemu-system-x86_64, mkfs.erofs, veritysetup, sgdisk, cpio, busybox; the
 // Debian kernel and systemd root under ~/.cache/imagebuilder). A missing one
-// fails the test when CI is set and skips it otherwise. Every test is
-// skipped under -short.
+// fails the test when CI is set and skips it otherwise. Every test that
+// builds or boots is skipped under -short; TestConsole, the harness's own
+// test, runs always.
 //
 // Run them with
 //
@@ -17,5 +18,5 @@
 //
 // The package has no API: everything is in its _test.go files, with the
 // harness (QEMU runner, console matching, binary builds, small disks) in
-// harness_test.go.
+// harness_test.go. docs/testing.md describes the tests.
 package e2e
