@@ -2,6 +2,8 @@
 #
 #   make demo    run the main job on a built-in default
 #   make test    install what the tests need (Debian packages), run all tests
+#                (go test ./..., which includes the VM boots of e2e/)
+#   make e2e     install the same, run only the end-to-end VM boots (e2e/)
 #
 # Every Go binary of ours is built with -trimpath, no VCS stamping, an empty
 # build id and CGO disabled, so two builds of one tree give the same bytes.
@@ -13,9 +15,11 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git 
 GOBUILD    = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
              -ldflags='-buildid= -s -w -X main.revision=$(REVISION)'
 TESTFLAGS ?= -timeout 40m
+# Each e2e VM has its own timeout (at most 5 min); their sum stays below this.
+E2EFLAGS  ?= -timeout 30m
 FUZZTIME  ?= 10s
 
-.PHONY: all build test test-short deps bench fuzz demo lint clean
+.PHONY: all build test test-short e2e deps bench fuzz demo lint clean
 
 all: build
 
@@ -23,6 +27,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GOBUILD) -o $(BIN)/imagebuilder ./cmd/imagebuilder
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-buildid= -s -w' -o $(BIN)/guest-init ./cmd/guest-init
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags='-buildid= -s -w' -o $(BIN)/kata-agent-standin ./examples/kata-agent-standin
 
 # deps installs the Debian packages and fetches the cached fixtures the tests
 # need; it does nothing for what is already present.
@@ -30,7 +35,11 @@ deps:
 	@scripts/testdeps.sh
 
 test: deps
+	python3 scripts/measure/kvm_testfiles.py --check testdata
 	$(GO) test $(TESTFLAGS) ./...
+
+e2e: deps
+	$(GO) test $(E2EFLAGS) ./e2e/...
 
 test-short:
 	$(GO) test -short ./...
@@ -44,9 +53,12 @@ fuzz:
 demo: build
 	@scripts/demo.sh
 
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 
 clean:
 	rm -rf $(BIN)

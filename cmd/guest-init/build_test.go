@@ -39,10 +39,12 @@ func TestReproducibleBuild(t *testing.T) {
 		for _, f := range []string{"go.mod", "go.sum"} {
 			copyFile(t, filepath.Join(repo, f), filepath.Join(dir, f))
 		}
-		srcs, _ := filepath.Glob(filepath.Join(repo, "cmd", "guest-init", "*.go"))
-		for _, s := range srcs {
-			if !strings.HasSuffix(s, "_test.go") {
-				copyFile(t, s, filepath.Join(dir, "cmd", "guest-init", filepath.Base(s)))
+		for _, pkg := range ownPackages(t, repo) {
+			srcs, _ := filepath.Glob(filepath.Join(repo, pkg, "*.go"))
+			for _, s := range srcs {
+				if !strings.HasSuffix(s, "_test.go") {
+					copyFile(t, s, filepath.Join(dir, pkg, filepath.Base(s)))
+				}
 			}
 		}
 		cmd := exec.Command("sh", "-c", "umask "+env[1]+" && "+line)
@@ -68,6 +70,25 @@ func TestReproducibleBuild(t *testing.T) {
 		t.Fatalf("guest-init builds differ: %s vs %s", sums[0], sums[1])
 	}
 	t.Logf("guest-init sha256 %s", sums[0])
+}
+
+// ownPackages lists the directories (relative to the repository) of
+// guest-init and the packages of this module it imports.
+func ownPackages(t *testing.T, repo string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", "./cmd/guest-init")
+	cmd.Dir = repo
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var dirs []string
+	for _, d := range strings.Fields(string(out)) {
+		if rel, err := filepath.Rel(repo, d); err == nil && !strings.HasPrefix(rel, "..") {
+			dirs = append(dirs, rel)
+		}
+	}
+	return dirs
 }
 
 func copyFile(t *testing.T, src, dst string) {

@@ -10,20 +10,16 @@
 // /sbin/init. Any failure prints one line on the console and powers the
 // machine off: there is no shell and no endless wait.
 //
-// Kernel command line (see README "guest init"):
-//
-//	ibroot.hash=<root hash hex> ibroot.salt=<hex|-> ibroot.alg=sha256
-//	ibroot.blocks=<data blocks> ibroot.bs=<data block size>
-//	ibroot.hashbs=<hash block size> ibroot.hashstart=<first hash block>
-//	ibroot.fstype=erofs [ibroot.timeout=10] [ibroot.init=/sbin/init]
-//	[ibroot.corruption=panic|eio]
+// The kernel command line parameters (ibroot.*) are pkg/ibroot's; the
+// boot contract is docs/guest-init.md.
 package main
 
 import (
-	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +27,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
+	"github.com/imagebuilder/imagebuilder/pkg/ibroot"
 	"golang.org/x/sys/unix"
 )
 
@@ -66,11 +64,10 @@ func main() {
 			fail(fmt.Errorf("internal error: %v", r))
 		}
 	}()
-	if err := run(); err != nil {
-		fail(err)
-	}
+	fail(run())
 }
 
+// run returns only on failure: on success it executes the new root's init.
 func run() error {
 	if err := mountEarly(); err != nil {
 		return err
@@ -84,7 +81,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("read /proc/cmdline: %w", err)
 	}
-	p, err := parseParams(string(cmdline))
+	p, err := ibroot.Parse(string(cmdline))
 	if err != nil {
 		return err
 	}
@@ -95,7 +92,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	dev, err := dmCreateVerity(dmName, "IBROOT-"+uuidString(p.hash[:16]), p.sectors(), p.table(dataPart.dev, hashPart.dev))
+	dev, err := dmCreateVerity(dmName, "IBROOT-"+uuidString(p.RootHash[:16]), p.Sectors(), p.VerityTable(dataPart.dev, hashPart.dev))
 	if err != nil {
 		return fmt.Errorf("dm-verity on %s (data %s, hash %s): %w", disk, dataPart.name, hashPart.name, err)
 	}
@@ -109,8 +106,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if p.fstype != "" && p.fstype != fstype {
-		return fmt.Errorf("ibroot.fstype=%s but %s holds %s", p.fstype, node, fstype)
+	if p.FSType != "" && p.FSType != fstype {
+		return fmt.Errorf("ibroot.fstype=%s but %s holds %s", p.FSType, node, fstype)
 	}
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return err
@@ -119,20 +116,25 @@ func run() error {
 		return fmt.Errorf("mount %s (%s, read-only) on %s: %w", node, fstype, newRoot, err)
 	}
 	logf("root %x... verified by dm-verity (%s, %s), %s mounted read-only from %s (%s, %s)",
-		p.hash[:8], p.alg, policyName(p.policy), fstype, node, dataPart.name, hashPart.name)
+		p.RootHash[:8], p.Alg, policyName(p.Corruption), fstype, node, dataPart.name, hashPart.name)
 	if err := switchRoot(newRoot); err != nil {
 		return err
 	}
-	if _, err := os.Stat(p.init); err != nil {
-		return fmt.Errorf("init %s in the new root: %w", p.init, err)
+	if _, err := os.Stat(p.Init); err != nil {
+		return fmt.Errorf("init %s in the new root: %w", p.Init, err)
 	}
-	argv := append([]string{p.init}, os.Args[1:]...)
-	err = unix.Exec(p.init, argv, os.Environ())
-	return fmt.Errorf("exec %s: %w", p.init, err)
+	argv := append([]string{p.Init}, os.Args[1:]...)
+	err = unix.Exec(p.Init, argv, os.Environ())
+	return fmt.Errorf("exec %s: %w", p.Init, err)
+}
+
+func uuidString(b []byte) string {
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 func policyName(p string) string {
-	if p == policyPanic {
+	if p == ibroot.CorruptionPanic {
 		return "panic_on_corruption"
 	}
 	return "EIO on corruption"
@@ -223,8 +225,9 @@ type part struct {
 
 // waitDisk polls /sys/block until a disk's GPT holds both partitions, or
 // the timeout passes.
-func waitDisk(p *params) (disk string, data, hash part, err error) {
-	deadline := time.Now().Add(time.Duration(p.timeout) * time.Second)
+func waitDisk(p *ibroot.Params) (disk string, data, hash part, err error) {
+	deadline := time.Now().Add(time.Duration(p.Timeout) * time.Second)
+	dataUUID, hashUUID := p.DataPartUUID(), p.HashPartUUID()
 	var last error
 	for {
 		disk, data, hash, err = findDisk(p)
@@ -237,15 +240,15 @@ func waitDisk(p *params) (disk string, data, hash part, err error) {
 		last = err
 		if time.Now().After(deadline) {
 			return "", part{}, part{}, fmt.Errorf("no disk with GPT partitions %s (data) and %s (hash) appeared within %ds (%v)",
-				uuidString(p.dataUUID()), uuidString(p.hashUUID()), p.timeout, last)
+				uuidString(dataUUID[:]), uuidString(hashUUID[:]), p.Timeout, last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if need := p.blocks * uint64(p.bs); data.size < need {
-		return "", part{}, part{}, fmt.Errorf("data partition %s has %d bytes, ibroot.blocks=%d x ibroot.bs=%d needs %d", data.name, data.size, p.blocks, p.bs, need)
+	if need := p.DataBlocks * uint64(p.DataBlockSize); data.size < need {
+		return "", part{}, part{}, fmt.Errorf("data partition %s has %d bytes, ibroot.blocks=%d x ibroot.bs=%d needs %d", data.name, data.size, p.DataBlocks, p.DataBlockSize, need)
 	}
-	if need := (p.hashStart + 1) * uint64(p.hashBS); hash.size < need {
-		return "", part{}, part{}, fmt.Errorf("hash partition %s has %d bytes, ibroot.hashstart=%d needs at least %d", hash.name, hash.size, p.hashStart, need)
+	if need := (p.HashStart + 1) * uint64(p.HashBlockSize); hash.size < need {
+		return "", part{}, part{}, fmt.Errorf("hash partition %s has %d bytes, ibroot.hashstart=%d needs at least %d", hash.name, hash.size, p.HashStart, need)
 	}
 	return disk, data, hash, nil
 }
@@ -257,7 +260,7 @@ func readSys(p string) string {
 	return strings.TrimSpace(string(b))
 }
 
-func findDisk(p *params) (string, part, part, error) {
+func findDisk(p *ibroot.Params) (string, part, part, error) {
 	ents, err := os.ReadDir("/sys/block")
 	if err != nil {
 		return "", part{}, part{}, fmt.Errorf("read /sys/block: %w", err)
@@ -287,17 +290,22 @@ func findDisk(p *params) (string, part, part, error) {
 			continue
 		}
 		disks++
-		parts, err := readGPT(f, sector)
+		size, err := f.Seek(0, io.SeekEnd)
+		var tab *gpt.Table
+		if err == nil {
+			tab, err = gpt.Read(f, size, sector)
+		}
 		f.Close()
 		if err != nil {
 			continue
 		}
+		dataUUID, hashUUID := p.DataPartUUID(), p.HashPartUUID()
 		var dn, hn int
-		for _, gp := range parts {
-			if bytes.Equal(gp.UUID[:], p.dataUUID()) {
+		for _, gp := range tab.Partitions {
+			if gp.UUID == dataUUID {
 				dn = gp.Number
 			}
-			if bytes.Equal(gp.UUID[:], p.hashUUID()) {
+			if gp.UUID == hashUUID {
 				hn = gp.Number
 			}
 		}

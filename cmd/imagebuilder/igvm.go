@@ -1,13 +1,9 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
 
-	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm/inspect"
 )
 
@@ -21,7 +17,7 @@ func newIgvmCmd() *cobra.Command {
 }
 
 func newIgvmInspectCmd() *cobra.Command {
-	var asJSON bool
+	var js jsonFlag
 	cmd := &cobra.Command{
 		Use:   "inspect FILE",
 		Short: "Validate an IGVM file and describe its headers, VMSA, Linux boot data, ACPI tables and ID block",
@@ -33,37 +29,38 @@ boot_params found through the VMSA's rsi (command line, initrd, e820 map),
 the ACPI tables reached from the RSDP (with their checksums) and the SNP ID
 block (with its signature checked). Only the headers and the few pages it
 decodes are read. --json prints the same as one JSON object.`,
+		Example: `  imagebuilder igvm inspect podvm.igvm
+  imagebuilder igvm inspect podvm.igvm --json`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fh, err := os.Open(args[0])
+			f, fh, err := openIGVM(cmd, args[0])
 			if err != nil {
 				return err
 			}
 			defer fh.Close()
-			st, err := fh.Stat()
-			if err != nil {
-				return err
-			}
-			if !st.Mode().IsRegular() {
-				return fmt.Errorf("%s: not a regular file", args[0])
-			}
-			f, err := igvm.Open(fh, st.Size())
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
 			rep, err := inspect.Inspect(f)
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return commandErr(cmd, args[0], err)
+			}
+			var set atomicfile.Set
+			defer set.Abort()
+			writeJSON, err := js.stage(&set)
+			if err != nil {
+				return commandErr(cmd, "--json", err)
+			}
+			if err := writeJSON(rep); err != nil {
+				return commandErr(cmd, "--json", err)
+			}
+			if err := set.Commit(); err != nil {
+				return commandErr(cmd, "--json", err)
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+			if js.toStdout() {
+				return printJSON(out, rep)
 			}
 			return rep.WriteText(out)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	addJSONFlag(cmd, &js)
 	return cmd
 }

@@ -75,7 +75,7 @@ func TestIgvmBuildCLI(t *testing.T) {
 		{"ok pages", []string{"--kernel", kernel, "--cmdline", "console=ttyS0", "--acpi-pages", acpiPages}, exitOK, ""},
 		{"ok default acpi json", []string{"--kernel", kernel, "--json"}, exitOK, ""},
 		{"missing kernel", []string{"--kernel", filepath.Join(dir, "nope")}, exitFailure, "no such file"},
-		{"missing initrd", []string{"--kernel", kernel, "--initrd", filepath.Join(dir, "nope")}, exitFailure, "initrd: open"},
+		{"missing initrd", []string{"--kernel", kernel, "--initrd", filepath.Join(dir, "nope")}, exitFailure, "igvm build: --initrd " + filepath.Join(dir, "nope") + ": no such file"},
 		{"not a bzImage", []string{"--kernel", notKernel}, exitFailure, "not a bzImage"},
 		{"protocol too old", []string{"--kernel", oldKernel}, exitFailure, "boot protocol 2.04 is too old"},
 		{"cmdline too long", []string{"--kernel", kernel, "--cmdline", strings.Repeat("x", 101)}, exitFailure, "at most 100 (cmdline_size)"},
@@ -85,7 +85,7 @@ func TestIgvmBuildCLI(t *testing.T) {
 		{"both acpi", []string{"--kernel", kernel, "--acpi-dir", acpiDir, "--acpi-pages", acpiPages}, exitUsage, "exclude each other"},
 		{"no kernel", []string{}, exitUsage, "--kernel is required"},
 		{"bad policy", []string{"--kernel", kernel, "--policy", "x"}, exitUsage, "--policy"},
-		{"policy without bit 17", []string{"--kernel", kernel, "--policy", "0"}, exitFailure, "bit 17"},
+		{"policy without bit 17", []string{"--kernel", kernel, "--policy", "0"}, exitUsage, "bit 17"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,7 +160,7 @@ func TestIgvmBuildReproducible(t *testing.T) {
 // compares every directive and its page contents with igvmgen's file.
 func TestIgvmBuildVectorD03(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "d03.igvm")
-	args := []string{"igvm", "build", "--kernel", "../../testdata/igvm/inputs/test_bzImage", "--allow-empty-payload",
+	args := []string{"igvm", "build", "--kernel", "../../testdata/igvm/inputs/test_bzImage", "--allow-truncated",
 		"--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz", "--cmdline", "",
 		"--acpi-dir", "../../testdata/igvm/acpi/acpi-clh-aml", "--pvalidate-opt", "--encrypted-page", "--svme", "-o", out}
 	code, _, stderr := runCaptured(t, args...)

@@ -2,30 +2,30 @@ package main
 
 import (
 	"crypto/ecdsa"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
-	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
 func init() { registerSub("igvm", newIgvmSignCmd) }
 
 type igvmSignFlags struct {
-	key, authorKey, out    string
-	keyless, asJSON        bool
-	profile, cpu, features string
-	host                   string
-	vcpus                  int
-	familyID, imageID      string
-	guestSVN               uint32
+	key, authorKey, out string
+	keyless             bool
+	json                jsonFlag
+	profile             profileFlag
+	vcpus               vcpusFlag
+	cpu                 cpusFlag
+	kvm                 kvmFlags
+	familyID, imageID   id16Flag
+	guestSVN            uint32
 }
 
 func newIgvmSignCmd() *cobra.Command {
@@ -43,17 +43,19 @@ The digest is the one the hypervisor named by --profile measures (see
 or kvm (give --vcpus and, for more than one, --cpu).
 
 --key is the ID key, an ECDSA P-384 private key in PEM (SEC1 "EC PRIVATE
-KEY" as openssl ecparam -genkey writes, or PKCS #8); signatures are
-deterministic (RFC 6979), so the same inputs give the same file. --author-key
-also signs the ID key. --keyless needs no secret: the signature is a fixed
-(r, s) and the ID key is recovered from it, so anyone can recreate the
-identical file from the digest alone (the attestation report's ID key digest
-then only says the block is the key-less one for this digest).
+KEY" as "openssl ecparam -name secp384r1 -genkey" writes it, with or
+without its EC PARAMETERS block, or PKCS #8); signatures are deterministic
+(RFC 6979), so the same inputs give the same file. --author-key also signs
+the ID key. --keyless needs no secret: the signature is a fixed (r, s) and
+the ID key is recovered from it, so anyone can recreate the identical file
+from the digest alone (the attestation report's ID key digest then only
+says the block is the key-less one for this digest).
 
-The output replaces FILE unless -o is given; it is written under a temporary
-name and renamed when complete.`,
-		Example: `  imagebuilder igvm sign guest.igvm --key id-key.pem -o guest.signed.igvm
-  imagebuilder igvm sign guest.igvm --keyless --profile kvm --vcpus 2 --cpu genoa`,
+The output replaces FILE unless -o is given (-o - writes to stdout); it
+appears complete or not at all. It ends with one summary line (on stderr
+with -o -).`,
+		Example: `  imagebuilder igvm sign podvm.igvm --key id-key.pem -o podvm.signed.igvm
+  imagebuilder igvm sign podvm.igvm --keyless --profile kvm --vcpus 2 --cpu genoa`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runIgvmSign(cmd, args[0], &fl) },
 	}
@@ -61,166 +63,141 @@ name and renamed when complete.`,
 	f.StringVar(&fl.key, "key", "", "ID key: ECDSA P-384 private key (PEM)")
 	f.BoolVar(&fl.keyless, "keyless", false, "sign without a key: fixed signature, recovered public key")
 	f.StringVar(&fl.authorKey, "author-key", "", "author key (PEM, P-384) that signs the ID key")
-	f.StringVarP(&fl.out, "output", "o", "", "output file (default: replace FILE)")
-	f.StringVar(&fl.profile, "profile", "mshv", "whose launch digest the block carries: mshv or kvm")
-	f.IntVar(&fl.vcpus, "vcpus", 1, "vCPU count (kvm)")
-	f.StringVar(&fl.cpu, "cpu", "", "vCPU model (kvm with more than one vCPU), e.g. genoa, EPYC-Milan")
-	f.StringVar(&fl.features, "guest-features", "", "guest SEV features as hex (kvm; default: the file's VMSA)")
-	f.StringVar(&fl.host, "host-kernel", measure.DefaultHostKernel.String(), "host Linux version (kvm)")
-	f.StringVar(&fl.familyID, "family-id", "", "ID block family id, 16 bytes as hex (default zero)")
-	f.StringVar(&fl.imageID, "image-id", "", "ID block image id, 16 bytes as hex (default zero)")
+	addOutputFlag(cmd, &fl.out, "output file, - for stdout (default: replace FILE)", false)
+	f.Var(&fl.profile, "profile", "whose launch digest the block carries: mshv (default) or kvm")
+	f.Var(&fl.vcpus, "vcpus", "vCPU count (kvm; one count: the block carries one digest)")
+	f.Var(&fl.cpu, "cpu", "vCPU model (kvm with more than one vCPU): milan, genoa, EPYC-Milan, ... or 0xSIGNATURE")
+	fl.kvm.add(cmd)
+	f.Var(&fl.familyID, "family-id", "ID block family id, 16 bytes as hex (default zero)")
+	f.Var(&fl.imageID, "image-id", "ID block image id, 16 bytes as hex (default zero)")
 	f.Uint32Var(&fl.guestSVN, "guest-svn", 0, "ID block guest SVN")
-	f.BoolVar(&fl.asJSON, "json", false, "print the digest and key digests as JSON")
+	addJSONFlag(cmd, &fl.json)
+	completeValues(cmd, "profile", "mshv", "kvm")
+	completeValues(cmd, "cpu", cpuCompletions()...)
 	return cmd
 }
 
-// igvmSignResult is what "igvm sign" prints.
+// igvmSignResult is what --json prints.
 type igvmSignResult struct {
-	Output          string         `json:"output"`
-	Profile         string         `json:"profile"`
-	Digest          measure.Digest `json:"digest"`
-	Policy          string         `json:"policy"`
-	IDKeyDigest     measure.Digest `json:"id_key_digest"`
-	AuthorKeyDigest string         `json:"author_key_digest,omitempty"`
-	Keyless         bool           `json:"keyless"`
+	Output string `json:"output"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	*measure.SignedIGVM
 }
 
 func runIgvmSign(cmd *cobra.Command, path string, fl *igvmSignFlags) error {
 	if (fl.key == "") == !fl.keyless {
-		return usagef("igvm sign: give exactly one of --key KEY.pem or --keyless")
+		return usagef("%s: give exactly one of --key KEY.pem or --keyless", cmd.CommandPath())
 	}
 	if fl.keyless && fl.authorKey != "" {
-		return usagef("igvm sign: --author-key needs --key (the key-less mode has no author)")
+		return usagef("%s: --author-key needs --key (the key-less mode has no author)", cmd.CommandPath())
 	}
-	p, err := measure.ParseProfile(fl.profile)
+	if fl.out == "-" && fl.json.toStdout() {
+		return usagef("%s: -o - and --json both write to stdout; give --json=FILE", cmd.CommandPath())
+	}
+	if fl.out != "" {
+		if err := checkOutputPath(cmd, fl.out, true); err != nil {
+			return err
+		}
+	}
+	p := measure.ProfileMSHV
+	if len(fl.profile.profiles) == 1 {
+		p = fl.profile.profiles[0]
+	}
+	vcpus := fl.vcpus.list(1)
+	if len(vcpus) != 1 {
+		return usagef("%s: --vcpus: one count (the ID block carries the digest of one vCPU count)", cmd.CommandPath())
+	}
+	cpu, err := fl.cpu.one(cmd)
 	if err != nil {
-		return usagef("igvm sign --profile: %v", err)
+		return err
 	}
-	if fl.vcpus < 1 || fl.vcpus > measure.MaxVCPUs {
-		return usagef("igvm sign --vcpus %d: want 1 to %d", fl.vcpus, measure.MaxVCPUs)
+	if p == measure.ProfileKVM && vcpus[0] > 1 && cpu == nil {
+		return usagef("%s: --profile kvm with --vcpus %d needs --cpu (the APs' VMSAs hold its signature)", cmd.CommandPath(), vcpus[0])
 	}
-	opts := measure.IGVMSignOptions{Measure: measure.Options{Profile: p, VCPUs: fl.vcpus}, GuestSVN: fl.guestSVN}
-	if fl.cpu != "" {
-		m, err := measure.LookupCPU(fl.cpu)
-		if err != nil {
-			return usagef("igvm sign --cpu: %v", err)
-		}
-		opts.Measure.CPU = &m
+	opts := measure.IGVMSignOptions{
+		Measure:  measure.Options{Profile: p, VCPUs: vcpus[0], CPU: cpu},
+		FamilyID: fl.familyID.v, ImageID: fl.imageID.v, GuestSVN: fl.guestSVN,
 	}
-	if p == measure.ProfileKVM && fl.vcpus > 1 && fl.cpu == "" {
-		return usagef("igvm sign: --profile kvm with --vcpus %d needs --cpu", fl.vcpus)
-	}
-	if fl.features != "" {
-		v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(fl.features), "0x"), 16, 64)
-		if err != nil {
-			return usagef("igvm sign --guest-features %q: want a hex number such as 0x1", fl.features)
-		}
-		opts.Measure.GuestFeatures = &v
-	}
-	if opts.Measure.HostKernel, err = measure.ParseHostKernel(fl.host); err != nil {
-		return usagef("igvm sign --host-kernel: %v", err)
-	}
-	for _, id := range []struct {
-		flag, val string
-		dst       *[16]byte
-	}{{"--family-id", fl.familyID, &opts.FamilyID}, {"--image-id", fl.imageID, &opts.ImageID}} {
-		if id.val == "" {
-			continue
-		}
-		b, err := hex.DecodeString(strings.TrimPrefix(id.val, "0x"))
-		if err != nil || len(b) != 16 {
-			return usagef("igvm sign %s %q: want 16 bytes as 32 hex digits", id.flag, id.val)
-		}
-		copy(id.dst[:], b)
-	}
+	fl.kvm.options(&opts.Measure)
 	if fl.key != "" {
-		if opts.IDKey, err = signReadKey(fl.key); err != nil {
+		if opts.IDKey, err = signReadKey(cmd, "--key", fl.key); err != nil {
 			return err
 		}
 	}
 	if fl.authorKey != "" {
-		if opts.AuthorKey, err = signReadKey(fl.authorKey); err != nil {
+		if opts.AuthorKey, err = signReadKey(cmd, "--author-key", fl.authorKey); err != nil {
 			return err
 		}
 	}
 
-	in, err := os.Open(path)
+	f, fh, err := openIGVM(cmd, path)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	st, err := in.Stat()
+	defer fh.Close()
+	st, err := fh.Stat()
 	if err != nil {
-		return err
+		return commandErr(cmd, path, err)
 	}
-	f, err := igvm.Open(in, st.Size())
+	s, err := measure.SignIGVM(cmd.Context(), f, opts)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return commandErr(cmd, path, err)
 	}
-	s, err := measure.SignIGVM(f, opts)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	var b igvm.Builder
-	for _, h := range f.Headers {
-		if _, ok := h.(*igvm.SNPIDBlock); ok {
-			continue // replaced by ours
-		}
-		var d *io.SectionReader
-		if igvm.HasData(h) {
-			d = f.DataReader(h)
-		}
-		b.Add(h, d)
-	}
-	b.Add(s.Header, nil)
+	warnSkipped(cmd, path, s.Measurement.KVMChecksSkipped)
+
 	outPath := fl.out
 	if outPath == "" {
 		outPath = path
 	}
-	// Everything that can fail is done before the output is written.
-	res := igvmSignResult{Output: outPath, Profile: string(p), Digest: s.Block.Digest, Policy: fmt.Sprintf("%#x", uint64(s.Block.Policy)), Keyless: fl.keyless}
-	if res.IDKeyDigest, err = s.Auth.IDKeyDigest(); err != nil {
-		return err
-	}
-	if s.Auth.AuthorKey != nil {
-		ak, err := s.Auth.AuthorKeyDigest()
+	var set atomicfile.Set
+	defer set.Abort()
+	var w io.Writer = cmd.OutOrStdout()
+	summary := cmd.OutOrStdout()
+	if outPath == "-" {
+		summary = cmd.ErrOrStderr()
+	} else {
+		out, err := set.Create(outPath, st.Mode().Perm())
 		if err != nil {
-			return err
+			return commandErr(cmd, outPath, err)
 		}
-		res.AuthorKeyDigest = ak.String()
+		w = out
 	}
-	perm := st.Mode().Perm()
-	out, err := atomicfile.Create(outPath, perm)
+	writeJSON, err := fl.json.stage(&set)
 	if err != nil {
-		return err
+		return commandErr(cmd, "--json", err)
 	}
-	if _, err := b.WriteTo(out); err != nil {
-		out.Abort()
-		return fmt.Errorf("%s: %w", outPath, err)
+	hw := newHashingWriter(w)
+	if _, err := s.WriteIGVM(cmd.Context(), hw); err != nil {
+		return commandErr(cmd, outPath, err)
 	}
-	if err := out.Commit(); err != nil {
-		return err
+	res := igvmSignResult{Output: outPath, Size: hw.n, SHA256: hw.sum(), SignedIGVM: s}
+	if err := writeJSON(res); err != nil {
+		return commandErr(cmd, "--json", err)
 	}
-	w := cmd.OutOrStdout()
-	if fl.asJSON {
-		return ovmfWriteJSON(w, res)
+	if err := set.Commit(); err != nil {
+		return commandErr(cmd, outPath, err)
 	}
-	fmt.Fprintf(w, "wrote %s\ndigest:        %s (%s)\npolicy:        %s\nid key digest: %s\n", outPath, res.Digest, p, s.Block.Policy, res.IDKeyDigest)
-	if res.AuthorKeyDigest != "" {
-		fmt.Fprintf(w, "author key digest: %s\n", res.AuthorKeyDigest)
+	if fl.json.toStdout() {
+		return printJSON(cmd.OutOrStdout(), res)
 	}
+	details := []string{fmt.Sprintf("digest %s (%s)", s.Digest, s.Profile), "policy " + hexnum.Uint64(s.Policy).String(), "id key digest " + s.IDKeyDigest.String()}
+	if s.AuthorKeyDigest != nil {
+		details = append(details, "author key digest "+s.AuthorKeyDigest.String())
+	}
+	printSummary(summary, outPath, hw.n, hw.sum(), details...)
 	return nil
 }
 
 // signReadKey reads a P-384 private key in PEM.
-func signReadKey(path string) (*ecdsa.PrivateKey, error) {
+func signReadKey(cmd *cobra.Command, flag, path string) (*ecdsa.PrivateKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, commandErr(cmd, flag+" "+path, err)
 	}
-	k, err := measure.ParseP384PrivateKeyPEM(data)
+	k, err := snp.ParsePrivateKeyPEM(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, commandErr(cmd, flag+" "+path, err)
 	}
 	return k, nil
 }

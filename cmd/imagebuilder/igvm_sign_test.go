@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
 func TestIgvmSignCLI(t *testing.T) {
@@ -27,7 +29,7 @@ func TestIgvmSignCLI(t *testing.T) {
 	sign := func(args ...string) (int, string, string) {
 		return runCaptured(t, append([]string{"igvm", "sign"}, args...)...)
 	}
-	verify := func(path string, opts measure.Options) *measure.IDAuth {
+	verify := func(path string, opts measure.Options) *snp.IDAuth {
 		t.Helper()
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -37,7 +39,7 @@ func TestIgvmSignCLI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, auth, err := measure.VerifyIGVMIDBlock(f, opts)
+		_, auth, err := measure.VerifyIGVMIDBlock(context.Background(), f, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,10 +47,10 @@ func TestIgvmSignCLI(t *testing.T) {
 	}
 
 	out1 := filepath.Join(dir, "a.igvm")
-	if code, stdout, stderr := sign(src, "--key", idKey, "--author-key", authorKey, "-o", out1); code != 0 || !strings.Contains(stdout, "id key digest: af505bae") {
+	if code, stdout, stderr := sign(src, "--key", idKey, "--author-key", authorKey, "-o", out1); code != 0 || !strings.Contains(stdout, "id key digest af505bae") {
 		t.Fatalf("sign: %d %q %q", code, stdout, stderr)
 	}
-	if a := verify(out1, measure.Options{Profile: measure.ProfileMSHV}); a.AuthorKey == nil {
+	if a := verify(out1, measure.Options{Profile: measure.ProfileMSHV}); !a.HasAuthorKey() {
 		t.Error("author key missing")
 	}
 	// Deterministic: a second run writes the same bytes.
@@ -187,19 +189,16 @@ func TestIgvmSignReread(t *testing.T) {
 					hdr = x
 				}
 			}
-			d, err := measure.ParseDigest(signed.Digest)
+			d, err := snp.ParseDigest(signed.Digest)
 			if err != nil {
 				t.Fatal(err)
 			}
-			blk := measure.NewIDBlock(d, 0x3001f) // the file's GUEST_POLICY
-			auth, err := measure.KeylessIDAuth(blk)
+			blk := snp.NewIDBlock(d, 0x3001f) // the file's GUEST_POLICY
+			auth, err := snp.KeylessIDAuth(blk)
 			if err != nil {
 				t.Fatal(err)
 			}
-			again, err := measure.IGVMSNPIDBlock(hdr.CompatibilityMask, blk, auth)
-			if err != nil {
-				t.Fatal(err)
-			}
+			again := igvm.NewSNPIDBlock(hdr.CompatibilityMask, blk, auth)
 			if *again != *hdr {
 				t.Error("key-less ID block rebuilt from the digest differs from the file's")
 			}

@@ -2,19 +2,17 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
-	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 func init() { register(newInitrdCmd) }
@@ -70,7 +68,7 @@ locations are relative to the spec file), --file SRC:DST[:MODE] and --source
 IMAGE, in any mix; then the kernel modules, then --init / --verity-init.
 
 --source takes the sources of 'rootfs build':
-  ` + rootfs.SourceKinds + `
+  ` + source.Kinds + `
 flattened by the same code with the same rules (whiteouts, hostile-layer
 checks, digests); consecutive --source flags layer together as in 'rootfs
 build'. Owners come from the image and are kept; extended attributes are
@@ -101,7 +99,7 @@ docs/initrd.md has the details and examples.`,
 	fl.Var(orderedFlag{"file", &f.sources}, "file", "add host file SRC at DST, with octal MODE if given (SRC:DST[:MODE], repeatable)")
 	fl.Var(orderedFlag{"source", &f.sources}, "source", "add an image or tree, as in 'rootfs build --source' (repeatable)")
 	fl.StringVar(&f.platform, "platform", "linux/amd64", "platform of the image to pick from a multi-platform index")
-	fl.StringVar(&f.cache, "cache", "", "registry blob cache directory (default "+rootfs.DefaultCacheDir()+")")
+	fl.StringVar(&f.cache, "cache", "", "registry blob cache directory (default "+source.DefaultCacheDir()+")")
 	fl.StringVar(&f.modulesDir, "modules-dir", "", "kernel modules tree .../lib/modules/VERSION (with --module)")
 	fl.StringSliceVar(&f.modules, "module", nil, "kernel module or alias to add with its dependencies (repeatable, comma-separated; with --modules-dir)")
 	fl.StringVar(&f.init, "init", "", "host program to place at /init")
@@ -162,13 +160,16 @@ func initrdConfig(cmd *cobra.Command, f *initrdBuildFlags) (initrd.Config, error
 			return cfg, err
 		}
 	}
+	if _, err := source.ParsePlatform(f.platform); err != nil {
+		return cfg, usagef("%s: --platform: %v", path, err)
+	}
 	epoch, err := sourceDateEpoch()
 	if err != nil {
 		return cfg, usagef("%s: %v", path, err)
 	}
 	cache := f.cache
 	if cache == "" {
-		cache = rootfs.DefaultCacheDir()
+		cache = source.DefaultCacheDir()
 	}
 	for i := 0; i < len(f.sources); i++ {
 		s := f.sources[i]
@@ -178,20 +179,26 @@ func initrdConfig(cmd *cobra.Command, f *initrdBuildFlags) (initrd.Config, error
 		case "spec":
 			cfg.Sources = append(cfg.Sources, initrd.SpecFile{Path: s.arg})
 		case "file":
-			file, err := parseFileFlag(s.arg)
+			file, err := source.ParseFile(s.arg)
 			if err != nil {
-				return cfg, usagef("%s: --file %q: %v", path, s.arg, err)
+				return cfg, usagef("%s: --file: %v", path, err)
 			}
-			cfg.Sources = append(cfg.Sources, file)
+			cfg.Sources = append(cfg.Sources, initrd.File(file))
 		case "source":
 			// Consecutive --source flags layer together.
-			refs := []string{s.arg}
-			for i+1 < len(f.sources) && f.sources[i+1].kind == "source" {
+			im := initrd.Image{Options: source.Options{Platform: f.platform, CacheDir: cache}}
+			for {
+				src, err := source.Parse(f.sources[i].arg)
+				if err != nil {
+					return cfg, usagef("%s: --source: %v", path, err)
+				}
+				im.Sources = append(im.Sources, src)
+				if i+1 == len(f.sources) || f.sources[i+1].kind != "source" {
+					break
+				}
 				i++
-				refs = append(refs, f.sources[i].arg)
 			}
-			cfg.Sources = append(cfg.Sources, initrd.Image{Refs: refs,
-				Options: rootfs.SourceOptions{Platform: f.platform, CacheDir: cache}})
+			cfg.Sources = append(cfg.Sources, im)
 		}
 	}
 	if f.modulesDir != "" {
@@ -222,27 +229,6 @@ func initrdConfig(cmd *cobra.Command, f *initrdBuildFlags) (initrd.Config, error
 		return cfg, usagef("%s: %v", path, trimPkg(err))
 	}
 	return cfg, nil
-}
-
-// parseFileFlag parses --file SRC:DST[:MODE] (MODE octal).
-func parseFileFlag(s string) (initrd.File, error) {
-	parts := strings.Split(s, ":")
-	var mode uint64
-	switch len(parts) {
-	case 2:
-	case 3:
-		m, err := strconv.ParseUint(parts[2], 8, 32)
-		if err != nil || m > initrd.PermMask || m == 0 {
-			return initrd.File{}, fmt.Errorf("mode %q is not an octal permission (1 to 7777)", parts[2])
-		}
-		mode = m
-	default:
-		return initrd.File{}, errors.New("want SRC:DST[:MODE]")
-	}
-	if parts[0] == "" || parts[1] == "" {
-		return initrd.File{}, errors.New("want SRC:DST[:MODE]")
-	}
-	return initrd.File{Src: parts[0], Dst: parts[1], Mode: uint32(mode)}, nil
 }
 
 func runInitrdBuild(cmd *cobra.Command, f *initrdBuildFlags) error {

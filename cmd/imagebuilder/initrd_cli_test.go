@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -70,7 +69,9 @@ func TestInitrdBuildDefects(t *testing.T) {
 		{"missing spec", []string{"--spec", "nosuch.spec"}, exitFailure, "initrd build: spec open nosuch.spec: no such file or directory"},
 		{"missing init", []string{"--verity-init", "nosuch"}, exitFailure, "initrd build: init program: stat nosuch: no such file or directory"},
 		{"missing early cpio", []string{"--dir", tree, "--early-cpio", "nosuch"}, exitFailure, "initrd build: early cpio: open nosuch: no such file or directory"},
-		{"file mode 0", []string{"--file", "x:/x:0"}, exitUsage, `initrd build: --file "x:/x:0": mode "0" is not an octal permission`},
+		{"file mode not octal", []string{"--file", "x:/x:8"}, exitUsage, `initrd build: --file: file "x:/x:8": bad octal mode "8"`},
+		{"source without a scheme naming a path", []string{"--source", tree}, exitUsage, "initrd build: --source: source "},
+		{"bad platform", []string{"--dir", tree, "--platform", "bogus"}, exitUsage, "initrd build: --platform: "},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			args := append([]string{"initrd", "build", "-o", out}, c.args...)
@@ -241,29 +242,6 @@ func TestInitrdHelp(t *testing.T) {
 	if code != exitOK || !strings.HasPrefix(comp, "none\ngzip\nzstd\n:4\n") {
 		t.Errorf("completion of --compress: %q", comp)
 	}
-}
-
-// TestInitrdCLIChild is not a test: it is the imagebuilder command, run
-// as a child process by the tests that signal it and by the docs test.
-func TestInitrdCLIChild(t *testing.T) {
-	if os.Getenv("IMAGEBUILDER_TEST_CLI") == "" {
-		t.Skip("run as a child process")
-	}
-	args := os.Args
-	for i, a := range args {
-		if a == "--" {
-			args = args[i+1:]
-			break
-		}
-	}
-	os.Exit(run(args))
-}
-
-// cliCommand returns the imagebuilder command line as a child process.
-func cliCommand(args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestInitrdCLIChild$", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), "IMAGEBUILDER_TEST_CLI=1")
-	return cmd
 }
 
 // bigTree writes files of noise that gzip -9 takes seconds to compress.

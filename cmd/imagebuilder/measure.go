@@ -1,17 +1,13 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
-	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
 )
 
@@ -27,71 +23,17 @@ func newMeasureCmd() *cobra.Command {
 report for a guest, for the hypervisor that loads it.`)
 }
 
-// kvmFlags are the flags that describe a KVM host.
-type kvmFlags struct {
-	cpu, features, host string
-	skipChecks          bool
-}
-
-func (k *kvmFlags) add(cmd *cobra.Command, cpuHelp string) {
-	cmd.Flags().StringVar(&k.cpu, "cpu", "", cpuHelp)
-	cmd.Flags().StringVar(&k.features, "guest-features", "", "guest SEV features (sev_features) as hex, e.g. 0x1 (kvm; default: the file's VMSA)")
-	cmd.Flags().StringVar(&k.host, "host-kernel", measure.DefaultHostKernel.String(), "host Linux version whose kvm_amd builds the VMSAs (kvm; >= 6.10 uses KVM_SEV_INIT2)")
-	cmd.Flags().BoolVar(&k.skipChecks, "skip-kvm-checks", false, "compute the kvm digest even if the file breaks KVM's rules (VMSA GPA, order, count, CR0)")
-}
-
-func (k *kvmFlags) parse(path string) (cpus []measure.CPUModel, features *uint64, host measure.HostKernel, err error) {
-	if k.cpu != "" {
-		for _, name := range strings.Split(k.cpu, ",") {
-			m, err := measure.LookupCPU(name)
-			if err != nil {
-				return nil, nil, host, usagef("%s --cpu: %v", path, err)
-			}
-			cpus = append(cpus, m)
-		}
-	}
-	if k.features != "" {
-		v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(k.features), "0x"), 16, 64)
-		if err != nil {
-			return nil, nil, host, usagef("%s --guest-features %q: want a hex number such as 0x1", path, k.features)
-		}
-		features = &v
-	}
-	host, err = measure.ParseHostKernel(k.host)
-	if err != nil {
-		return nil, nil, host, usagef("%s --host-kernel: %v", path, err)
-	}
-	return cpus, features, host, nil
-}
-
-// openIGVM opens and validates an IGVM file; the caller closes the file.
-func openIGVM(path string) (*igvm.File, *os.File, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	st, err := fh.Stat()
-	if err != nil {
-		fh.Close()
-		return nil, nil, err
-	}
-	f, err := igvm.Open(fh, st.Size())
-	if err != nil {
-		fh.Close()
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return f, fh, nil
-}
-
 func newMeasureIGVMCmd() *cobra.Command {
 	var (
-		profile      string
-		vcpus        int
-		kf           kvmFlags
-		asJSON, expl bool
+		profile profileFlag
+		vcpus   vcpusFlag
+		cpu     cpusFlag
+		kf      kvmFlags
+		js      jsonFlag
+		expl    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "igvm FILE",
+		Use:   "igvm FILE --profile mshv|kvm",
 		Short: "Print the launch digest of an IGVM file under a hypervisor profile",
 		Long: `igvm prints the SEV-SNP launch digest of an IGVM file as the hypervisor
 named by --profile measures it:
@@ -103,75 +45,126 @@ named by --profile measures it:
         as ZERO pages, then one KVM-built VMSA per vCPU at 0xFFFFFFFFF000
         (vCPU 0 from the file, the others from reset state with the CPU
         model's signature). Like coconut-svsm igvmmeasure --native-zero; the
-        rules of its --check-kvm are errors unless --skip-kvm-checks.
+        rules of its --check-kvm are errors unless --skip-kvm-checks, which
+        marks the digest hypothetical. The kvm digests follow the QEMU and
+        Linux sources; no attestation report has confirmed them yet.
 
---explain lists the measured regions in order with the digest after each.`,
-		Example: `  imagebuilder measure igvm guest.igvm --profile mshv
-  imagebuilder measure igvm guest.igvm --profile kvm --vcpus 4 --cpu genoa --json`,
+--vcpus takes a list: one digest is printed per count ("N vCPUs: DIGEST"
+lines when there are several). --explain lists the measured regions in
+order with the digest after each. --json prints the result as an object (an
+array of them for several counts).`,
+		Example: `  imagebuilder measure igvm podvm.igvm --profile mshv
+  imagebuilder measure igvm podvm.igvm --profile kvm --vcpus 1,2,4 --cpu genoa --json`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := measure.ParseProfile(profile)
-			if err != nil {
-				return usagef("--profile: %v", err)
+			if err := checkRequired(cmd, "profile"); err != nil {
+				return err
 			}
-			if vcpus < 1 || vcpus > measure.MaxVCPUs {
-				return usagef("--vcpus %d: want 1 to %d", vcpus, measure.MaxVCPUs)
-			}
-			cpus, features, host, err := kf.parse("measure igvm")
+			p := profile.profiles[0]
+			counts := vcpus.list(1)
+			model, err := cpu.one(cmd)
 			if err != nil {
 				return err
 			}
-			if len(cpus) > 1 {
-				return usagef("measure igvm --cpu: one CPU model (reference-values takes a list)")
+			if p == measure.ProfileKVM && model == nil && maxInt(counts) > 1 {
+				return usagef("%s: --profile kvm with more than one vCPU needs --cpu (the APs' VMSAs hold its signature)", cmd.CommandPath())
 			}
-			if p == measure.ProfileKVM && vcpus > 1 && len(cpus) == 0 {
-				return usagef("measure igvm: --profile kvm with --vcpus %d needs --cpu (the APs' VMSAs hold its signature)", vcpus)
-			}
-			f, fh, err := openIGVM(args[0])
+			f, fh, err := openIGVM(cmd, args[0])
 			if err != nil {
 				return err
 			}
 			defer fh.Close()
-			opts := measure.Options{Profile: p, VCPUs: vcpus, GuestFeatures: features, HostKernel: host, SkipKVMChecks: kf.skipChecks, Explain: expl}
-			if len(cpus) == 1 {
-				opts.CPU = &cpus[0]
+			var results []*measure.Result
+			for _, n := range counts {
+				opts := measure.Options{Profile: p, VCPUs: n, CPU: model, Explain: expl}
+				kf.options(&opts)
+				res, err := measure.MeasureIGVM(cmd.Context(), f, opts)
+				if err != nil {
+					return commandErr(cmd, args[0], err)
+				}
+				results = append(results, res)
 			}
-			res, err := measure.MeasureIGVM(f, opts)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+			stderr := cmd.ErrOrStderr()
+			for _, w := range results[0].Warnings {
+				fmt.Fprintf(stderr, "imagebuilder: warning: measure igvm: %s: %s\n", args[0], w)
+			}
+			warnSkipped(cmd, args[0], results[0].KVMChecksSkipped)
+			for _, res := range results {
+				if res.IDBlockDigest != nil && *res.IDBlockDigest != res.Digest {
+					fmt.Fprintf(stderr, "imagebuilder: warning: measure igvm: %s: the file's SNP ID block carries digest %s, not the one measured here for %d vCPU(s): the firmware refuses this launch (re-sign it with imagebuilder igvm sign for this profile and vCPU count)\n", args[0], res.IDBlockDigest, res.VCPUs)
+				}
+			}
+			var doc any = results
+			if len(results) == 1 {
+				doc = results[0]
+			}
+			if err := writeJSONFile(cmd, &js, doc); err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
-			for _, w := range res.Warnings {
-				fmt.Fprintf(os.Stderr, "imagebuilder: warning: %s: %s\n", args[0], w)
+			if js.toStdout() {
+				return printJSON(out, doc)
 			}
-			if res.IDBlockDigest != nil && *res.IDBlockDigest != res.Digest {
-				fmt.Fprintf(os.Stderr, "imagebuilder: warning: %s: the file's SNP ID block carries digest %s, not the one measured here: the firmware refuses this launch (re-sign it with imagebuilder igvm sign for this profile and vCPU count)\n", args[0], res.IDBlockDigest)
+			for _, res := range results {
+				switch {
+				case expl:
+					printExplain(out, res)
+				case len(results) > 1:
+					fmt.Fprintf(out, "%d vCPU%s: %s\n", res.VCPUs, plural(res.VCPUs), res.Digest)
+				default:
+					fmt.Fprintln(out, res.Digest)
+				}
 			}
-			if asJSON {
-				return writeJSON(out, res)
-			}
-			if expl {
-				printExplain(out, res)
-				return nil
-			}
-			fmt.Fprintln(out, res.Digest)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&profile, "profile", "", "hypervisor profile: mshv or kvm (required)")
-	cmd.Flags().IntVar(&vcpus, "vcpus", 1, "number of vCPUs (1-512; kvm measures one VMSA per vCPU)")
-	kf.add(cmd, "vCPU model for kvm with --vcpus > 1: EPYC-v4, milan, genoa, turin, rome, a QEMU EPYC name or 0xSIGNATURE")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON (with --explain: including the regions)")
-	cmd.Flags().BoolVar(&expl, "explain", false, "print the measured regions in order and the digest after each")
-	_ = cmd.MarkFlagRequired("profile")
+	cmd.Flags().Var(&profile, "profile", "hypervisor profile: mshv or kvm")
+	cmd.Flags().Var(&vcpus, "vcpus", "vCPU counts, 1-512, comma separated (default 1; kvm measures one VMSA per vCPU)")
+	cmd.Flags().Var(&cpu, "cpu", "vCPU model for kvm with more than one vCPU: EPYC-v4, milan, genoa, turin, rome, a QEMU EPYC name or 0xSIGNATURE")
+	kf.add(cmd)
+	addJSONFlag(cmd, &js)
+	cmd.Flags().BoolVar(&expl, "explain", false, "print the measured regions in order and the digest after each (with --json: in the JSON)")
+	requiredFlag(cmd, "profile")
+	completeValues(cmd, "profile", "mshv", "kvm")
+	completeValues(cmd, "cpu", cpuCompletions()...)
 	return cmd
+}
+
+func maxInt(v []int) int {
+	m := 0
+	for _, x := range v {
+		m = max(m, x)
+	}
+	return m
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// writeJSONFile writes doc to the file of --json=FILE, if given.
+func writeJSONFile(cmd *cobra.Command, js *jsonFlag, doc any) error {
+	if !js.toFile() {
+		return nil
+	}
+	b, err := marshalJSON(doc)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(js.path, b, 0o644); err != nil {
+		return commandErr(cmd, "--json", err)
+	}
+	return nil
 }
 
 func printExplain(w io.Writer, res *measure.Result) {
 	fmt.Fprintf(w, "profile %s, %d vCPU(s), policy %v\n", res.Profile, res.VCPUs, res.Policy)
 	fmt.Fprintf(w, "%-37s %-10s %6s  %-32s %s\n", "GPA range", "type", "pages", "what", "digest after")
 	for _, r := range res.Regions {
-		fmt.Fprintf(w, "%#016x-%#016x %-10s %6d  %-32s %s\n", r.GPA, r.End()-1, r.TypeName, r.Pages, r.What, r.Digest)
+		fmt.Fprintf(w, "%#016x-%#016x %-10s %6d  %-32s %s\n", uint64(r.GPA), r.End()-1, r.TypeName, r.Pages, r.What, r.Digest)
 	}
 	fmt.Fprintf(w, "%d pages measured\n", res.Pages)
 	fmt.Fprintf(w, "launch digest %s\n", res.Digest)
@@ -184,83 +177,118 @@ func printExplain(w io.Writer, res *measure.Result) {
 	}
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func newMeasureRefValuesCmd() *cobra.Command {
 	var (
-		profiles, vcpuList, output string
-		kf                         kvmFlags
+		profiles profileFlag
+		vcpus    vcpusFlag
+		cpus     cpusFlag
+		kf       kvmFlags
+		output   string
+		js       jsonFlag
 	)
+	profiles.list = true
 	cmd := &cobra.Command{
-		Use:   "reference-values FILE",
+		Use:   "reference-values FILE [-o reference-values.json]",
 		Short: "Write the launch digests an attestation service should accept for an IGVM file",
 		Long: `reference-values measures an IGVM file for every profile, CPU model and
 vCPU count asked for and writes reference-values.json: the guest policy, the
 mshv digest and, for kvm, per CPU model the 1-vCPU digest, the SHA-384 of the
 AP VMSA page (each extra vCPU extends the digest by one VMSA PAGE_INFO record
-at GPA 0xFFFFFFFFF000 with that hash) and the digest for each vCPU count.`,
-		Example: `  imagebuilder measure reference-values guest.igvm --cpu milan,genoa --vcpus 1,2,4 -o reference-values.json`,
+at GPA 0xFFFFFFFFF000 with that hash) and the digest for each vCPU count.
+
+Without --profile, every profile the file's layout satisfies is listed: a
+file made by "igvm build" (igvmgen's layout, VMSA at 0x803000) has no kvm
+values, and a warning says why ("skipped" in the JSON). A profile named with
+--profile that the file cannot satisfy is an error; --skip-kvm-checks lists
+kvm values anyway, marked "kvm_checks_skipped" (hypothetical).
+
+-o - writes the JSON to stdout; otherwise the command ends with a summary
+line, or with --json prints the document on stdout too.`,
+		Example: `  imagebuilder measure reference-values podvm.igvm --cpu milan,genoa --vcpus 1,2,4 -o reference-values.json`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var spec measure.RefSpec
-			for _, s := range strings.Split(profiles, ",") {
-				p, err := measure.ParseProfile(strings.TrimSpace(s))
-				if err != nil {
-					return usagef("--profile: %v", err)
-				}
-				spec.Profiles = append(spec.Profiles, p)
-			}
-			for _, s := range strings.Split(vcpuList, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(s))
-				if err != nil || n < 1 || n > measure.MaxVCPUs {
-					return usagef("--vcpus %q: want counts from 1 to %d, comma separated", s, measure.MaxVCPUs)
-				}
-				spec.VCPUs = append(spec.VCPUs, n)
-			}
-			cpus, features, host, err := kf.parse("measure reference-values")
-			if err != nil {
+			if err := checkOutputPath(cmd, output, true); err != nil {
 				return err
 			}
-			if len(cpus) == 0 {
+			if output == "-" && js.set {
+				return usagef("%s: -o - already writes the JSON to stdout; --json is for -o FILE", cmd.CommandPath())
+			}
+			spec := measure.RefSpec{Profiles: profiles.profiles, VCPUs: vcpus.list(1), CPUs: cpus.models,
+				GuestFeatures: kf.features.ptr(), HostKernel: kf.host.v, SkipKVMChecks: kf.skipChecks}
+			if len(spec.CPUs) == 0 {
 				for _, name := range refDefaultCPUs {
 					m, err := measure.LookupCPU(name)
 					if err != nil {
 						return err
 					}
-					cpus = append(cpus, m)
+					spec.CPUs = append(spec.CPUs, m)
 				}
 			}
-			spec.CPUs, spec.GuestFeatures, spec.HostKernel, spec.SkipKVMChecks = cpus, features, host, kf.skipChecks
-			f, fh, err := openIGVM(args[0])
+			f, fh, err := openIGVM(cmd, args[0])
 			if err != nil {
 				return err
 			}
 			defer fh.Close()
-			rv, err := measure.ComputeReferenceValues(f, spec)
+			rv, err := measure.ComputeReferenceValues(cmd.Context(), f, spec)
 			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
+				return commandErr(cmd, args[0], err)
 			}
-			b, err := json.MarshalIndent(rv, "", "  ")
+			stderr := cmd.ErrOrStderr()
+			for _, s := range rv.Skipped {
+				fmt.Fprintf(stderr, "imagebuilder: warning: measure reference-values: %s: no %s values: %s\n", args[0], s.Profile, s.Reason)
+			}
+			for _, e := range rv.Entries {
+				if len(e.KVMChecksSkipped) > 0 {
+					warnSkipped(cmd, args[0], e.KVMChecksSkipped)
+					break
+				}
+			}
+			b, err := marshalJSON(rv)
 			if err != nil {
 				return err
 			}
-			b = append(b, '\n')
 			if output == "-" {
 				_, err = cmd.OutOrStdout().Write(b)
 				return err
 			}
-			return atomicfile.WriteFile(output, b, 0o644)
+			if err := atomicfile.WriteFile(output, b, 0o644); err != nil {
+				return commandErr(cmd, output, err)
+			}
+			if js.set {
+				return printJSON(cmd.OutOrStdout(), rv)
+			}
+			n := 0
+			for _, e := range rv.Entries {
+				n += max(1, len(e.ByVCPUs))
+			}
+			printSummary(cmd.OutOrStdout(), output, int64(len(b)), sha256Hex(b), fmt.Sprintf("%d digest%s", n, plural(n)))
+			return nil
 		},
 	}
-	cmd.Flags().StringVar(&profiles, "profile", "mshv,kvm", "profiles to list, comma separated")
-	cmd.Flags().StringVar(&vcpuList, "vcpus", "1", "vCPU counts to list for kvm, comma separated")
+	cmd.Flags().Var(&profiles, "profile", "profiles to list, comma separated (default: every profile the file's layout satisfies)")
+	cmd.Flags().Var(&vcpus, "vcpus", "vCPU counts to list for kvm, comma separated (default 1)")
+	cmd.Flags().Var(&cpus, "cpu", "CPU models for kvm, comma separated (default "+strings.Join(refDefaultCPUs, ",")+")")
+	kf.add(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "reference-values.json", "output file, - for stdout")
-	kf.add(cmd, "CPU models for kvm, comma separated (default "+strings.Join(refDefaultCPUs, ",")+")")
+	f := cmd.Flags().VarPF(&refJSONFlag{&js}, "json", "", "also print the reference values on stdout (instead of the summary line)")
+	f.NoOptDefVal = "-"
+	completeValues(cmd, "profile", "mshv", "kvm", "mshv,kvm")
+	completeValues(cmd, "cpu", cpuCompletions()...)
 	return cmd
+}
+
+// refJSONFlag is reference-values' --json: the document is the output
+// already, so --json only says to print it on stdout too; --json=FILE is
+// refused (that is -o FILE).
+type refJSONFlag struct{ j *jsonFlag }
+
+func (r *refJSONFlag) String() string { return r.j.String() }
+func (r *refJSONFlag) Type() string   { return "" }
+func (r *refJSONFlag) Set(s string) error {
+	if s != "-" {
+		return fmt.Errorf("the reference values are JSON already: -o %s writes them to a file", s)
+	}
+	return r.j.Set(s)
 }
 
 // refDefaultCPUs are the CPU models reference-values lists for kvm when

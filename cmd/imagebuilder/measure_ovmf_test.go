@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/measure"
 )
 
 type ovmfCLICase struct {
@@ -49,7 +51,10 @@ func TestMeasureOVMFCLIVectors(t *testing.T) {
 			}
 			args := append([]string{"measure", "ovmf", "--snp-ovmf-hash", tc.ExpectedOVMF, "--json", "--explain"}, tc.Args...)
 			code, out, stderr = runCaptured(t, args...)
-			var res ovmfResult
+			var res struct {
+				Digest  string           `json:"digest"`
+				Regions []measure.Region `json:"regions"`
+			}
 			if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Digest != tc.ExpectedDigest || len(res.Regions) == 0 {
 				t.Errorf("from ovmf hash, json: exit %d %q %q", code, out, stderr)
 			}
@@ -78,7 +83,7 @@ func TestMeasureOVMFCLIErrors(t *testing.T) {
 		{"no vcpus", []string{"--vcpu-type", "EPYC-v4"}, exitUsage, "missing --vcpus"},
 		{"zero vcpus", []string{"--vcpus", "0", "--vcpu-type", "EPYC-v4"}, exitUsage, "want 1 to 512"},
 		{"too many vcpus", []string{"--vcpus", "513", "--vcpu-type", "EPYC-v4"}, exitUsage, "want 1 to 512"},
-		{"no cpu for QEMU", []string{"--vcpus", "1"}, exitUsage, "missing --vcpu-type"},
+		{"no cpu for QEMU", []string{"--vcpus", "1"}, exitUsage, "missing --cpu"},
 		{"unknown cpu", []string{"--vcpus", "1", "--vcpu-type", "Skylake"}, exitUsage, "unknown CPU model"},
 		{"two cpu flags", []string{"--vcpus", "1", "--vcpu-type", "EPYC", "--vcpu-sig", "0x1"}, exitUsage, "one of"},
 		{"partial fms", []string{"--vcpus", "1", "--vcpu-family", "25"}, exitUsage, "go together"},
@@ -87,7 +92,7 @@ func TestMeasureOVMFCLIErrors(t *testing.T) {
 		{"bad output format", []string{"--vcpus", "1", "--vcpu-type", "EPYC", "--output-format", "raw"}, exitUsage, "hex or base64"},
 		{"bad ovmf hash", []string{"--vcpus", "1", "--vcpu-type", "EPYC", "--snp-ovmf-hash", "abcd"}, exitUsage, "digest has 2 bytes"},
 		{"missing kernel", []string{"--vcpus", "1", "--vcpu-type", "EPYC", "--kernel", "nope"}, exitFailure, "nope"},
-		{"missing ovmf", []string{"measure", "ovmf", "--ovmf", "nope.fd", "--vcpus", "1"}, exitFailure, "nope.fd"},
+		{"missing ovmf", []string{"measure", "ovmf", "--ovmf", "nope.fd", "--vcpus", "1", "--cpu", "EPYC"}, exitFailure, "measure ovmf: nope.fd: "},
 		{"not firmware", []string{"measure", "ovmf", "--ovmf", "kernel-synthetic.bin", "--vcpus", "1", "--vcpu-type", "EPYC"}, exitFailure, "multiple of 4096"},
 		{"fms ok", []string{"--vcpus", "1", "--vcpu-family", "25", "--vcpu-model", "17", "--vcpu-stepping", "0"}, exitOK, ""},
 	}

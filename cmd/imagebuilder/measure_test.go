@@ -111,9 +111,10 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 	if got := strings.Join(names, ","); got != ",EPYC-v4,EPYC-Milan,EPYC-Genoa,EPYC-Turin" {
 		t.Errorf("default entries: cpus %q", got)
 	}
-	// A failure leaves no file.
+	// A failure leaves no file: kvm asked for a file that is not
+	// KVM-ready.
 	bad := filepath.Join(t.TempDir(), "rv.json")
-	if code, _, _ := runCaptured(t, "measure", "reference-values", d01, "--cpu", "milan", "-o", bad); code != exitFailure {
+	if code, _, _ := runCaptured(t, "measure", "reference-values", d01, "--profile", "kvm", "--cpu", "milan", "-o", bad); code != exitFailure {
 		t.Errorf("d01 (not KVM-ready) exit %d", code)
 	}
 	if _, err := os.Stat(bad); err == nil {

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"os"
-	"strconv"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
-	"github.com/spf13/cobra"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 func init() { register(newRootfsCmd) }
@@ -20,22 +19,12 @@ func newRootfsCmd() *cobra.Command {
 		newRootfsBuildCmd(), newRootfsInspectCmd())
 }
 
-// rootfsSourceDateEpoch reads SOURCE_DATE_EPOCH (default 0).
-func rootfsSourceDateEpoch() (int64, error) {
-	s := os.Getenv("SOURCE_DATE_EPOCH")
-	if s == "" {
-		return 0, nil
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 0 {
-		return 0, usagef("SOURCE_DATE_EPOCH=%q: not a non-negative integer", s)
-	}
-	return v, nil
-}
-
 func newRootfsBuildCmd() *cobra.Command {
-	var opts rootfs.Options
-	var out, jsonOut string
+	var (
+		sources, addDirs, files           []string
+		agent, seed, platform, cache, out string
+		js                                jsonFlag
+	)
 	cmd := &cobra.Command{
 		Use:   "build --source SRC [--source SRC...] --agent FILE --seed S -o rootfs.img",
 		Short: "Build the root disk: erofs + dm-verity hash in a GPT image",
@@ -46,154 +35,131 @@ default target), tmpfs for /tmp and /var, an empty /etc/machine-id, then
 the erofs (x86-64 root type), partition 2 its dm-verity hash tree (x86-64
 root-verity type); the PARTUUIDs are the halves of the root hash.
 
-Sources: ` + rootfs.SourceKinds + `.
+Sources: ` + source.Kinds + `.
 All times are SOURCE_DATE_EPOCH (default 0); UUIDs and the salt derive from
---seed. The JSON description (--json-out, or stdout with --json-out -) holds
-the root hash, geometry, partitions and kernel command line fragments.`,
+--seed. It prints "rootfs.img: SIZE bytes, sha256 HEX, root hash HEX";
+--json prints the description instead (root hash, geometry, partitions,
+kernel command line fragments, what each source resolved to, the sha256 of
+the agent and of every added file), --json=FILE writes it to FILE. See
+docs/rootfs.md.`,
+		Example: `  imagebuilder rootfs build --source oci-layout:./base:latest --agent ./kata-agent \
+      --seed demo -o rootfs.img --json=rootfs.json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(opts.Sources) == 0 {
-				return usagef("rootfs build: --source is required")
+			if err := checkOutputPath(cmd, out, false); err != nil {
+				return err
 			}
-			if opts.Agent == "" {
-				return usagef("rootfs build: --agent is required")
+			for _, l := range []struct {
+				flag   string
+				values []string
+			}{{"source", sources}, {"add", addDirs}, {"file", files}} {
+				if err := checkDuplicates(cmd, l.flag, l.values); err != nil {
+					return err
+				}
 			}
-			if opts.Seed == "" {
-				return usagef("rootfs build: --seed is required")
+			if _, err := source.ParsePlatform(platform); err != nil {
+				return usagef("%s: --platform: %v", cmd.CommandPath(), err)
 			}
-			if out == "" {
-				return usagef("rootfs build: -o is required")
+			opts := rootfs.Options{Agent: agent, AddDirs: addDirs, Seed: seed, Platform: platform, CacheDir: cache}
+			for _, s := range sources {
+				src, err := source.Parse(s)
+				if err != nil {
+					return usagef("%s: --source: %v", cmd.CommandPath(), err)
+				}
+				opts.Sources = append(opts.Sources, src)
 			}
-			epoch, err := rootfsSourceDateEpoch()
+			for _, s := range files {
+				f, err := source.ParseFile(s)
+				if err != nil {
+					return usagef("%s: --file: %v", cmd.CommandPath(), err)
+				}
+				opts.Files = append(opts.Files, f)
+			}
+			epoch, err := sourceDateEpoch()
 			if err != nil {
 				return err
 			}
 			opts.SourceDateEpoch = epoch
 			if opts.CacheDir == "" {
-				opts.CacheDir = rootfs.DefaultCacheDir()
+				opts.CacheDir = source.DefaultCacheDir()
 			}
-			f, err := atomicfile.Create(out, 0o644)
+
+			var set atomicfile.Set
+			defer set.Abort()
+			disk, err := set.Create(out, 0o644)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", cmd.CommandPath(), err)
 			}
-			defer f.Abort()
-			desc, err := rootfs.Build(opts, f)
+			writeJSON, err := js.stage(&set)
 			if err != nil {
-				return err
+				return fmt.Errorf("%s: %w", cmd.CommandPath(), err)
 			}
-			js, err := json.MarshalIndent(desc, "", "  ")
+			desc, err := rootfs.Build(cmd.Context(), opts, disk)
 			if err != nil {
-				return err
+				return rootfsBuildError(cmd, err)
 			}
-			js = append(js, '\n')
-			var jf *atomicfile.File
-			if jsonOut != "" && jsonOut != "-" {
-				if jf, err = atomicfile.Create(jsonOut, 0o644); err != nil {
-					return err
-				}
-				defer jf.Abort()
-				if _, err := jf.Write(js); err != nil {
-					return err
-				}
-			}
-			if err := f.Commit(); err != nil {
-				return err
-			}
-			if jf != nil {
-				if err := jf.Commit(); err != nil {
-					return err
+			var sum string
+			if !js.toStdout() {
+				// The disk is written at random offsets: its sha256
+				// takes a read-back (from the page cache).
+				if sum, err = readerSHA256(disk, desc.DiskSize); err != nil {
+					return fmt.Errorf("%s: %s: %w", cmd.CommandPath(), out, err)
 				}
 			}
-			if jsonOut == "-" {
-				_, err = cmd.OutOrStdout().Write(js)
-				return err
+			if err := writeJSON(desc); err != nil {
+				return fmt.Errorf("%s: %w", cmd.CommandPath(), err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d bytes, root hash %s\n", out, desc.DiskSize, desc.Verity.RootHash)
+			if err := set.Commit(); err != nil {
+				return fmt.Errorf("%s: %w", cmd.CommandPath(), err)
+			}
+			if js.toStdout() {
+				return printJSON(cmd.OutOrStdout(), desc)
+			}
+			printSummary(cmd.OutOrStdout(), out, desc.DiskSize, sum, "root hash "+desc.Verity.RootHash)
 			return nil
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringArrayVar(&opts.Sources, "source", nil, "a base image or tree, repeatable, bottom first")
-	fl.StringVar(&opts.Agent, "agent", "", "the kata-agent binary (required)")
-	fl.StringArrayVar(&opts.AddDirs, "add", nil, "copy a directory's tree over the root (owned by root), repeatable")
-	fl.StringArrayVar(&opts.Files, "file", nil, "add one file, SRC:DST[:MODE] (octal; DST names the file, not a directory), repeatable")
-	fl.StringVar(&opts.Seed, "seed", "", "seed of the disk GUID, filesystem UUID, verity salt and UUID (required)")
-	fl.StringVar(&opts.Platform, "platform", "linux/amd64", "platform of the image to pick from a multi-platform index")
-	fl.StringVar(&opts.CacheDir, "cache", "", "registry blob cache directory (default "+rootfs.DefaultCacheDir()+")")
-	fl.StringVarP(&out, "output", "o", "", "the disk image to write")
-	fl.StringVar(&jsonOut, "json-out", "", "write the JSON description to this file (- for stdout)")
+	fl.StringArrayVar(&sources, "source", nil, "a base image or tree, repeatable, bottom first (required)")
+	fl.StringVar(&agent, "agent", "", "the kata-agent binary (required)")
+	fl.StringArrayVar(&addDirs, "add", nil, "copy a directory's tree over the root (owned by root), repeatable")
+	fl.StringArrayVar(&files, "file", nil, "add one file, SRC:DST[:MODE] (octal; DST names the file, not a directory), repeatable")
+	fl.StringVar(&seed, "seed", "", "seed of the disk GUID, filesystem UUID, verity salt and UUID (required)")
+	fl.StringVar(&platform, "platform", source.DefaultPlatform, "platform of the image to pick from a multi-platform index, OS/ARCH[/VARIANT]")
+	fl.StringVar(&cache, "cache", "", "registry blob cache directory (default "+source.DefaultCacheDir()+")")
+	addOutputFlag(cmd, &out, "the disk image to write (required)", true)
+	addJSONFlag(cmd, &js)
+	for _, f := range []string{"source", "agent", "seed"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
 	return cmd
 }
 
-func newRootfsInspectCmd() *cobra.Command {
-	var files, asJSON bool
-	cmd := &cobra.Command{
-		Use:   "inspect rootfs.img",
-		Short: "Show the partitions, erofs and verity geometry of a root disk and check its root hash",
-		Args:  exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			fi, err := f.Stat()
-			if err != nil {
-				return err
-			}
-			in, ierr := rootfs.Inspect(f, fi.Size(), files)
-			if in == nil {
-				return ierr
-			}
-			w := cmd.OutOrStdout()
-			if asJSON {
-				js, err := json.MarshalIndent(in, "", "  ")
-				if err != nil {
-					return err
-				}
-				w.Write(append(js, '\n'))
-				return ierr
-			}
-			printRootfsInspection(w, in)
-			return ierr
-		},
+// rootfsFlags maps rootfs.Options fields to the flags that set them.
+var rootfsFlags = map[string]string{"Sources": "--source", "Agent": "--agent", "AddDirs": "--add",
+	"Files": "--file", "Seed": "--seed", "Platform": "--platform", "SourceDateEpoch": "SOURCE_DATE_EPOCH"}
+
+// rootfsBuildError names the command, and the flag where the library
+// names an option field.
+func rootfsBuildError(cmd *cobra.Command, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "rootfs: ")
+	var oe *rootfs.OptionError
+	if errors.As(err, &oe) && rootfsFlags[oe.Field] != "" {
+		msg = rootfsFlags[oe.Field]
+		if oe.Value != "" {
+			msg += " " + oe.Value
+		}
+		msg += ": " + oe.Err.Error()
 	}
-	cmd.Flags().BoolVar(&files, "files", false, "list every file of the erofs")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	return cmd
+	return wrappedError{fmt.Sprintf("%s: %s", cmd.CommandPath(), msg), err}
 }
 
-func printRootfsInspection(w io.Writer, in *rootfs.Inspection) {
-	fmt.Fprintf(w, "disk: %d bytes, GUID %s\n", in.DiskSize, in.DiskGUID)
-	for _, p := range in.Partitions {
-		fmt.Fprintf(w, "partition %d %-19s offset %d size %d type %s uuid %s attrs %#x\n",
-			p.Number, p.Name, p.Offset, p.Size, p.Type, p.UUID, p.Attrs)
-	}
-	fs := in.Filesystem
-	if fs.Type != "" {
-		fmt.Fprintf(w, "erofs: %d blocks of %d, %d inodes, uuid %s\n", fs.Blocks, fs.BlockSize, fs.Inodes, fs.UUID)
-	}
-	v := in.Verity
-	if v.RootHash != "" {
-		fmt.Fprintf(w, "verity: %s, %d data blocks of %d, hash blocks of %d, hash start block %d, salt %s\n",
-			v.HashAlgorithm, v.DataBlocks, v.DataBlockSize, v.HashBlockSize, v.HashStartBlock, v.Salt)
-		state := "MISMATCH"
-		if in.RootHashOK {
-			state = "ok"
-		}
-		fmt.Fprintf(w, "root hash: %s (%s)\n", v.RootHash, state)
-		fmt.Fprintf(w, "cmdline (systemd): %s\n", in.Cmdline.Systemd)
-		fmt.Fprintf(w, "cmdline (dm-init): %s\n", in.Cmdline.DMModCreate)
-		fmt.Fprintf(w, "cmdline (ibroot):  %s\n", in.Cmdline.IBRoot)
-	}
-	for _, f := range in.Files {
-		line := fmt.Sprintf("%06o %5d %5d %10d %s", f.Mode, f.UID, f.GID, f.Size, f.Path)
-		if f.Link != "" {
-			line += " -> " + f.Link
-		}
-		if f.Nlink > 1 && f.Mode&0o170000 != 0o040000 {
-			line += fmt.Sprintf(" (%d links)", f.Nlink)
-		}
-		fmt.Fprintln(w, strings.TrimRight(line, " "))
-	}
+// wrappedError is an error with a message of the CLI's own that keeps the
+// library error for errors.Is/As.
+type wrappedError struct {
+	msg string
+	err error
 }
+
+func (e wrappedError) Error() string { return e.msg }
+func (e wrappedError) Unwrap() error { return e.err }

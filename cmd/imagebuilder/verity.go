@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +36,7 @@ type verityFlags struct {
 	uuid          string
 	noSuperblock  bool
 	rootHashFile  string
-	json          bool
+	json          jsonFlag
 }
 
 func (f *verityFlags) register(cmd *cobra.Command) {
@@ -50,19 +49,81 @@ func (f *verityFlags) register(cmd *cobra.Command) {
 	fl.Uint64Var(&f.hashOffset, "hash-offset", 0, "byte offset of the hash area in HASH (a multiple of 512)")
 	fl.StringVar(&f.salt, "salt", "", `salt in hex, or "-" for none`)
 	fl.BoolVar(&f.noSuperblock, "no-superblock", false, "no superblock: the tree starts at --hash-offset")
-	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
-	cmd.RegisterFlagCompletionFunc("hash", cobra.FixedCompletions([]string{"sha256", "sha1", "sha512"}, cobra.ShellCompDirectiveNoFileComp))
-	cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"1\tnormal", "0\tChrome OS"}, cobra.ShellCompDirectiveNoFileComp))
+	addJSONFlag(cmd, &f.json)
+	completeValues(cmd, "hash", "sha256", "sha1", "sha512")
+	completeValues(cmd, "format", "1\tnormal", "0\tChrome OS")
 }
 
-// params turns the flags into verity parameters (salt and UUID apart).
-func (f *verityFlags) params() (verity.Params, error) {
-	p := verity.Params{
+// verityFlagErr is the usage error (exit 2) for a bad flag value.
+func verityFlagErr(cmd *cobra.Command, flag string, err error) error {
+	return usagef("%s: --%s: %v", commandName(cmd), flag, err)
+}
+
+// checkFlags checks each tree parameter flag the user gave on its own
+// (against veritysetup's defaults for the others), so a bad value is a
+// usage error naming its flag, before any file is touched.
+func (f *verityFlags) checkFlags(cmd *cobra.Command) error {
+	checks := []struct {
+		flag string
+		set  func(p *verity.Params)
+	}{
+		{"hash", func(p *verity.Params) { p.HashAlgorithm = f.hash }},
+		{"format", func(p *verity.Params) { p.HashType = f.format }},
+		{"data-block-size", func(p *verity.Params) { p.DataBlockSize = f.dataBlockSize }},
+		{"hash-block-size", func(p *verity.Params) { p.HashBlockSize = f.hashBlockSize }},
+		{"hash-offset", func(p *verity.Params) { p.HashOffset = f.hashOffset }},
+	}
+	for _, c := range checks {
+		if !flagChanged(cmd, c.flag) {
+			continue
+		}
+		p := verity.DefaultParams()
+		c.set(&p)
+		if err := p.Validate(); err != nil {
+			return verityFlagErr(cmd, c.flag, err)
+		}
+	}
+	if f.noSuperblock {
+		// The offset must be a multiple of the hash block size then.
+		p := f.params()
+		if err := p.Validate(); err != nil {
+			return verityFlagErr(cmd, "hash-offset", err)
+		}
+	}
+	return nil
+}
+
+// params are the tree parameters the flags give (salt and UUID apart).
+func (f *verityFlags) params() verity.Params {
+	return verity.Params{
 		HashAlgorithm: f.hash, HashType: f.format,
 		DataBlockSize: f.dataBlockSize, HashBlockSize: f.hashBlockSize,
 		DataBlocks: f.dataBlocks, NoSuperblock: f.noSuperblock, HashOffset: f.hashOffset,
 	}
-	return p, p.Validate()
+}
+
+// checkVerityArgs refuses "-" for DATA and HASH (neither is a stream: the
+// data is read at random offsets, the hash device written at them) and a
+// directory as DATA, HASH or an output file.
+func checkVerityArgs(cmd *cobra.Command, args []string, outputs ...string) error {
+	for i, a := range args[:min(len(args), 2)] {
+		name := []string{"DATA", "HASH"}[i]
+		if a == "-" {
+			return usagef("%s: %s -: stdin and stdout are not supported (the file is read or written at random offsets); give a file name", commandName(cmd), name)
+		}
+		if st, err := os.Stat(a); err == nil && st.IsDir() {
+			return usagef("%s: %s %s: is a directory; give a file", commandName(cmd), name, a)
+		}
+	}
+	for _, o := range outputs {
+		if o == "" || o == "-" {
+			continue
+		}
+		if st, err := os.Stat(o); err == nil && st.IsDir() {
+			return usagef("%s: %s: is a directory; give a file name", commandName(cmd), o)
+		}
+	}
+	return nil
 }
 
 func newVerityFormatCmd() *cobra.Command {
@@ -72,12 +133,16 @@ func newVerityFormatCmd() *cobra.Command {
 		Use:   "format DATA HASH",
 		Short: "Compute the hash tree of DATA and write it (with a superblock) to HASH",
 		Long: `Compute the dm-verity hash tree of DATA and write the superblock and the tree
-to HASH, as "veritysetup format DATA HASH" does, and print the root hash.
+to HASH, as "veritysetup format DATA HASH" does, and print what veritysetup
+prints (the root hash among it).
 
-HASH is written under a temporary name and renamed when complete. When HASH
-is DATA, the hash area is appended to the data (from --hash-offset, by
-default the end of the data blocks); on failure DATA is cut back to its
-size.
+HASH, the --root-hash-file and the --json=FILE outputs appear together and
+complete, or not at all, even if the command is killed.
+
+When HASH is DATA, the hash area is appended to the data (at --hash-offset,
+by default the end of the data blocks): it is computed first, in memory or
+an unnamed temporary file, and written into DATA in one final step; on a
+failure, SIGINT or SIGTERM DATA is cut back to its size.
 
 The salt and superblock UUID are --salt and --uuid, or derived from --seed
 (salt = HMAC-SHA256(seed, "verity-salt"), UUID = HMAC-SHA256(seed,
@@ -87,32 +152,22 @@ seed is used, so the output is always reproducible.`,
   imagebuilder verity format disk.img disk.img --hash-offset=1073741824 --json`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			p, err := f.params()
+			if err := checkVerityArgs(cmd, args, f.rootHashFile, f.json.path); err != nil {
+				return err
+			}
+			p, err := f.formatParams(cmd, seed)
 			if err != nil {
-				return fmt.Errorf("verity format: %w", err)
+				return err
 			}
-			if p.Salt, err = verity.ParseSalt(f.salt); err != nil {
-				return fmt.Errorf("verity format: %w", err)
-			}
-			if !cmd.Flags().Changed("salt") {
-				p.Salt = verity.SaltFromSeed([]byte(seed))
-			}
-			p.UUID = verity.UUIDFromSeed([]byte(seed))
-			if cmd.Flags().Changed("uuid") {
-				if p.UUID, err = verity.ParseUUID(f.uuid); err != nil {
-					return fmt.Errorf("verity format: %w", err)
-				}
-			}
-			res, err := verityFormat(args[0], args[1], p, cmd.Flags().Changed("hash-offset"))
+			op := "verity format " + args[0] + " " + args[1]
+			res, err := f.runFormat(cmd, args[0], args[1], p)
 			if err != nil {
-				return verityErr("verity format "+args[0]+" "+args[1], err)
+				return verityErr(op, err)
 			}
-			if f.rootHashFile != "" {
-				if err := atomicfile.WriteFile(f.rootHashFile, []byte(res.RootHashHex()+"\n"), 0o644); err != nil {
-					return err
-				}
+			if f.json.toStdout() {
+				return printJSON(cmd.OutOrStdout(), res)
 			}
-			return printVerityResult(cmd.OutOrStdout(), args[0], args[1], res, f.json, true)
+			return printVerityText(cmd.OutOrStdout(), args[1], res)
 		},
 	}
 	f.register(cmd)
@@ -120,6 +175,33 @@ seed is used, so the output is always reproducible.`,
 	cmd.Flags().StringVar(&f.rootHashFile, "root-hash-file", "", "also write the root hash (hex) to this file")
 	cmd.Flags().StringVar(&seed, "seed", "", "derive the salt and UUID from this seed")
 	return cmd
+}
+
+// formatParams turns the flags of format into the parameters.
+func (f *verityFlags) formatParams(cmd *cobra.Command, seed string) (verity.Params, error) {
+	if err := f.checkFlags(cmd); err != nil {
+		return verity.Params{}, err
+	}
+	p := f.params()
+	var err error
+	if flagChanged(cmd, "salt") {
+		if p.Salt, err = verity.ParseSalt(f.salt); err != nil {
+			return p, verityFlagErr(cmd, "salt", err)
+		}
+	} else {
+		p.Salt = verity.SaltFromSeed([]byte(seed))
+	}
+	p.UUID = verity.UUIDFromSeed([]byte(seed))
+	if flagChanged(cmd, "uuid") {
+		if p.UUID, err = verity.ParseUUID(f.uuid); err != nil {
+			return p, verityFlagErr(cmd, "uuid", err)
+		}
+	}
+	if flagChanged(cmd, "seed") && flagChanged(cmd, "salt") && (flagChanged(cmd, "uuid") || f.noSuperblock) {
+		return p, usagef("%s: --seed: has no effect with --salt and %s given", commandName(cmd),
+			map[bool]string{true: "--no-superblock", false: "--uuid"}[f.noSuperblock])
+	}
+	return p, nil
 }
 
 // verityErr puts the command and its files before an error, dropping the
@@ -132,132 +214,117 @@ func verityErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-// verityFormat formats dataPath into hashPath.
-func verityFormat(dataPath, hashPath string, p verity.Params, offsetGiven bool) (*verity.Result, error) {
-	data, err := os.Open(dataPath)
+// openData opens DATA, which must be a regular file.
+func openData(path string) (*os.File, int64, error) {
+	data, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := data.Stat()
+	if err != nil {
+		data.Close()
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		data.Close()
+		return nil, 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	return data, st.Size(), nil
+}
+
+// runFormat formats DATA into HASH (or appends the hash area to DATA when
+// HASH is DATA) and publishes every output together.
+func (f *verityFlags) runFormat(cmd *cobra.Command, dataPath, hashPath string, p verity.Params) (*verity.Result, error) {
+	ctx := cmd.Context()
+	data, size, err := openData(dataPath)
 	if err != nil {
 		return nil, err
 	}
 	defer data.Close()
-	st, err := data.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", dataPath)
-	}
-	size := st.Size()
+	st, _ := data.Stat()
+	appended := false
 	if hs, err := os.Stat(hashPath); err == nil && os.SameFile(st, hs) {
-		return verityFormatAppended(dataPath, size, p, offsetGiven)
+		appended = true
 	}
-	out, err := atomicfile.Create(hashPath, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer out.Abort()
-	res, err := verity.Format(data, size, out, p)
-	if err != nil {
-		return nil, err
-	}
-	// veritysetup's hash device size, even if the tail is a hole.
-	if err := out.Truncate(res.HashDeviceSize()); err != nil {
-		return nil, err
-	}
-	return res, out.Commit()
-}
 
-// verityFormatAppended writes the hash area into the data file itself, after
-// the data blocks; on failure the file is cut back to its old size.
-func verityFormatAppended(path string, size int64, p verity.Params, offsetGiven bool) (res *verity.Result, err error) {
-	bs := int64(p.DataBlockSize)
-	blocks := int64(p.DataBlocks)
-	if blocks == 0 {
-		if !offsetGiven {
-			if size%bs != 0 {
-				return nil, fmt.Errorf("data size %d of %s is not a multiple of the data block size %d", size, path, bs)
-			}
-			p.HashOffset = uint64(size)
-		}
-		blocks = int64(p.HashOffset) / bs
-		if blocks == 0 || int64(p.HashOffset)%bs != 0 {
-			return nil, fmt.Errorf("with the hash area in %s at offset %d, give --data-blocks", path, p.HashOffset)
-		}
-		p.DataBlocks = uint64(blocks)
-	} else if !offsetGiven {
-		p.HashOffset = uint64(blocks * bs)
-	}
-	if int64(p.HashOffset) < blocks*bs {
-		return nil, fmt.Errorf("data area (%d blocks of %d bytes) overlaps the hash area at offset %d", blocks, bs, p.HashOffset)
-	}
-	if blocks*bs > size {
-		return nil, fmt.Errorf("%s is %d bytes, too small for %d blocks of %d bytes", path, size, blocks, bs)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			f.Truncate(size)
-		}
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-	}()
-	res, err = verity.Format(f, size, f, p)
-	if err != nil {
-		return nil, err
-	}
-	if res.HashDeviceSize() > size {
-		if err := f.Truncate(res.HashDeviceSize()); err != nil {
+	// Every output is created (unnamed) before the work starts, so an
+	// output that cannot be created costs nothing and leaves nothing.
+	set := &atomicfile.Set{}
+	defer set.Abort()
+	var hashOut, rootOut *atomicfile.File
+	if !appended {
+		if hashOut, err = set.Create(hashPath, 0o644); err != nil {
 			return nil, err
 		}
 	}
-	return res, f.Sync()
+	if f.rootHashFile != "" {
+		if rootOut, err = set.Create(f.rootHashFile, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	writeJSON, err := f.json.stage(set)
+	if err != nil {
+		return nil, err
+	}
+	finish := func(res *verity.Result) error {
+		res.DataDevice, res.HashDevice = dataPath, hashPath
+		if rootOut != nil {
+			if _, err := rootOut.WriteString(res.RootHashHex() + "\n"); err != nil {
+				return fmt.Errorf("output %s: %w", f.rootHashFile, err)
+			}
+		}
+		return writeJSON(res)
+	}
+
+	if !appended {
+		res, err := verity.Format(ctx, data, size, hashOut, p)
+		if err != nil {
+			return nil, err
+		}
+		// veritysetup's hash device size, even if the tail is a hole.
+		if err := hashOut.Truncate(res.HashDeviceSize()); err != nil {
+			return nil, fmt.Errorf("output %s: %w", hashPath, err)
+		}
+		if err := finish(res); err != nil {
+			return nil, err
+		}
+		return res, set.Commit()
+	}
+
+	rw, err := os.OpenFile(dataPath, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer rw.Close()
+	a, err := verity.PrepareAppended(ctx, rw, p)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	res := a.Result()
+	if err := finish(res); err != nil {
+		return nil, err
+	}
+	// From here on DATA grows: an interrupted run cuts it back.
+	unregister := atomicfile.RegisterCleanup(func() { a.Revert() })
+	defer unregister()
+	if err := a.Commit(ctx); err != nil {
+		return nil, err
+	}
+	if err := set.Commit(); err != nil {
+		a.Revert()
+		return nil, err
+	}
+	return res, nil
 }
 
-// verityJSON is the --json form of a result.
-type verityJSON struct {
-	RootHash       string `json:"root_hash,omitempty"`
-	HashAlgorithm  string `json:"hash_algorithm"`
-	HashType       uint32 `json:"hash_type"`
-	DataBlockSize  uint32 `json:"data_block_size"`
-	HashBlockSize  uint32 `json:"hash_block_size"`
-	DataBlocks     uint64 `json:"data_blocks"`
-	Salt           string `json:"salt"`
-	UUID           string `json:"uuid,omitempty"`
-	Superblock     bool   `json:"superblock"`
-	HashOffset     uint64 `json:"hash_offset"`
-	HashStartBlock uint64 `json:"hash_start_block"`
-	HashBlocks     uint64 `json:"hash_blocks"`
-	Levels         int    `json:"levels"`
-	HashDeviceSize int64  `json:"hash_device_size"`
-	Table          string `json:"table,omitempty"`
-	SystemdCmdline string `json:"systemd_cmdline,omitempty"`
-}
-
-func printVerityResult(w io.Writer, dataPath, hashPath string, r *verity.Result, asJSON, withRoot bool) error {
+// printVerityText prints a result as veritysetup format (with the root
+// hash) and veritysetup dump (without) print it.
+func printVerityText(w io.Writer, hashPath string, r *verity.Result) error {
 	p := &r.Params
 	uuid := ""
 	if !p.NoSuperblock {
 		uuid = verity.FormatUUID(p.UUID)
-	}
-	if asJSON {
-		j := verityJSON{
-			HashAlgorithm: p.HashAlgorithm, HashType: p.HashType,
-			DataBlockSize: p.DataBlockSize, HashBlockSize: p.HashBlockSize, DataBlocks: r.DataBlocks,
-			Salt: verity.SaltHex(r.Salt), UUID: uuid, Superblock: !p.NoSuperblock, HashOffset: p.HashOffset,
-			HashStartBlock: r.HashStartBlock, HashBlocks: r.HashBlocks, Levels: r.Levels,
-			HashDeviceSize: r.HashDeviceSize(),
-		}
-		if withRoot {
-			j.RootHash = r.RootHashHex()
-			j.Table = r.Table(dataPath, hashPath)
-			j.SystemdCmdline = r.SystemdCmdline()
-		}
-		e := json.NewEncoder(w)
-		e.SetIndent("", "  ")
-		return e.Encode(j)
 	}
 	fmt.Fprintf(w, "VERITY header information for %s\n", hashPath)
 	fmt.Fprintf(w, "UUID:            \t%s\n", uuid)
@@ -268,7 +335,7 @@ func printVerityResult(w io.Writer, dataPath, hashPath string, r *verity.Result,
 	fmt.Fprintf(w, "Hash block size: \t%d\n", p.HashBlockSize)
 	fmt.Fprintf(w, "Hash algorithm:  \t%s\n", p.HashAlgorithm)
 	fmt.Fprintf(w, "Salt:            \t%s\n", verity.SaltHex(r.Salt))
-	if withRoot {
+	if len(r.RootHash) > 0 {
 		fmt.Fprintf(w, "Root hash:      \t%s\n", r.RootHashHex())
 	}
 	_, err := fmt.Fprintf(w, "Hash device size: \t%d [bytes]\n", r.HashDeviceSize())
@@ -282,8 +349,10 @@ func newVerityVerifyCmd() *cobra.Command {
 		Short: "Check DATA and its hash tree in HASH against a root hash",
 		Long: `Recompute the hash tree of DATA and check it against the tree in HASH and the
 root hash (given as an argument or with --root-hash-file), as "veritysetup
-verify" does. The first corrupt block is named: a hash block (numbered from
-the start of HASH, in hash blocks) or a data block.
+verify" does, with the same checks: every digest, the zero spare area
+after the digests of each hash block, and device sizes that fit what the
+superblock declares. The first corrupt block is named: a hash block
+(numbered from the start of HASH, in hash blocks) or a data block.
 
 With a superblock (the default) the parameters come from it; parameter
 flags that are given must agree with it. With --no-superblock the flags
@@ -292,35 +361,56 @@ describe the tree; --data-blocks defaults to all of DATA.`,
   imagebuilder verity verify rootfs.img rootfs.verity --root-hash-file=roothash.txt`,
 		Args: rangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rootHex := ""
+			if err := checkVerityArgs(cmd, args, f.json.path); err != nil {
+				return err
+			}
+			op := "verity verify " + args[0] + " " + args[1]
+			var root []byte
 			switch {
 			case len(args) == 3 && f.rootHashFile != "":
 				return usagef("verity verify: give ROOTHASH or --root-hash-file, not both")
 			case len(args) == 3:
-				rootHex = args[2]
+				var err error
+				if root, err = verity.ParseRootHash(args[2]); err != nil {
+					return usagef("verity verify: ROOTHASH: %v", err)
+				}
 			case f.rootHashFile != "":
 				b, err := os.ReadFile(f.rootHashFile)
 				if err != nil {
-					return err
+					return verityErr(op, err)
 				}
-				rootHex = strings.TrimSpace(string(b))
+				if root, err = verity.ParseRootHash(strings.TrimSpace(string(b))); err != nil {
+					return verityErr(op, fmt.Errorf("%s: %w", f.rootHashFile, err))
+				}
 			default:
 				return usagef("verity verify: give ROOTHASH or --root-hash-file")
 			}
-			root, err := verity.ParseRootHash(rootHex)
+			opts, err := f.verifyOptions(cmd)
 			if err != nil {
-				return fmt.Errorf("verity verify: %w", err)
+				return err
 			}
-			res, err := verityVerify(cmd, &f, args[0], args[1], root)
+			set := &atomicfile.Set{}
+			defer set.Abort()
+			writeJSON, err := f.json.stage(set)
 			if err != nil {
-				return verityErr("verity verify "+args[0]+" "+args[1], err)
+				return verityErr(op, err)
 			}
-			if f.json {
-				return printVerityResult(cmd.OutOrStdout(), args[0], args[1], res, true, true)
+			res, err := verityVerify(cmd, args[0], args[1], root, opts)
+			if err != nil {
+				return verityErr(op, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d data blocks and %d hash blocks match root hash %s\n",
+			if err := writeJSON(res); err != nil {
+				return verityErr(op, err)
+			}
+			if err := set.Commit(); err != nil {
+				return verityErr(op, err)
+			}
+			if f.json.toStdout() {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: %d data blocks and %d hash blocks match root hash %s\n",
 				args[0], res.DataBlocks, res.HashBlocks, res.RootHashHex())
-			return nil
+			return err
 		},
 	}
 	f.register(cmd)
@@ -330,8 +420,51 @@ describe the tree; --data-blocks defaults to all of DATA.`,
 	return cmd
 }
 
-func verityVerify(cmd *cobra.Command, f *verityFlags, dataPath, hashPath string, root []byte) (*verity.Result, error) {
-	data, err := os.Open(dataPath)
+// verifyOptions turns the flags of verify into what pkg/verity checks:
+// with a superblock only the flags given, which must agree with it.
+func (f *verityFlags) verifyOptions(cmd *cobra.Command) (verity.VerifyOptions, error) {
+	if err := f.checkFlags(cmd); err != nil {
+		return verity.VerifyOptions{}, err
+	}
+	var opts verity.VerifyOptions
+	p := &opts.Params
+	if f.noSuperblock {
+		*p = f.params()
+		if !flagChanged(cmd, "salt") {
+			return opts, usagef("%s: --no-superblock needs --salt (\"-\" for none)", commandName(cmd))
+		}
+	} else {
+		p.HashOffset = f.hashOffset
+		p.DataBlocks = f.dataBlocks
+		if flagChanged(cmd, "hash") {
+			p.HashAlgorithm = f.hash
+		}
+		if flagChanged(cmd, "format") {
+			p.HashType, opts.CheckHashType = f.format, true
+		}
+		if flagChanged(cmd, "data-block-size") {
+			p.DataBlockSize = f.dataBlockSize
+		}
+		if flagChanged(cmd, "hash-block-size") {
+			p.HashBlockSize = f.hashBlockSize
+		}
+	}
+	var err error
+	if flagChanged(cmd, "salt") {
+		if p.Salt, err = verity.ParseSalt(f.salt); err != nil {
+			return opts, verityFlagErr(cmd, "salt", err)
+		}
+	}
+	if flagChanged(cmd, "uuid") {
+		if p.UUID, err = verity.ParseUUID(f.uuid); err != nil {
+			return opts, verityFlagErr(cmd, "uuid", err)
+		}
+	}
+	return opts, nil
+}
+
+func verityVerify(cmd *cobra.Command, dataPath, hashPath string, root []byte, opts verity.VerifyOptions) (*verity.Result, error) {
+	data, size, err := openData(dataPath)
 	if err != nil {
 		return nil, err
 	}
@@ -341,79 +474,17 @@ func verityVerify(cmd *cobra.Command, f *verityFlags, dataPath, hashPath string,
 		return nil, err
 	}
 	defer hash.Close()
-	st, err := data.Stat()
+	res, err := verity.Verify(cmd.Context(), data, size, hash, root, opts)
 	if err != nil {
 		return nil, err
 	}
-	changed := cmd.Flags().Changed
-	var p verity.Params
-	if !f.noSuperblock {
-		sb, err := verity.ReadSuperblock(hash, int64(f.hashOffset))
-		if err != nil {
-			return nil, err
-		}
-		p = sb.Params(f.hashOffset)
-		// Flags given must agree with the superblock (Verify checks).
-		if changed("hash") {
-			p.HashAlgorithm = f.hash
-		}
-		if changed("format") {
-			p.HashType = f.format
-		}
-		if changed("data-block-size") {
-			p.DataBlockSize = f.dataBlockSize
-		}
-		if changed("hash-block-size") {
-			p.HashBlockSize = f.hashBlockSize
-		}
-		p.DataBlocks = f.dataBlocks
-		p.Salt = nil
-		p.UUID = [16]byte{}
-	} else {
-		if p, err = f.params(); err != nil {
-			return nil, err
-		}
-		if p.DataBlocks == 0 {
-			bs := int64(p.DataBlockSize)
-			if st.Size()%bs != 0 {
-				return nil, fmt.Errorf("data size %d of %s is not a multiple of the data block size %d (give --data-blocks)", st.Size(), dataPath, bs)
-			}
-			p.DataBlocks = uint64(st.Size() / bs)
-		}
-		if hs, err := hash.Stat(); err == nil && os.SameFile(st, hs) && p.DataBlocks*uint64(p.DataBlockSize) > p.HashOffset {
-			return nil, fmt.Errorf("data area (%d blocks) overlaps the hash area at offset %d (give --data-blocks)", p.DataBlocks, p.HashOffset)
-		}
-	}
-	if changed("salt") {
-		if p.Salt, err = verity.ParseSalt(f.salt); err != nil {
-			return nil, err
-		}
-	} else if f.noSuperblock {
-		return nil, usagef("--no-superblock needs --salt (\"-\" for none)")
-	}
-	if changed("uuid") {
-		if p.UUID, err = verity.ParseUUID(f.uuid); err != nil {
-			return nil, err
-		}
-	}
-	if err := verity.Verify(data, hash, root, p); err != nil {
-		return nil, err
-	}
-	if !f.noSuperblock {
-		sb, _ := verity.ReadSuperblock(hash, int64(f.hashOffset))
-		p = sb.Params(f.hashOffset)
-	}
-	res, err := verity.Plan(p)
-	if err != nil {
-		return nil, err
-	}
-	res.RootHash = root
+	res.DataDevice, res.HashDevice = dataPath, hashPath
 	return res, nil
 }
 
 func newVerityDumpCmd() *cobra.Command {
 	var hashOffset uint64
-	var asJSON bool
+	var asJSON jsonFlag
 	cmd := &cobra.Command{
 		Use:   "dump HASH",
 		Short: "Show the verity superblock of HASH",
@@ -422,23 +493,44 @@ it describes, as "veritysetup dump" does.`,
 		Example: `  imagebuilder verity dump rootfs.verity`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] == "-" {
+				return usagef("verity dump: HASH -: stdin is not supported; give a file name")
+			}
+			if err := checkVerityArgs(cmd, nil, asJSON.path); err != nil {
+				return err
+			}
+			if hashOffset%512 != 0 {
+				return usagef("verity dump: --hash-offset: hash offset %d is not a multiple of 512", hashOffset)
+			}
+			op := "verity dump " + args[0]
+			set := &atomicfile.Set{}
+			defer set.Abort()
+			writeJSON, err := asJSON.stage(set)
+			if err != nil {
+				return verityErr(op, err)
+			}
 			h, err := os.Open(args[0])
 			if err != nil {
 				return verityErr("verity dump", err)
 			}
 			defer h.Close()
-			sb, err := verity.ReadSuperblock(h, int64(hashOffset))
+			res, err := verity.Dump(h, hashOffset)
 			if err != nil {
-				return verityErr("verity dump "+args[0], err)
+				return verityErr(op, err)
 			}
-			res, err := verity.Plan(sb.Params(hashOffset))
-			if err != nil {
-				return verityErr("verity dump "+args[0], err)
+			if err := writeJSON(res); err != nil {
+				return verityErr(op, err)
 			}
-			return printVerityResult(cmd.OutOrStdout(), "", args[0], res, asJSON, false)
+			if err := set.Commit(); err != nil {
+				return verityErr(op, err)
+			}
+			if asJSON.toStdout() {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			return printVerityText(cmd.OutOrStdout(), args[0], res)
 		},
 	}
 	cmd.Flags().Uint64Var(&hashOffset, "hash-offset", 0, "byte offset of the superblock in HASH")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the superblock as JSON")
+	addJSONFlag(cmd, &asJSON)
 	return cmd
 }

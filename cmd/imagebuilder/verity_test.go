@@ -9,7 +9,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/imagebuilder/imagebuilder/internal/doctest"
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
+	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
 func writeVerityData(t *testing.T, path string, n int) []byte {
@@ -22,6 +30,27 @@ func writeVerityData(t *testing.T, path string, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// verityJSON is the documented JSON form of verity.Result (docs/verity.md),
+// key by key, to check what the CLI prints.
+type verityJSON struct {
+	RootHash       string `json:"root_hash,omitempty"`
+	HashAlgorithm  string `json:"hash_algorithm"`
+	HashType       uint32 `json:"hash_type"`
+	DataBlockSize  uint32 `json:"data_block_size"`
+	HashBlockSize  uint32 `json:"hash_block_size"`
+	DataBlocks     uint64 `json:"data_blocks"`
+	Salt           string `json:"salt"`
+	UUID           string `json:"uuid,omitempty"`
+	Superblock     bool   `json:"superblock"`
+	HashOffset     uint64 `json:"hash_offset"`
+	HashStartBlock uint64 `json:"hash_start_block"`
+	HashBlocks     uint64 `json:"hash_blocks"`
+	Levels         int    `json:"levels"`
+	HashDeviceSize int64  `json:"hash_device_size"`
+	Table          string `json:"table,omitempty"`
+	SystemdCmdline string `json:"systemd_cmdline,omitempty"`
 }
 
 func TestVerityFormatVerifyDump(t *testing.T) {
@@ -156,23 +185,45 @@ func TestVerityBadInput(t *testing.T) {
 		code int
 		want string
 	}{
-		{"dbs not power of two", []string{"verity", "format", data, out, "--data-block-size=3000"}, 1, "data block size 3000 is not a power of two"},
-		{"hbs out of range", []string{"verity", "format", data, out, "--hash-block-size=131072"}, 1, "hash block size 131072"},
-		{"dbs too small", []string{"verity", "format", data, out, "--data-block-size=256"}, 1, "data block size 256"},
-		{"salt not hex", []string{"verity", "format", data, out, "--salt=xyz"}, 1, `salt "xyz" is not hex`},
-		{"salt too long", []string{"verity", "format", data, out, "--salt=" + strings.Repeat("ab", 257)}, 1, "salt is 257 bytes"},
-		{"unknown algorithm", []string{"verity", "format", data, out, "--hash=md5"}, 1, `unknown hash algorithm "md5"`},
-		{"bad uuid", []string{"verity", "format", data, out, "--uuid=nope"}, 1, `UUID "nope"`},
+		{"dbs not power of two", []string{"verity", "format", data, out, "--data-block-size=3000"}, 2, "data block size 3000 is not a power of two"},
+		{"hbs out of range", []string{"verity", "format", data, out, "--hash-block-size=131072"}, 2, "hash block size 131072"},
+		{"dbs too small", []string{"verity", "format", data, out, "--data-block-size=256"}, 2, "data block size 256"},
+		{"salt not hex", []string{"verity", "format", data, out, "--salt=xyz"}, 2, `salt "xyz" is not hex`},
+		{"salt too long", []string{"verity", "format", data, out, "--salt=" + strings.Repeat("ab", 257)}, 2, "salt is 257 bytes"},
+		{"unknown algorithm", []string{"verity", "format", data, out, "--hash=md5"}, 2, `unknown hash algorithm "md5"`},
+		{"bad uuid", []string{"verity", "format", data, out, "--uuid=nope"}, 2, `UUID "nope"`},
 		{"size not multiple", []string{"verity", "format", odd, out}, 1, "data size 5000 is not a multiple of the data block size 4096"},
 		{"missing data", []string{"verity", "format", filepath.Join(dir, "nothing"), out}, 1, "no such file"},
 		{"hash file too small", []string{"verity", "verify", data, short, root}, 1, "hash device is too small"},
 		{"wrong magic", []string{"verity", "dump", badMagic}, 1, "bad magic"},
 		{"wrong version", []string{"verity", "dump", badVersion}, 1, "unsupported superblock version 2"},
 		{"verify wrong magic", []string{"verity", "verify", data, badMagic, root}, 1, "bad magic"},
-		{"root hash not hex", []string{"verity", "verify", data, good, "xyz"}, 1, `root hash "xyz" is not hex`},
+		{"root hash not hex", []string{"verity", "verify", data, good, "xyz"}, 2, `root hash "xyz" is not hex`},
 		{"wrong root hash", []string{"verity", "verify", data, good, root}, 1, "does not match the root hash"},
 		{"no root hash", []string{"verity", "verify", data, good}, 2, "give ROOTHASH"},
 		{"format args", []string{"verity", "format", data}, 2, "takes 2 argument"},
+		// Every bad flag value is a usage error naming its flag (exit 2).
+		{"bad format", []string{"verity", "format", data, out, "--format=2"}, 2, "--format: hash format 2"},
+		{"offset unaligned", []string{"verity", "format", data, out, "--hash-offset=100"}, 2, "--hash-offset: hash offset 100 is not a multiple of 512"},
+		{"offset unaligned nosb", []string{"verity", "format", data, out, "--no-superblock", "--hash-offset=512"}, 2, "--hash-offset: hash offset 512 is not a multiple of the hash block size 4096"},
+		{"verify bad hash", []string{"verity", "verify", data, good, root, "--hash=sha3"}, 2, `--hash: unknown hash algorithm "sha3"`},
+		{"verify bad salt", []string{"verity", "verify", data, good, root, "--salt=zz"}, 2, `--salt: salt "zz" is not hex`},
+		{"verify bad uuid", []string{"verity", "verify", data, good, root, "--uuid=x"}, 2, `--uuid: UUID "x"`},
+		{"verify nosb without salt", []string{"verity", "verify", data, good, root, "--no-superblock"}, 2, "--no-superblock needs --salt"},
+		{"dump offset unaligned", []string{"verity", "dump", good, "--hash-offset=100"}, 2, "--hash-offset: hash offset 100 is not a multiple of 512"},
+		{"empty json file", []string{"verity", "dump", good, "--json="}, 2, "empty file name"},
+		{"seed without effect", []string{"verity", "format", data, out, "--seed=x", "--salt=-", "--uuid=" + verity.FormatUUID([16]byte{1})}, 2, "--seed: has no effect"},
+		{"hash to stdout", []string{"verity", "format", data, "-"}, 2, "HASH -: stdin and stdout are not supported"},
+		{"data from stdin", []string{"verity", "verify", "-", good, root}, 2, "DATA -: stdin and stdout are not supported"},
+		{"hash is a directory", []string{"verity", "format", data, dir}, 2, "HASH " + dir + ": is a directory"},
+		{"root hash file is a directory", []string{"verity", "format", data, out, "--root-hash-file", dir}, 2, dir + ": is a directory"},
+		{"json file is a directory", []string{"verity", "dump", good, "--json=" + dir}, 2, dir + ": is a directory"},
+		// The work fails: exit 1, naming the command and the file.
+		{"root hash file missing", []string{"verity", "verify", data, good, "--root-hash-file", filepath.Join(dir, "nothing")}, 1, "verity verify " + data + " " + good + ": open " + filepath.Join(dir, "nothing") + ": no such file"},
+		{"dump missing", []string{"verity", "dump", filepath.Join(dir, "nothing")}, 1, "verity dump: open " + filepath.Join(dir, "nothing") + ": no such file"},
+		{"root hash wrong length", []string{"verity", "verify", data, good, "00"}, 1, "root hash is 1 bytes, a sha256 digest is 32"},
+		{"verify flag disagrees", []string{"verity", "verify", data, good, root, "--hash-block-size=512"}, 1, "superblock at offset 0 says hash block size 4096, expected 512"},
+		{"verify format disagrees", []string{"verity", "verify", data, good, root, "--format=0"}, 1, "superblock at offset 0 says hash format 1, expected 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -299,5 +350,262 @@ func TestVerityCLIAgainstVeritysetup(t *testing.T) {
 				t.Fatalf("imagebuilder verity verify of theirs: %s", stderr)
 			}
 		})
+	}
+}
+
+// TestVerityVerifyLoweredDataBlocks is the recipe of issue 10: a hash
+// device whose superblock data_blocks was lowered from 256 to 255 (bytes
+// 72-73) still has a valid tree and root hash for the first 255 blocks,
+// and veritysetup verify rejects it ("Spare area is not zeroed"); so must
+// we.
+func TestVerityVerifyLoweredDataBlocks(t *testing.T) {
+	dir := t.TempDir()
+	data, hash := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+	writeVerityData(t, data, 256*4096)
+	root := filepath.Join(dir, "root")
+	if code, _, stderr := runCaptured(t, "verity", "format", data, hash, "--root-hash-file", root); code != 0 {
+		t.Fatal(stderr)
+	}
+	b, _ := os.ReadFile(hash)
+	if b[72] != 0 || b[73] != 1 {
+		t.Fatalf("data_blocks bytes %x, want 0001 (256)", b[72:74])
+	}
+	b[72], b[73] = 255, 0
+	os.WriteFile(hash, b, 0o644)
+	code, _, stderr := runCaptured(t, "verity", "verify", data, hash, "--root-hash-file", root)
+	if code != 1 || !strings.Contains(stderr, "its spare area is not zero") || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("verify of the lowered superblock: exit %d %q", code, stderr)
+	}
+	if vs, err := exec.LookPath("veritysetup"); err == nil {
+		rh, _ := os.ReadFile(root)
+		out, err := exec.Command(vs, "verify", data, hash, strings.TrimSpace(string(rh))).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Spare area is not zeroed") {
+			t.Fatalf("veritysetup verify: %v\n%s", err, out)
+		}
+	}
+}
+
+// sparseData makes a file of size bytes of zeros (a hole: it costs no
+// disk, and hashing it takes long enough to interrupt).
+func sparseData(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestVerityFormatInterrupted kills, terminates or interrupts a real
+// `imagebuilder verity format` process while it hashes 1 GiB: nothing is
+// left in the directory but DATA, unchanged in size, whether HASH is a
+// file of its own (an unnamed file until complete) or DATA itself (the
+// hash area is computed before DATA is touched); SIGINT and SIGTERM stop
+// the command through its context (it names itself when it stops, which
+// the one-second fallback in run does not), with exit status 130 and 143.
+func TestVerityFormatInterrupted(t *testing.T) {
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs /proc to see when the child has started")
+	}
+	const size = 1 << 30
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM, syscall.SIGINT} {
+		for _, appended := range []bool{false, true} {
+			name := sig.String()
+			if appended {
+				name += " appended"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				dir := t.TempDir()
+				data := filepath.Join(dir, "data")
+				sparseData(t, data, size)
+				hash := filepath.Join(dir, "hash")
+				if appended {
+					hash = data
+				}
+				cmd := cliCommand("verity", "format", data, hash, "--root-hash-file", filepath.Join(dir, "root"), "--json="+filepath.Join(dir, "json"))
+				var stderr strings.Builder
+				cmd.Stderr = &stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				if !waitOpen(cmd.Process.Pid, 10*time.Second, func(p string) bool { return p == data }) {
+					cmd.Process.Kill()
+					cmd.Wait()
+					t.Fatalf("the child never opened %s: %s", data, stderr.String())
+				}
+				time.Sleep(100 * time.Millisecond)
+				cmd.Process.Signal(sig)
+				err := cmd.Wait()
+				st := cmd.ProcessState
+				switch {
+				case sig == syscall.SIGKILL:
+					if ws, ok := st.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+						t.Fatalf("not killed: %v %s", err, stderr.String())
+					}
+				case st.ExitCode() != 128+int(sig):
+					t.Fatalf("exit %d (%v), want %d: %s", st.ExitCode(), err, 128+int(sig), stderr.String())
+				case !strings.Contains(stderr.String(), "imagebuilder: verity format: interrupted by"):
+					t.Fatalf("the command did not stop through its context: %q", stderr.String())
+				}
+				if names := dirNames(t, dir); len(names) != 1 || names[0] != "data" {
+					t.Fatalf("left behind: %v", names)
+				}
+				if fi, _ := os.Stat(data); fi.Size() != size {
+					t.Fatalf("DATA is %d bytes, was %d", fi.Size(), size)
+				}
+			})
+		}
+	}
+}
+
+// TestVerityFormatOutputsTogether: HASH, --root-hash-file and --json=FILE
+// appear together or not at all. An output that cannot be created
+// (--root-hash-file nodir/rh) fails before any work; an output whose
+// directory disappears while the tree is computed fails at the end; in
+// both cases no HASH is left, and an appended DATA keeps its size.
+func TestVerityFormatOutputsTogether(t *testing.T) {
+	for _, appended := range []bool{false, true} {
+		name := "separate"
+		if appended {
+			name = "appended"
+		}
+		t.Run(name+" nodir", func(t *testing.T) {
+			dir := t.TempDir()
+			data := filepath.Join(dir, "data")
+			writeVerityData(t, data, 64*4096)
+			hash := filepath.Join(dir, "hash")
+			if appended {
+				hash = data
+			}
+			rh := filepath.Join(dir, "nodir", "rh")
+			code, _, stderr := runCaptured(t, "verity", "format", data, hash, "--root-hash-file", rh)
+			if code != 1 || !strings.Contains(stderr, "output "+rh) || strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("exit %d %q", code, stderr)
+			}
+			if names := dirNames(t, dir); len(names) != 1 {
+				t.Fatalf("left behind: %v", names)
+			}
+			if st, _ := os.Stat(data); st.Size() != 64*4096 {
+				t.Fatalf("DATA is %d bytes", st.Size())
+			}
+		})
+		t.Run(name+" directory removed", func(t *testing.T) {
+			if _, err := os.Stat("/proc/self/fd"); err != nil {
+				t.Skip("needs /proc to see when the child has started")
+			}
+			t.Parallel()
+			dir := t.TempDir()
+			data := filepath.Join(dir, "data")
+			const size = 128 << 20
+			sparseData(t, data, size)
+			hash := filepath.Join(dir, "hash")
+			if appended {
+				hash = data
+			}
+			sub := filepath.Join(dir, "sub")
+			os.Mkdir(sub, 0o755)
+			cmd := cliCommand("verity", "format", data, hash, "--root-hash-file", filepath.Join(sub, "rh"))
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if !waitOpen(cmd.Process.Pid, 10*time.Second, func(p string) bool { return p == data }) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("the child never opened %s: %s", data, stderr.String())
+			}
+			// The root hash file is created (unnamed) before the work;
+			// an older imagebuilder wrote it after HASH was in place.
+			waitOpen(cmd.Process.Pid, 200*time.Millisecond, inDir(sub))
+			if err := os.RemoveAll(sub); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(stderr.String(), filepath.Join(sub, "rh")) {
+				t.Fatalf("exit %v: %s", err, stderr.String())
+			}
+			if names := dirNames(t, dir); len(names) != 1 || names[0] != "data" {
+				t.Fatalf("left behind: %v", names)
+			}
+			if fi, _ := os.Stat(data); fi.Size() != size {
+				t.Fatalf("DATA is %d bytes, was %d", fi.Size(), size)
+			}
+		})
+	}
+}
+
+// TestVerityDocs runs every console example of docs/verity.md against
+// this CLI (the test binary run as imagebuilder) and veritysetup.
+func TestVerityDocs(t *testing.T) {
+	if _, err := exec.LookPath("veritysetup"); err != nil {
+		fixtures.Missing(t, "veritysetup is not installed (the examples compare with it; run scripts/testdeps.sh)")
+	}
+	self, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := doctest.Wrapper(t, "imagebuilder", []string{self, "-test.run=^TestCLIChildProcess$", "--"}, []string{cliChildEnv + "=1"})
+	doctest.Run(t, "../../docs/verity.md", doctest.Options{Path: []string{bin}})
+}
+
+// TestVerityDocsFlags: every flag of the verity commands is in
+// docs/verity.md.
+func TestVerityDocsFlags(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/verity.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range newVerityCmd().Commands() {
+		sub.Flags().VisitAll(func(f *pflag.Flag) {
+			if !strings.Contains(string(doc), "`--"+f.Name) {
+				t.Errorf("verity %s --%s is not in docs/verity.md", sub.Name(), f.Name)
+			}
+		})
+	}
+}
+
+// TestVerityJSONFile: --json=FILE writes the JSON that --json prints, and
+// the text stays on stdout; the JSON reads back into a verity.Result.
+func TestVerityJSONFile(t *testing.T) {
+	dir := t.TempDir()
+	data, hash, js := filepath.Join(dir, "data"), filepath.Join(dir, "hash"), filepath.Join(dir, "out.json")
+	writeVerityData(t, data, 40*4096)
+	for _, args := range [][]string{
+		{"verity", "format", data, hash, "--seed=j"},
+		{"verity", "dump", hash},
+	} {
+		code, text, stderr := runCaptured(t, append(args, "--json="+js)...)
+		if code != 0 || !strings.HasPrefix(text, "VERITY header information for "+hash+"\n") {
+			t.Fatalf("%v: exit %d %q %s", args, code, text, stderr)
+		}
+		_, stdout, _ := runCaptured(t, append(args, "--json")...)
+		file, _ := os.ReadFile(js)
+		if string(file) != stdout || !strings.HasSuffix(stdout, "}\n") {
+			t.Fatalf("%v: --json=FILE wrote\n%s\n--json printed\n%s", args, file, stdout)
+		}
+		var r verity.Result
+		if err := json.Unmarshal(file, &r); err != nil || r.DataBlocks != 40 || r.HashDeviceSize() != 2*4096 {
+			t.Fatalf("%v: %v %+v", args, err, r)
+		}
+	}
+	var r verity.Result
+	b, _ := os.ReadFile(js)
+	json.Unmarshal(b, &r)
+	_, stdout, _ := runCaptured(t, "verity", "format", data, hash, "--seed=j", "--json")
+	var f verity.Result
+	json.Unmarshal([]byte(stdout), &f)
+	code, text, stderr := runCaptured(t, "verity", "verify", data, hash, f.RootHashHex(), "--json="+js)
+	if code != 0 || !strings.Contains(text, "match root hash "+f.RootHashHex()) {
+		t.Fatalf("verify --json=FILE: %d %s %s", code, text, stderr)
+	}
+	b, _ = os.ReadFile(js)
+	var v verity.Result
+	if err := json.Unmarshal(b, &v); err != nil || !bytes.Equal(v.RootHash, f.RootHash) || v.DataDevice != data || v.HashDevice != hash {
+		t.Fatalf("verify JSON: %v %s", err, b)
 	}
 }

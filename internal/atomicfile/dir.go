@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,8 +23,12 @@ type Dir struct {
 
 	files []*File
 	names []string
+	links []dirLink
 	done  bool
 }
+
+// dirLink is an existing file that Commit puts into the directory.
+type dirLink struct{ name, src string }
 
 // NewDir starts an output directory that Commit publishes at path.
 func NewDir(path string) (*Dir, error) {
@@ -48,13 +53,8 @@ func (d *Dir) Create(name string, perm os.FileMode) (*File, error) {
 	if d.done {
 		return nil, errors.New("atomicfile: directory already committed or aborted")
 	}
-	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return nil, fmt.Errorf("output %s: not a plain file name", name)
-	}
-	for _, n := range d.names {
-		if n == name {
-			return nil, fmt.Errorf("output %s: given twice", filepath.Join(d.final, name))
-		}
+	if err := d.checkName(name); err != nil {
+		return nil, err
 	}
 	// The file is created in the parent, where the directory will be,
 	// under a name in the parent (that is only used without O_TMPFILE).
@@ -67,6 +67,44 @@ func (d *Dir) Create(name string, perm os.FileMode) (*File, error) {
 	d.files = append(d.files, f)
 	d.names = append(d.names, name)
 	return f, nil
+}
+
+// checkName refuses a name that is not one path element or that the
+// directory already holds.
+func (d *Dir) checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("output %s: not a plain file name", name)
+	}
+	for _, n := range d.names {
+		if n == name {
+			return fmt.Errorf("output %s: given twice", filepath.Join(d.final, name))
+		}
+	}
+	for _, l := range d.links {
+		if l.name == name {
+			return fmt.Errorf("output %s: given twice", filepath.Join(d.final, name))
+		}
+	}
+	return nil
+}
+
+// AddLink puts the existing file src into the directory as name when the
+// directory is committed: a hard link where src is on the same file
+// system, a copy otherwise. src must not change until Commit.
+func (d *Dir) AddLink(name, src string) error {
+	if d.done {
+		return errors.New("atomicfile: directory already committed or aborted")
+	}
+	if err := d.checkName(name); err != nil {
+		return err
+	}
+	if st, err := os.Stat(src); err != nil {
+		return fmt.Errorf("output %s: %w", filepath.Join(d.final, name), err)
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("output %s: %s is not a regular file", filepath.Join(d.final, name), src)
+	}
+	d.links = append(d.links, dirLink{name, src})
+	return nil
 }
 
 // Commit syncs every file, assembles the new directory under a temporary
@@ -127,6 +165,11 @@ func (d *Dir) Commit() error {
 			return fail(fmt.Errorf("output %s: %w", f.final, err))
 		}
 	}
+	for _, l := range d.links {
+		if err := linkOrCopy(l.src, filepath.Join(tmp, l.name)); err != nil {
+			return fail(fmt.Errorf("output %s: %w", filepath.Join(d.final, l.name), err))
+		}
+	}
 	if err := syncDir(tmp); err != nil {
 		return fail(fmt.Errorf("output directory %s: %w", d.final, err))
 	}
@@ -185,4 +228,35 @@ func syncDir(dir string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// linkOrCopy makes dst a hard link of src, or a copy where a link is not
+// possible (another file system). The copy uses copy_file_range where the
+// kernel offers it (io.Copy between files does).
+func linkOrCopy(src, dst string) error {
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

@@ -243,3 +243,32 @@ func TestKilledChild(t *testing.T) {
 	fmt.Print("ready")
 	time.Sleep(time.Minute)
 }
+
+func TestDirAddLink(t *testing.T) {
+	parent := t.TempDir()
+	src := filepath.Join(t.TempDir(), "cached.img")
+	os.WriteFile(src, []byte("cached"), 0o644)
+	d, err := NewDir(filepath.Join(parent, "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := d.Create("new.txt", 0o644)
+	f.WriteString("new")
+	if err := d.AddLink("cached.img", src); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.AddLink("new.txt", src); err == nil {
+		t.Error("a name given twice was accepted")
+	}
+	if err := d.AddLink("x", filepath.Join(parent, "missing")); err == nil {
+		t.Error("a missing source was accepted")
+	}
+	if err := d.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"new.txt": "new", "cached.img": "cached"} {
+		if b, _ := os.ReadFile(filepath.Join(parent, "out", name)); string(b) != want {
+			t.Errorf("%s = %q", name, b)
+		}
+	}
+}

@@ -32,7 +32,7 @@ func synthFile(tb testing.TB, dir string, n int64) *os.File {
 // payloadBuilder loads n bytes of src as pages at 0x4000000.
 func payloadBuilder(src io.ReaderAt, n int64) *Builder {
 	var b Builder
-	b.Add(snp(1), nil)
+	b.Add(snpPlatform(1), nil)
 	b.Add(&GuestPolicy{Policy: 0x30000, CompatibilityMask: 1}, nil)
 	for off := int64(0); off < n; off += PageSize4K {
 		b.Add(page(0x4000000+uint64(off), 0), io.NewSectionReader(src, off, min(PageSize4K, n-off)))

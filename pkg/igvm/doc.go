@@ -34,7 +34,8 @@
 // VP_CONTEXT mask equal to exactly one platform's mask, 4 KiB-aligned GPAs
 // (2 MiB for 2 MiB pages), known page data types and flags, zero reserved
 // fields, page-multiple sizes, file data inside [end of headers, end of
-// file), parameter areas allocated once, used only before their insert and
+// file), parameter areas allocated once, at most MaxParameterAreaBytes of
+// them in all, used only before their insert and
 // inserted once, parameter byte offsets inside their area, relocation
 // regions well-formed and not overlapping, at most one page-table
 // relocation region per platform and no parameter insert inside it, and
@@ -52,14 +53,18 @@
 // # Writing
 //
 // A Builder takes headers in order, each with an optional data source
-// (an *io.SectionReader; Bytes wraps a []byte), and WriteTo writes a
-// canonical file: headers padded with zeros, file data right after the
-// headers, identical contents stored once, all-zero pages as file_offset 0.
-// WriteTo applies the same validation as Open. Builder.CopyFile re-encodes
+// (an *io.SectionReader; Bytes wraps a []byte), and Write (or WriteTo,
+// without a context) writes a canonical file: headers padded with zeros,
+// file data right after the headers, identical contents stored once,
+// all-zero pages as file_offset 0. It applies the same validation as Open
+// and writes sequentially (w may be a pipe). Builder.CopyFile re-encodes
 // a File: reading and writing a valid file keeps its headers (other than
 // file offsets) and every page's contents. Data sources are read twice
 // (hash, then copy) through small buffers: a 64 MiB initrd given as page
-// sections of its file is never held in memory.
+// sections of its file is never held in memory. ReplaceIDBlock rewrites a
+// file with its SNP_ID_BLOCK replaced (or removed); SNPIDBlock converts to
+// and from the SEV-SNP ABI structures of pkg/snp, which sign and verify
+// them.
 //
 // # Example
 //

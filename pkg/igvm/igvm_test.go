@@ -205,7 +205,7 @@ func TestMemory(t *testing.T) {
 
 func TestMemory2MPages(t *testing.T) {
 	var b Builder
-	b.Add(snp(1), nil)
+	b.Add(snpPlatform(1), nil)
 	b.Add(&PageData{GPA: 0x200000, CompatibilityMask: 1, Flags: PageFlag2MB}, Bytes(bytes.Repeat([]byte{7}, PageSize2M)))
 	b.Add(page(0x201000, 0), Bytes([]byte{9})) // later 4 KiB page overrides part of it
 	b.Add(&VPContext{GPA: 0x1000, CompatibilityMask: 1}, Bytes([]byte{1}))

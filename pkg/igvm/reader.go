@@ -32,6 +32,15 @@ func (e *FormatError) Error() string {
 // (64 MiB, about two million PAGE_DATA headers: 8 GiB of pages).
 const MaxHeaderSection = 64 << 20
 
+// MaxParameterAreaBytes bounds the parameter areas of a file, all of them
+// together (16 MiB, 4096 pages). A parameter area is what the loader fills
+// in for the guest (vCPU count, memory map, command line, device tree,
+// ACPI tables): real files use one to a few pages (igvmgen one, COCONUT's
+// and OVMF's a few). A loader, and a measurement, spends work on every
+// page of an inserted area although the file holds none of its bytes, so
+// without this bound a 24-byte header could declare 2^64 bytes of work.
+const MaxParameterAreaBytes = 16 << 20
+
 // File is a parsed, validated IGVM file. Only the fixed header and the
 // variable headers are held in memory; file data (page contents, VMSAs,
 // parameter area contents) is read on demand from the underlying ReaderAt.
@@ -174,6 +183,7 @@ type validator struct {
 	masks     uint32           // union of platform masks
 	maskType  map[uint32]uint8
 	areas     map[uint32]*areaState
+	areaBytes uint64     // sum of the parameter areas' number_of_bytes
 	ptMasks   uint32     // masks that have a PAGE_TABLE_RELOCATION_REGION
 	regions   []gpaRange // relocation and page-table regions
 	ptRegions []gpaRange
@@ -430,6 +440,10 @@ func (v *validator) check(h Header) error {
 		if err := v.checkData(x.FileOffset, x.NumberOfBytes); err != nil {
 			return err
 		}
+		if x.NumberOfBytes > MaxParameterAreaBytes-v.areaBytes {
+			return fmt.Errorf("parameter area %d of %#x bytes: the file's parameter areas would exceed %#x bytes, more than any guest uses (igvm.MaxParameterAreaBytes)", x.ParameterAreaIndex, x.NumberOfBytes, MaxParameterAreaBytes)
+		}
+		v.areaBytes += x.NumberOfBytes
 		v.areas[x.ParameterAreaIndex] = &areaState{bytes: x.NumberOfBytes}
 		return nil
 	case *PageData:

@@ -3,6 +3,8 @@ package igvm
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
 // File-format constants.
@@ -331,21 +333,19 @@ type ErrorRange struct {
 	SizeBytes         uint32
 }
 
-// SNPIDBlockSignature is an ECDSA signature (r, s little-endian, zero padded).
-type SNPIDBlockSignature struct {
-	R [72]byte
-	S [72]byte
-}
-
-// SNPIDBlockPublicKey is an ECDSA public key (curve 2 = P-384).
+// SNPIDBlockPublicKey is an ECDSA public key in the IGVM layout: unlike
+// the SEV-SNP ABI's (snp.PublicKey), a reserved u32 follows the curve.
 type SNPIDBlockPublicKey struct {
-	Curve    uint32
+	Curve    uint32 // 2 = P-384
 	Reserved uint32
-	QX       [72]byte
+	QX       [72]byte // little-endian, zero padded
 	QY       [72]byte
 }
 
-// SNPIDBlock (0x30B, 696 bytes) is the SEV-SNP ID block and its keys.
+// SNPIDBlock (0x30B, 696 bytes) is the SEV-SNP ID block and its ID
+// authentication information, without the policy (the GUEST_POLICY header
+// holds it). IDBlock and IDAuth convert it to the SEV-SNP ABI structures of
+// pkg/snp, which sign and verify them; NewSNPIDBlock converts back.
 type SNPIDBlock struct {
 	CompatibilityMask  uint32
 	AuthorKeyEnabled   uint8
@@ -357,10 +357,57 @@ type SNPIDBlock struct {
 	GuestSVN           uint32
 	IDKeyAlgorithm     uint32
 	AuthorKeyAlgorithm uint32
-	IDKeySignature     SNPIDBlockSignature
+	IDKeySignature     snp.Signature // over the ID block, by the ID key
 	IDPublicKey        SNPIDBlockPublicKey
-	AuthorKeySignature SNPIDBlockSignature
+	AuthorKeySignature snp.Signature // over the ID key, by the author key
 	AuthorPublicKey    SNPIDBlockPublicKey
+}
+
+// NewSNPIDBlock returns the SNP_ID_BLOCK header for compatibility mask
+// mask that carries the ID block b (whose policy goes to the GUEST_POLICY
+// header instead) signed as a says.
+func NewSNPIDBlock(mask uint32, b *snp.IDBlock, a *snp.IDAuth) *SNPIDBlock {
+	h := &SNPIDBlock{
+		CompatibilityMask:  mask,
+		LD:                 b.Digest,
+		FamilyID:           b.FamilyID,
+		ImageID:            b.ImageID,
+		Version:            b.Version,
+		GuestSVN:           b.GuestSVN,
+		IDKeyAlgorithm:     a.IDKeyAlgorithm,
+		IDKeySignature:     a.BlockSignature,
+		IDPublicKey:        SNPIDBlockPublicKey{Curve: a.IDKey.Curve, QX: a.IDKey.QX, QY: a.IDKey.QY},
+		AuthorKeyAlgorithm: a.AuthorKeyAlgorithm,
+	}
+	if a.HasAuthorKey() {
+		h.AuthorKeyEnabled = 1
+		h.AuthorKeySignature = a.IDKeySignature
+		h.AuthorPublicKey = SNPIDBlockPublicKey{Curve: a.AuthorKey.Curve, QX: a.AuthorKey.QX, QY: a.AuthorKey.QY}
+	}
+	return h
+}
+
+// IDBlock returns the ID block the header stands for, with the policy of
+// the file's GUEST_POLICY header.
+func (h *SNPIDBlock) IDBlock(policy snp.GuestPolicy) *snp.IDBlock {
+	return &snp.IDBlock{Digest: h.LD, FamilyID: h.FamilyID, ImageID: h.ImageID, Version: h.Version, GuestSVN: h.GuestSVN, Policy: policy}
+}
+
+// IDAuth returns the ID authentication information the header carries
+// (the author key only when author_key_enabled is set). Check and Verify
+// it with its methods.
+func (h *SNPIDBlock) IDAuth() *snp.IDAuth {
+	a := &snp.IDAuth{
+		IDKeyAlgorithm: h.IDKeyAlgorithm,
+		BlockSignature: h.IDKeySignature,
+		IDKey:          snp.PublicKey{Curve: h.IDPublicKey.Curve, QX: h.IDPublicKey.QX, QY: h.IDPublicKey.QY},
+	}
+	if h.AuthorKeyEnabled != 0 {
+		a.AuthorKeyAlgorithm = h.AuthorKeyAlgorithm
+		a.IDKeySignature = h.AuthorKeySignature
+		a.AuthorKey = snp.PublicKey{Curve: h.AuthorPublicKey.Curve, QX: h.AuthorPublicKey.QX, QY: h.AuthorPublicKey.QY}
+	}
+	return a
 }
 
 // VBSMeasurement (0x311, 864 bytes) is Hyper-V VBS's measurement block.

@@ -46,7 +46,7 @@ func finish(section, data []byte) []byte {
 	return append(b, data...)
 }
 
-func snp(mask uint32) *SupportedPlatform {
+func snpPlatform(mask uint32) *SupportedPlatform {
 	return &SupportedPlatform{CompatibilityMask: mask, PlatformType: PlatformSEVSNP, PlatformVersion: 1}
 }
 
@@ -60,7 +60,7 @@ func page(gpa uint64, off uint32) *PageData {
 func valid(mut func(d uint32, hs []Header) []Header) []byte {
 	return raw(func(d uint32) []Header {
 		hs := []Header{
-			snp(1),
+			snpPlatform(1),
 			&GuestPolicy{Policy: 0x3001f, CompatibilityMask: 1},
 			page(0x1000, d),
 			page(0x2000, 0),
@@ -130,10 +130,10 @@ func TestRejects(t *testing.T) {
 		{"mask zero", valid(set(3, &PageData{GPA: 0x2000})), "compatibility_mask is zero"},
 		{"mask undeclared", valid(set(3, &PageData{GPA: 0x2000, CompatibilityMask: 2})), "no declared platform"},
 		{"section order", valid(insert(5, &GuestPolicy{CompatibilityMask: 1})), "initialization header after the directive section"},
-		{"platform late", valid(insert(2, snp(2))), "platform header after the initialization section"},
+		{"platform late", valid(insert(2, snpPlatform(2))), "platform header after the initialization section"},
 		{"no platform", valid(func(_ uint32, hs []Header) []Header { return hs[1:] }), "no SUPPORTED_PLATFORM"},
-		{"duplicate platform", valid(insert(1, snp(2))), "second SUPPORTED_PLATFORM for SEV_SNP"},
-		{"two-bit mask", valid(set(0, snp(3))), "exactly one bit"},
+		{"duplicate platform", valid(insert(1, snpPlatform(2))), "second SUPPORTED_PLATFORM for SEV_SNP"},
+		{"two-bit mask", valid(set(0, snpPlatform(3))), "exactly one bit"},
 		{"vtl", valid(set(0, &SupportedPlatform{CompatibilityMask: 1, HighestVTL: 1, PlatformType: 2, PlatformVersion: 1})), "highest_vtl 1"},
 		{"platform type", valid(set(0, &SupportedPlatform{CompatibilityMask: 1, PlatformType: 9, PlatformVersion: 1})), "platform_type 9"},
 		{"platform version", valid(set(0, &SupportedPlatform{CompatibilityMask: 1, PlatformType: 2})), "platform_version 0"},
@@ -253,7 +253,7 @@ func TestBuilder(t *testing.T) {
 	a := bytes.Repeat([]byte{1}, 4096)
 	short := []byte("hello")
 	var b Builder
-	b.Add(snp(1), nil)
+	b.Add(snpPlatform(1), nil)
 	b.Add(&GuestPolicy{Policy: 0x30000, CompatibilityMask: 1}, nil)
 	b.Add(page(0x1000, 99), Bytes(a))                                                                 // stored
 	b.Add(page(0x2000, 0), Bytes(bytes.Clone(a)))                                                     // same contents: deduplicated
@@ -312,7 +312,7 @@ func TestBuilderErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var b Builder
-			b.Add(snp(1), nil)
+			b.Add(snpPlatform(1), nil)
 			tc.add(&b)
 			var out bytes.Buffer
 			_, err := b.WriteTo(&out)
@@ -324,7 +324,7 @@ func TestBuilderErrors(t *testing.T) {
 	// A file whose only data is zero keeps one stored copy so that it stays
 	// readable.
 	var b Builder
-	b.Add(snp(1), nil)
+	b.Add(snpPlatform(1), nil)
 	b.Add(page(0x1000, 0), Bytes(make([]byte, 10)))
 	var out bytes.Buffer
 	if _, err := b.WriteTo(&out); err != nil {

@@ -3,6 +3,7 @@ package igvm
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -104,6 +105,30 @@ func (b *Builder) CopyFile(f *File) {
 	}
 }
 
+// ReplaceIDBlock returns a Builder holding f with its SNP_ID_BLOCK headers
+// for the platforms in mask removed and, when h is not nil, h appended
+// after the last directive (where igvmgen puts it). Every other header
+// keeps its place and its file data, which is read from f when the Builder
+// writes. With h nil it gives the file without its ID block, as measured
+// before signing.
+func ReplaceIDBlock(f *File, mask uint32, h *SNPIDBlock) *Builder {
+	b := &Builder{}
+	for _, x := range f.Headers {
+		if id, ok := x.(*SNPIDBlock); ok && id.CompatibilityMask&mask != 0 {
+			continue
+		}
+		var d *io.SectionReader
+		if HasData(x) {
+			d = f.DataReader(x)
+		}
+		b.Add(x, d)
+	}
+	if h != nil {
+		b.Add(h, nil)
+	}
+	return b
+}
+
 // headerSize is the encoded size of h: type, length, body, padding.
 func headerSize(h Header) (int, error) {
 	if u, ok := h.(*Unknown); ok {
@@ -122,8 +147,20 @@ type blob struct {
 }
 
 // WriteTo validates the headers (the same rules as Open) and writes the
-// file to w.
-func (b *Builder) WriteTo(w io.Writer) (int64, error) {
+// file to w (see Write).
+func (b *Builder) WriteTo(w io.Writer) (int64, error) { return b.Write(context.Background(), w) }
+
+// ctxCheckBytes is how much data Write hashes or copies between two looks
+// at its context (a few milliseconds of work).
+const ctxCheckBytes = 4 << 20
+
+// Write validates the headers (the same rules as Open) and writes the file
+// to w, sequentially (w may be a pipe). It stops with ctx's error soon
+// after ctx is cancelled; w then holds a partial file.
+func (b *Builder) Write(ctx context.Context, w io.Writer) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
 	v := newValidator()
 	hdrBytes := 0
 	offsets := make([]int64, len(b.headers))
@@ -141,13 +178,13 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 			return 0, herr(err)
 		}
 		d := &b.data[i]
-		switch h.(type) {
+		switch x := h.(type) {
 		case *PageData, *ParameterArea:
 		case *VPContext:
 			if !d.ok {
 				return 0, herr(errors.New("a VP context needs data (the VMSA page)"))
 			}
-			if x := h.(*VPContext); v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.size <= PageSize4K {
+			if v.maskType[x.CompatibilityMask] == PlatformSEVSNP && d.size <= PageSize4K {
 				page := make([]byte, PageSize4K)
 				if err := d.readAt(page[:d.size], 0); err != nil {
 					return 0, herr(fmt.Errorf("read VMSA: %w", err))
@@ -179,12 +216,19 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	seen := map[[sha256.Size]byte]uint32{}
 	var blobs []blob
 	buf := make([]byte, 64<<10)
+	sinceCheck := int64(0)
 	for i, h := range b.headers {
 		d := &b.data[i]
 		if !d.ok {
 			continue
 		}
 		size := DataSize(h)
+		if sinceCheck += size; sinceCheck >= ctxCheckBytes {
+			sinceCheck = 0
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
 		sum, zero, err := hashPadded(d, size, buf)
 		if err != nil {
 			return 0, fmt.Errorf("igvm: header %d (%v): read data: %w", i, h.Type(), err)
@@ -253,7 +297,14 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 	cw := &countWriter{w: bw}
 	cw.Write(fb)
 	cw.Write(section)
+	sinceCheck = 0
 	for _, bl := range blobs {
+		if sinceCheck += bl.size; sinceCheck >= ctxCheckBytes {
+			sinceCheck = 0
+			if err := ctx.Err(); err != nil {
+				return cw.n, err
+			}
+		}
 		n := bl.src.size
 		for off := int64(0); off < n; {
 			chunk := buf[:min(int64(len(buf)), n-off)]

@@ -12,6 +12,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // TestBuildResult builds from every kind of source plus modules, an init
@@ -37,7 +39,7 @@ func TestBuildResult(t *testing.T) {
 	cfg := Config{
 		Sources: []Source{
 			Dir{Path: tree},
-			File{Src: override, Dst: "/etc/motd", Mode: 0o644},
+			File{Src: override, Dst: "/etc/motd", Mode: source.Perm(0o644)},
 			SpecFile{Path: spec},
 			// Replaced by the module of the same path: modules come after
 			// the sources.

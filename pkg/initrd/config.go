@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // Config describes a whole initramfs. Build assembles it in this order:
@@ -70,15 +72,11 @@ type SpecFile struct {
 	Path string
 }
 
-// File is one host file (symlinks followed).
-type File struct {
-	// Src is the host file.
-	Src string
-	// Dst is its path in the archive.
-	Dst string
-	// Mode, when not 0, replaces the file's permission bits (07777).
-	Mode uint32
-}
+// File is one host file (symlinks followed) at Dst; Mode, when not nil,
+// replaces its permission bits (07777), else the host file's are kept. It
+// is source.File, the form pkg/rootfs takes too (source.ParseFile reads
+// the command line's SRC:DST[:MODE]).
+type File source.File
 
 // Modules selects kernel modules from a modules tree.
 type Modules struct {
@@ -131,6 +129,9 @@ type Result struct {
 	// InitSHA256 is the sha256 of the program at /init, when Config.Init
 	// put one there.
 	InitSHA256 string `json:"init_sha256,omitempty"`
+	// Images records what the sources of Image sources resolved to
+	// (manifest, config and layer digests), in order.
+	Images []source.Resolved `json:"images,omitempty"`
 	// Entries lists the main archive's entries in archive order, as Walk
 	// reads them back.
 	Entries []Header `json:"entries"`
@@ -181,6 +182,7 @@ func Build(ctx context.Context, cfg Config, w io.Writer) (*Result, error) {
 		res.Modules = mods.list
 	}
 	res.InitSHA256 = initSum
+	res.Images = a.images
 	return res, nil
 }
 
@@ -276,7 +278,7 @@ func (cfg *Config) assemble(ctx context.Context) (*Archive, *resolvedModules, st
 		e := Entry{Path: "init", Mode: TypeReg | 0o755, Data: cfg.Init.Data, Source: "init program"}
 		if cfg.Init.Path != "" {
 			var err error
-			if e, err = hostFileEntry(cfg.Init.Path, "init", 0o755); err != nil {
+			if e, err = hostFileEntry(cfg.Init.Path, "init", source.Perm(0o755)); err != nil {
 				return a, nil, "", fmt.Errorf("init program: %w", err)
 			}
 			e.Source = cfg.Init.Path

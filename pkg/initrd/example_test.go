@@ -16,9 +16,9 @@ import (
 func ExampleBuild() {
 	cfg := initrd.Config{
 		Sources: []initrd.Source{
-			// Dir{Path: "rootfs-extra"}, SpecFile{Path: "initrd.spec"},
+			// Dir{Path: "extra"}, SpecFile{Path: "initrd.spec"},
 			// File{Src: "/etc/os-release", Dst: "etc/os-release"} and
-			// Image{Refs: []string{"oci-layout:busybox:v1"}} come here.
+			// Image{Sources: ...} (pkg/source) come here.
 			initrd.Entry{Path: "etc/hostname", Mode: initrd.TypeReg | 0o644, Data: []byte("pod\n")},
 		},
 		Init:            initrd.Init{Data: []byte("#!/bin/sh\n"), Skeleton: true},

@@ -7,41 +7,53 @@ import (
 	"os"
 	"strings"
 
-	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
-// Image is the merged tree of rootfs sources (OCI layouts and archives,
-// docker archives, registry images, directories, tar files: the syntax of
-// rootfs.SourceKinds), layered in order by rootfs.Flatten with its
+// Image is the merged tree of image sources (OCI layouts and archives,
+// docker archives, registry images, images the caller holds, directories,
+// tar files: pkg/source), layered in order by source.Flatten with its
 // whiteout and hostile-layer rules. Whiteouts act inside these sources
 // only; the result then replaces earlier archive entries of the same paths
 // like any other source. Owners are the image's own and are kept (as in a
 // spec file); extended attributes are dropped, since newc cannot store
-// them; the image's root directory entry is not stored.
+// them; the image's root directory entry is not stored. What each source
+// resolved to (manifest, config and layer digests) is in Result.Images.
 //
 // File contents are read once, in layer order, into an unlinked temporary
 // file (in $TMPDIR) that the archive's entries read from when written.
 type Image struct {
-	// Refs are the sources, bottom first.
-	Refs []string
+	// Sources are layered in order, bottom first (source.Parse reads
+	// the string forms, source.FromImage takes a v1.Image).
+	Sources []source.Source
 	// Options say how they are read (platform, registry cache,
-	// credentials).
-	Options rootfs.SourceOptions
+	// credentials); Options.Upper is not used.
+	Options source.Options
 }
 
-func (im Image) String() string { return "image " + strings.Join(im.Refs, " + ") }
+func (im Image) String() string {
+	names := make([]string, len(im.Sources))
+	for i, s := range im.Sources {
+		names[i] = s.String()
+	}
+	return "image " + strings.Join(names, " + ")
+}
 
 // AddTo adds the image's tree (Image is a Source).
 func (im Image) AddTo(ctx context.Context, a *Archive) error {
-	return a.addImage(ctx, im.Refs, im.Options)
+	return a.addImage(ctx, im.Sources, im.Options)
 }
 
-func (a *Archive) addImage(ctx context.Context, sources []string, opts rootfs.SourceOptions) error {
-	name := strings.Join(sources, " + ")
-	if err := ctx.Err(); err != nil {
-		return err
+func (a *Archive) addImage(ctx context.Context, sources []source.Source, opts source.Options) error {
+	names := make([]string, len(sources))
+	for i, s := range sources {
+		names[i] = s.String()
 	}
-	flat, err := rootfs.Flatten(sources, opts)
+	name := strings.Join(names, " + ")
+	if len(opts.Upper) > 0 {
+		return fmt.Errorf("image %s: Options.Upper is not used by an initrd (add Dir, File or Entry sources after it)", name)
+	}
+	flat, err := source.Flatten(ctx, sources, opts)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", name, err)
 	}
@@ -60,11 +72,8 @@ func (a *Archive) addImage(ctx context.Context, sources []string, opts rootfs.So
 	a.closers = append(a.closers, spool)
 	offsets := make(map[int]int64, len(flat.Entries))
 	var off int64
-	err = flat.Contents(func(i int, r io.Reader) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		n, err := io.Copy(spool, ctxReaderOf(ctx, r))
+	err = flat.Contents(ctx, func(i int, r io.Reader) error {
+		n, err := io.Copy(spool, r)
 		if err != nil {
 			return err
 		}
@@ -79,6 +88,7 @@ func (a *Archive) addImage(ctx context.Context, sources []string, opts rootfs.So
 		spool.Close()
 		return fmt.Errorf("image %s: %w", name, err)
 	}
+	a.images = append(a.images, flat.Sources...)
 	nlink := map[int]int{}
 	for _, e := range flat.Entries {
 		nlink[e.Inode]++
@@ -107,19 +117,4 @@ func (a *Archive) addImage(ctx context.Context, sources []string, opts rootfs.So
 		}
 	}
 	return nil
-}
-
-// ctxReaderOf stops a long copy when ctx is cancelled.
-func ctxReaderOf(ctx context.Context, r io.Reader) io.Reader { return &ctxCheckReader{ctx, r} }
-
-type ctxCheckReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxCheckReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/imagebuilder/imagebuilder/internal/ocitest"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 type tarEnt struct {
@@ -55,6 +56,20 @@ func tarBytes(t *testing.T, ents []tarEnt) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// imageOf is the Image source of the source strings refs.
+func imageOf(t *testing.T, refs ...string) Image {
+	t.Helper()
+	var im Image
+	for _, r := range refs {
+		s, err := source.Parse(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im.Sources = append(im.Sources, s)
+	}
+	return im
 }
 
 // writeOCILayout writes a linux/amd64 image of the given layers as an OCI
@@ -110,8 +125,8 @@ func TestAddImage(t *testing.T) {
 
 	a := New()
 	defer a.Close()
-	mustAdd(t, a, Dir{Path: src}, Image{Refs: []string{"oci-layout:" + lay + ":v1"}},
-		File{Src: override, Dst: "etc/extra", Mode: 0o640})
+	mustAdd(t, a, Dir{Path: src}, imageOf(t, "oci-layout:"+lay+":v1"),
+		File{Src: override, Dst: "etc/extra", Mode: source.Perm(0o640)})
 
 	want := filepath.Join(dir, "want")
 	mk := func(name, body string, mode os.FileMode) {
@@ -139,8 +154,8 @@ func TestAddImage(t *testing.T) {
 	// The same sources through Build, with relative paths.
 	var second bytes.Buffer
 	_, err := Build(context.Background(), Config{Compression: None, Sources: []Source{
-		Dir{Path: "src"}, Image{Refs: []string{"oci-layout:layout:v1"}},
-		File{Src: "override", Dst: "etc/extra", Mode: 0o640}}}, &second)
+		Dir{Path: "src"}, imageOf(t, "oci-layout:layout:v1"),
+		File{Src: "override", Dst: "etc/extra", Mode: source.Perm(0o640)}}}, &second)
 	os.Chdir(wd)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +213,7 @@ func TestAddImageHostile(t *testing.T) {
 		{tarEnt{name: "dangling", typ: tar.TypeLink, link: "missing"}, "does not exist"},
 	} {
 		lay := writeOCILayout(t, filepath.Join(dir, c.ent.name[:1]+c.want[:3]), tarBytes(t, []tarEnt{c.ent}))
-		err := Image{Refs: []string{"oci-layout:" + lay}}.AddTo(context.Background(), New())
+		err := imageOf(t, "oci-layout:"+lay).AddTo(context.Background(), New())
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "layer 1/1") {
 			t.Errorf("%s: got %v, want an error with %q naming the layer", c.ent.name, err, c.want)
 		}

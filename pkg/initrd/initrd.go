@@ -32,6 +32,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // File type bits of Entry.Mode (the values of the st_mode S_IF* constants).
@@ -92,7 +94,8 @@ func (e *Entry) typ() uint32 { return e.Mode & TypeMask }
 // call New.
 type Archive struct {
 	entries map[string]*Entry
-	closers []io.Closer // temporary files of Image sources
+	closers []io.Closer       // temporary files of Image sources
+	images  []source.Resolved // what Image sources resolved to
 }
 
 // New returns an empty archive.

@@ -110,8 +110,8 @@ func entryFromHost(name, arch string, fi fs.FileInfo) (Entry, error) {
 
 // AddTo adds the file (File is a Source).
 func (f File) AddTo(_ context.Context, a *Archive) error {
-	if f.Mode > PermMask {
-		return fmt.Errorf("file %s: mode %#o is not a permission (07777)", f.Src, f.Mode)
+	if f.Mode != nil && *f.Mode > PermMask {
+		return fmt.Errorf("file %s: mode %#o is not a permission (07777)", f.Src, *f.Mode)
 	}
 	e, err := hostFileEntry(f.Src, f.Dst, f.Mode)
 	if err == nil {
@@ -126,8 +126,8 @@ func (f File) AddTo(_ context.Context, a *Archive) error {
 func (f File) String() string { return "file " + f.Src + " as " + f.Dst }
 
 // hostFileEntry describes the host file src (symlinks followed) as the
-// regular file dst; mode, when not 0, replaces its permission bits.
-func hostFileEntry(src, dst string, mode uint32) (Entry, error) {
+// regular file dst; mode, when not nil, replaces its permission bits.
+func hostFileEntry(src, dst string, mode *uint32) (Entry, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return Entry{}, err
@@ -140,8 +140,8 @@ func hostFileEntry(src, dst string, mode uint32) (Entry, error) {
 		return Entry{}, err
 	}
 	e.LinkGroup = ""
-	if mode != 0 {
-		e.Mode = TypeReg | mode&PermMask
+	if mode != nil {
+		e.Mode = TypeReg | *mode&PermMask
 	}
 	return e, nil
 }

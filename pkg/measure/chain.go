@@ -9,51 +9,15 @@ package measure
 import (
 	"crypto/sha512"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"hash"
-	"strings"
 
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
-// DigestSize is the size of a launch digest (SHA-384).
-const DigestSize = 48
-
-// Digest is a 48-byte SEV-SNP launch digest (or a page contents hash).
-type Digest [DigestSize]byte
-
-// String returns the digest as lower-case hex.
-func (d Digest) String() string { return hex.EncodeToString(d[:]) }
-
-// MarshalText encodes the digest as hex (for JSON).
-func (d Digest) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText decodes a hex digest.
-func (d *Digest) UnmarshalText(b []byte) error {
-	p, err := ParseDigest(string(b))
-	if err != nil {
-		return err
-	}
-	*d = p
-	return nil
-}
-
-// ParseDigest decodes a 96-character hex digest (an optional 0x prefix is
-// accepted).
-func ParseDigest(s string) (Digest, error) {
-	var d Digest
-	s = strings.TrimPrefix(strings.TrimSpace(s), "0x")
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		return d, fmt.Errorf("measure: digest %q: %w", s, err)
-	}
-	if len(b) != DigestSize {
-		return d, fmt.Errorf("measure: digest has %d bytes, want %d", len(b), DigestSize)
-	}
-	copy(d[:], b)
-	return d, nil
-}
+// Digest is a 48-byte SEV-SNP launch digest (or a page contents hash): an
+// alias of snp.Digest, the one definition; snp.ParseDigest parses it.
+type Digest = snp.Digest
 
 // pageInfoSize is the size of the PAGE_INFO record (SEV-SNP firmware ABI,
 // "PAGE_INFO structure"), which is also the value of its LENGTH field.
@@ -87,7 +51,7 @@ type Chain struct {
 // a given digest to continue one (for example to add AP VMSAs to a known
 // 1-vCPU digest).
 func NewChain(start Digest) *Chain {
-	return &Chain{digest: start, page: sha512.New384(), rec: sha512.New384(), sum: make([]byte, 0, DigestSize)}
+	return &Chain{digest: start, page: sha512.New384(), rec: sha512.New384(), sum: make([]byte, 0, snp.DigestSize)}
 }
 
 // Digest returns the current launch digest.

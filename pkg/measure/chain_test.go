@@ -114,14 +114,14 @@ func TestChainErrors(t *testing.T) {
 
 func TestParseDigest(t *testing.T) {
 	s := "4bfe18477ba370a50329da74b9621e721c4f29663176e08fbcf088a17c1bc45f133898b86d5082acbe202a6e9419808a"
-	d, err := ParseDigest("0x" + s)
+	d, err := snp.ParseDigest("0x" + s)
 	if err != nil || d.String() != s {
 		t.Fatalf("ParseDigest: %v %s", err, d)
 	}
-	if _, err := ParseDigest("abcd"); err == nil {
+	if _, err := snp.ParseDigest("abcd"); err == nil {
 		t.Error("short digest accepted")
 	}
-	if _, err := ParseDigest(s[:95] + "g"); err == nil {
+	if _, err := snp.ParseDigest(s[:95] + "g"); err == nil {
 		t.Error("non-hex digest accepted")
 	}
 }

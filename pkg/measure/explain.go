@@ -2,9 +2,9 @@ package measure
 
 import (
 	"bytes"
-	"encoding/binary"
 	"io"
 
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -81,12 +81,13 @@ func (l *labeler) fromVMSA(v *snp.VMSA, read func(uint64, int) []byte, add func(
 	if v.EFER&0x400 != 0 || v.CR0&0x80000000 != 0 { // long mode or paging
 		pt = v.CR3 &^ cbit &^ 0xfff
 	}
-	bp := v.RSI
-	var b []byte
-	if bp != 0 {
-		b = read(bp, snp.PageSize)
+	var bp *bootparams.BootParams
+	if v.RSI != 0 {
+		if page := read(v.RSI, bootparams.Size); page != nil {
+			bp, _ = bootparams.Unmarshal(page)
+		}
 	}
-	if b == nil || !bytes.Equal(b[0x202:0x206], []byte("HdrS")) {
+	if bp == nil || !bp.Hdr.HasMagic() {
 		// Not a Linux boot_params: only what the registers say.
 		add(pt, pt+2*snp.PageSize, "page tables")
 		if v.RSP >= snp.PageSize {
@@ -94,20 +95,18 @@ func (l *labeler) fromVMSA(v *snp.VMSA, read func(uint64, int) []byte, add func(
 		}
 		return
 	}
-	u32 := func(off int) uint64 { return uint64(binary.LittleEndian.Uint32(b[off:])) }
-	if cmdline := u32(0x228) | u32(0xc8)<<32; cmdline != 0 {
-		add(cmdline, cmdline+max(u32(0x238), 1)+1, "kernel command line")
+	if cmdline := bp.CmdLine(); cmdline != 0 {
+		add(cmdline, cmdline+max(uint64(bp.Hdr.CmdlineSize), 1)+1, "kernel command line")
 	}
-	if initrd, size := u32(0x218)|u32(0xc0)<<32, u32(0x21c)|u32(0xc4)<<32; size != 0 {
+	if initrd, size := bp.Ramdisk(); size != 0 {
 		add(initrd, initrd+size, "initrd")
 	}
-	add(bp, bp+snp.PageSize, "boot_params (zero page)")
+	add(v.RSI, v.RSI+snp.PageSize, "boot_params (zero page)")
 	add(pt, pt+2*snp.PageSize, "page tables")
 	if v.RSP >= snp.PageSize {
 		add(v.RSP-snp.PageSize, v.RSP, "boot stack")
 	}
-	pref := binary.LittleEndian.Uint64(b[0x258:])
-	if initSize := u32(0x260); pref != 0 && initSize != 0 {
+	if pref, initSize := bp.Hdr.PrefAddress, uint64(bp.Hdr.InitSize); pref != 0 && initSize != 0 {
 		add(pref, pref+initSize, "kernel")
 	}
 }

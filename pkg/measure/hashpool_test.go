@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -92,12 +93,12 @@ func TestHashPoolSameResult(t *testing.T) {
 					poolMin = 1
 					defer func() { poolMin = saved }()
 					var err error
-					res, err = MeasureIGVM(f, opts)
+					res, err = MeasureIGVM(context.Background(), f, opts)
 					var kvmErr *KVMCheckError
 					if errors.As(err, &kvmErr) {
 						o := opts
 						o.SkipKVMChecks = true
-						res, err = MeasureIGVM(f, o)
+						res, err = MeasureIGVM(context.Background(), f, o)
 					}
 					if err != nil {
 						t.Fatalf("%s/%s, %d workers: %v", name, p, workers, err)
@@ -146,7 +147,7 @@ func TestHashPoolReadError(t *testing.T) {
 	before := runtime.NumGoroutine()
 	for _, workers := range []int{1, 3} {
 		withWorkers(t, workers, func() {
-			_, err := MeasureIGVM(f, Options{Profile: ProfileKVM})
+			_, err := MeasureIGVM(context.Background(), f, Options{Profile: ProfileKVM})
 			if err == nil || !strings.HasPrefix(err.Error(), "measure: read page data at") || !strings.HasSuffix(err.Error(), "disk on fire") {
 				t.Errorf("%d workers: error %v", workers, err)
 			}

@@ -1,11 +1,14 @@
 package measure
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
 // IGVMSignOptions say how to make the ID block of an IGVM file.
@@ -15,7 +18,7 @@ type IGVMSignOptions struct {
 	// launch if it differs from what the loader measures.
 	Measure Options
 	// IDKey signs the ID block (P-384, RFC 6979). Nil selects the key-less
-	// mode (KeylessIDAuth): a fixed signature and a recovered key.
+	// mode (snp.KeylessIDAuth): a fixed signature and a recovered key.
 	IDKey *ecdsa.PrivateKey
 	// AuthorKey, if not nil, signs the ID key (needs IDKey).
 	AuthorKey *ecdsa.PrivateKey
@@ -24,20 +27,41 @@ type IGVMSignOptions struct {
 	GuestSVN  uint32
 }
 
-// SignedIGVM is the ID block made for an IGVM file.
+// SignedIGVM is the ID block made for an IGVM file, and the summary of it
+// that "igvm sign" prints (the JSON fields).
 type SignedIGVM struct {
-	Header      *igvm.SNPIDBlock // the SNP_ID_BLOCK header to put in the file
-	Block       *IDBlock         // the ID block it stands for (with the file's policy)
-	Auth        *IDAuth
-	Measurement *Result // the measurement whose digest the block carries
+	Profile     Profile         `json:"profile"`
+	VCPUs       int             `json:"vcpus"`
+	CPU         string          `json:"cpu,omitempty"`
+	Digest      Digest          `json:"digest"`
+	Policy      snp.GuestPolicy `json:"policy"`
+	FamilyID    hexBytes        `json:"family_id"`
+	ImageID     hexBytes        `json:"image_id"`
+	GuestSVN    uint32          `json:"guest_svn"`
+	Keyless     bool            `json:"keyless"`
+	IDKeyDigest Digest          `json:"id_key_digest"`
+	// AuthorKeyDigest is set with an author key.
+	AuthorKeyDigest *Digest `json:"author_key_digest,omitempty"`
+
+	Header      *igvm.SNPIDBlock `json:"-"` // the SNP_ID_BLOCK header to put in the file
+	Block       *snp.IDBlock     `json:"-"` // the ID block it stands for (with the file's policy)
+	Auth        *snp.IDAuth      `json:"-"`
+	Measurement *Result          `json:"-"` // the measurement whose digest the block carries
+
+	file *igvm.File
+	mask uint32
 }
+
+// hexBytes is a byte string shown as lowercase hex in JSON.
+type hexBytes []byte
+
+func (h hexBytes) MarshalText() ([]byte, error) { return fmt.Appendf(nil, "%x", []byte(h)), nil }
 
 // SignIGVM measures f and builds its SNP_ID_BLOCK header: the launch
 // digest under o.Measure, the policy of the file's GUEST_POLICY header for
-// SEV-SNP, and the signatures. It does not change f; the caller writes a
-// new file with the header (replacing any SNP_ID_BLOCK f has) through
-// igvm.Builder.
-func SignIGVM(f *igvm.File, o IGVMSignOptions) (*SignedIGVM, error) {
+// SEV-SNP, and the signatures. It does not change f; WriteIGVM writes the
+// file with the new header.
+func SignIGVM(ctx context.Context, f *igvm.File, o IGVMSignOptions) (*SignedIGVM, error) {
 	if o.IDKey == nil && o.AuthorKey != nil {
 		return nil, errors.New("measure: an author key needs an ID key (the key-less mode has no author)")
 	}
@@ -54,34 +78,56 @@ func SignIGVM(f *igvm.File, o IGVMSignOptions) (*SignedIGVM, error) {
 	if !hasPolicy {
 		return nil, errors.New("measure: the IGVM file has no GUEST_POLICY header for SEV-SNP; the ID block must carry the launch policy")
 	}
-	res, err := MeasureIGVM(f, o.Measure)
+	res, err := MeasureIGVM(ctx, f, o.Measure)
 	if err != nil {
 		return nil, err
 	}
 	if err := res.Policy.Validate(); err != nil {
 		return nil, fmt.Errorf("measure: the file's guest policy: %w", err)
 	}
-	blk := &IDBlock{Digest: res.Digest, FamilyID: o.FamilyID, ImageID: o.ImageID, Version: 1, GuestSVN: o.GuestSVN, Policy: res.Policy}
-	var auth *IDAuth
+	blk := &snp.IDBlock{Digest: res.Digest, FamilyID: o.FamilyID, ImageID: o.ImageID, Version: 1, GuestSVN: o.GuestSVN, Policy: res.Policy}
+	var auth *snp.IDAuth
 	if o.IDKey == nil {
-		auth, err = KeylessIDAuth(blk)
+		auth, err = snp.KeylessIDAuth(blk)
 	} else {
-		auth, err = SignIDBlock(blk, o.IDKey, o.AuthorKey)
+		auth, err = snp.SignIDBlock(blk, o.IDKey, o.AuthorKey)
 	}
 	if err != nil {
 		return nil, err
 	}
-	hdr, err := IGVMSNPIDBlock(mask, blk, auth)
-	if err != nil {
-		return nil, err
+	s := &SignedIGVM{
+		Profile: res.Profile, VCPUs: res.VCPUs, CPU: res.CPU,
+		Digest: res.Digest, Policy: res.Policy,
+		FamilyID: o.FamilyID[:], ImageID: o.ImageID[:], GuestSVN: o.GuestSVN,
+		Keyless: o.IDKey == nil, IDKeyDigest: auth.IDKeyDigest(),
+		Header: igvm.NewSNPIDBlock(mask, blk, auth), Block: blk, Auth: auth, Measurement: res,
+		file: f, mask: mask,
 	}
-	return &SignedIGVM{Header: hdr, Block: blk, Auth: auth, Measurement: res}, nil
+	if auth.HasAuthorKey() {
+		d := auth.AuthorKeyDigest()
+		s.AuthorKeyDigest = &d
+	}
+	return s, nil
+}
+
+// IGVM returns a Builder holding the signed file: every header of the file
+// SignIGVM measured, in order, except its SNP_ID_BLOCK headers for SEV-SNP,
+// then the new SNP_ID_BLOCK. The file's data is read when the Builder
+// writes.
+func (s *SignedIGVM) IGVM() *igvm.Builder {
+	return igvm.ReplaceIDBlock(s.file, s.mask, s.Header)
+}
+
+// WriteIGVM writes the signed file to w (see IGVM) and returns the number
+// of bytes written.
+func (s *SignedIGVM) WriteIGVM(ctx context.Context, w io.Writer) (int64, error) {
+	return s.IGVM().Write(ctx, w)
 }
 
 // VerifyIGVMIDBlock checks the SNP_ID_BLOCK of f: that its signatures
 // verify and that its digest equals the launch digest under opts. It
 // returns the ID block and authentication it found.
-func VerifyIGVMIDBlock(f *igvm.File, opts Options) (*IDBlock, *IDAuth, error) {
+func VerifyIGVMIDBlock(ctx context.Context, f *igvm.File, opts Options) (*snp.IDBlock, *snp.IDAuth, error) {
 	mask, err := SNPPlatform(f)
 	if err != nil {
 		return nil, nil, err
@@ -98,14 +144,11 @@ func VerifyIGVMIDBlock(f *igvm.File, opts Options) (*IDBlock, *IDAuth, error) {
 	if hdr == nil {
 		return nil, nil, errors.New("measure: the IGVM file has no SNP_ID_BLOCK for SEV-SNP")
 	}
-	res, err := MeasureIGVM(f, opts)
+	res, err := MeasureIGVM(ctx, f, opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	_, blk, auth, err := ParseIGVMSNPIDBlock(hdr, res.Policy)
-	if err != nil {
-		return nil, nil, err
-	}
+	blk, auth := hdr.IDBlock(res.Policy), hdr.IDAuth()
 	if err := auth.Verify(blk); err != nil {
 		return nil, nil, err
 	}

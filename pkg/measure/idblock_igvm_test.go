@@ -1,6 +1,8 @@
 package measure
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,35 +11,22 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
-// resign writes f with hdr in place of its SNP_ID_BLOCK (as
-// "imagebuilder igvm sign" does) and reopens the result.
-func resign(t *testing.T, f *igvm.File, hdr *igvm.SNPIDBlock) *igvm.File {
+// resign writes the signed file (SignedIGVM.WriteIGVM, as "imagebuilder
+// igvm sign" does) and reopens the result.
+func resign(t *testing.T, s *SignedIGVM) *igvm.File {
 	t.Helper()
-	var b igvm.Builder
-	for _, h := range f.Headers {
-		if _, ok := h.(*igvm.SNPIDBlock); ok {
-			continue
-		}
-		var data []byte
-		if igvm.HasData(h) {
-			d, err := f.Data(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data = d
-		}
-		if data != nil {
-			b.Add(h, igvm.Bytes(data))
-		} else {
-			b.Add(h, nil)
-		}
+	var out bytes.Buffer
+	if _, err := s.WriteIGVM(context.Background(), &out); err != nil {
+		t.Fatal(err)
 	}
-	b.Add(hdr, nil)
-	nf := igvmtest.Reparse(t, &b)
+	nf, err := igvm.Parse(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
 	return nf
 }
 
@@ -69,24 +58,24 @@ func TestSignIGVM(t *testing.T) {
 			if tc.auth {
 				o.AuthorKey = authorKey
 			}
-			s, err := SignIGVM(f, o)
+			s, err := SignIGVM(context.Background(), f, o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			nf := resign(t, f, s.Header)
-			blk, auth, err := VerifyIGVMIDBlock(nf, o.Measure)
+			nf := resign(t, s)
+			blk, auth, err := VerifyIGVMIDBlock(context.Background(), nf, o.Measure)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if *blk != *s.Block {
 				t.Errorf("ID block read back %+v, want %+v", blk, s.Block)
 			}
-			if (auth.AuthorKey != nil) != tc.auth {
-				t.Errorf("author key present: %v", auth.AuthorKey != nil)
+			if auth.HasAuthorKey() != tc.auth {
+				t.Errorf("author key present: %v", auth.HasAuthorKey())
 			}
 			// Signing the signed file again gives the same header:
 			// the ID block does not enter the digest and signing is deterministic.
-			s2, err := SignIGVM(nf, o)
+			s2, err := SignIGVM(context.Background(), nf, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,7 +83,7 @@ func TestSignIGVM(t *testing.T) {
 				t.Error("re-signing changed the header")
 			}
 			// The digest in the ID block is the measured one.
-			res, err := MeasureIGVM(nf, o.Measure)
+			res, err := MeasureIGVM(context.Background(), nf, o.Measure)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +98,7 @@ func TestSignIGVM(t *testing.T) {
 		key  *ecdsa.PrivateKey
 		want string
 	}{{nil, "638196401bc79c81ac6d374d14661a5ee6fec389a16d4bf86b384cc99df42369"}, {idKey, "45d111e12242976b8e79b3295720d20c3b1cc751ca29cc7af5c4370298f4671b"}} {
-		s, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, IDKey: g.key})
+		s, err := SignIGVM(context.Background(), f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, IDKey: g.key})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,15 +109,15 @@ func TestSignIGVM(t *testing.T) {
 	}
 	// The vector's own ID block (from igvm-tooling) is for another digest or
 	// key; a wrong profile is caught.
-	s, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}})
+	s, err := SignIGVM(context.Background(), f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nf := resign(t, f, s.Header)
-	if _, _, err := VerifyIGVMIDBlock(nf, Options{Profile: ProfileKVM, SkipKVMChecks: true}); err == nil || !strings.Contains(err.Error(), "measures") {
+	nf := resign(t, s)
+	if _, _, err := VerifyIGVMIDBlock(context.Background(), nf, Options{Profile: ProfileKVM, SkipKVMChecks: true}); err == nil || !strings.Contains(err.Error(), "measures") {
 		t.Errorf("kvm check of an mshv ID block: %v", err)
 	}
-	if _, err := SignIGVM(f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, AuthorKey: authorKey}); err == nil {
+	if _, err := SignIGVM(context.Background(), f, IGVMSignOptions{Measure: Options{Profile: ProfileMSHV}, AuthorKey: authorKey}); err == nil {
 		t.Error("author key without ID key accepted")
 	}
 }
@@ -144,7 +133,7 @@ func TestSignIGVMMatchesIgvmgen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ParseP384PrivateKeyPEM(pem)
+	key, err := snp.ParsePrivateKeyPEM(pem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +150,7 @@ func TestSignIGVMMatchesIgvmgen(t *testing.T) {
 				t.Fatal("vector has no SNP_ID_BLOCK")
 			}
 			for run := 0; run < 2; run++ { // deterministic: same bytes twice
-				s, err := SignIGVM(f, IGVMSignOptions{
+				s, err := SignIGVM(context.Background(), f, IGVMSignOptions{
 					Measure:  Options{Profile: ProfileMSHV},
 					IDKey:    key,
 					FamilyID: orig.FamilyID, ImageID: orig.ImageID, GuestSVN: orig.GuestSVN,

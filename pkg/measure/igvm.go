@@ -2,15 +2,16 @@ package measure
 
 import (
 	"cmp"
+	"context"
 	"crypto/sha512"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
 
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -75,16 +76,16 @@ type Options struct {
 // Region is a run of measured pages: contiguous GPAs, one page type and one
 // meaning, with the digest after its last page.
 type Region struct {
-	GPA      uint64       `json:"gpa"`
-	Pages    uint64       `json:"pages"`
-	Type     snp.PageType `json:"-"`
-	TypeName string       `json:"type"`
-	What     string       `json:"what"`
-	Digest   Digest       `json:"digest_after"`
+	GPA      hexnum.Uint64 `json:"gpa"`
+	Pages    uint64        `json:"pages"`
+	Type     snp.PageType  `json:"-"`
+	TypeName string        `json:"type"`
+	What     string        `json:"what"`
+	Digest   Digest        `json:"digest_after"`
 }
 
 // End is the GPA after the region's last page.
-func (r Region) End() uint64 { return r.GPA + r.Pages*snp.PageSize }
+func (r Region) End() uint64 { return uint64(r.GPA) + r.Pages*snp.PageSize }
 
 // Result is the measurement of an IGVM file under one profile.
 type Result struct {
@@ -92,13 +93,13 @@ type Result struct {
 	Digest  Digest  `json:"digest"`
 	VCPUs   int     `json:"vcpus"`
 	// CPU and CPUSignature are the vCPU model (kvm with APs only).
-	CPU          string `json:"cpu,omitempty"`
-	CPUSignature uint32 `json:"-"`
+	CPU          string        `json:"cpu,omitempty"`
+	CPUSignature hexnum.Uint64 `json:"cpu_signature,omitempty"`
 	// GuestFeatures are the sev_features of the KVM-built VMSAs (kvm).
-	GuestFeatures uint64 `json:"-"`
-	HostKernel    string `json:"host_kernel,omitempty"`
+	GuestFeatures hexnum.Uint64 `json:"guest_features,omitempty"`
+	HostKernel    string        `json:"host_kernel,omitempty"`
 	// Policy is the file's SEV-SNP guest policy.
-	Policy snp.GuestPolicy `json:"-"`
+	Policy snp.GuestPolicy `json:"policy"`
 	// OneVCPUDigest is the kvm digest with one vCPU and APVMSAHash the
 	// contents hash of every AP's VMSA page: digest(N) is OneVCPUDigest
 	// extended by N-1 VMSA pages at KVMVMSAGPA with that hash (ExtendVCPUs).
@@ -109,6 +110,11 @@ type Result struct {
 	// IDBlockDigest is the launch digest the file's SNP_ID_BLOCK expects,
 	// if it has one.
 	IDBlockDigest *Digest `json:"id_block_digest,omitempty"`
+	// KVMChecksSkipped lists the rules of KVMCheckError the file breaks,
+	// when Options.SkipKVMChecks computed the kvm digest anyway: the digest
+	// is then hypothetical (KVM would refuse the file, or its author meant
+	// another measurement).
+	KVMChecksSkipped []string `json:"kvm_checks_skipped,omitempty"`
 	// Warnings are differences between the file and what the loader
 	// measures that the digest already accounts for.
 	Warnings []string `json:"warnings,omitempty"`
@@ -151,17 +157,19 @@ type item struct {
 }
 
 // MeasureIGVMFile opens the IGVM file in r and measures it (see MeasureIGVM).
-func MeasureIGVMFile(r io.ReaderAt, size int64, opts Options) (*Result, error) {
+func MeasureIGVMFile(ctx context.Context, r io.ReaderAt, size int64, opts Options) (*Result, error) {
 	f, err := igvm.Open(r, size)
 	if err != nil {
 		return nil, err
 	}
-	return MeasureIGVM(f, opts)
+	return MeasureIGVM(ctx, f, opts)
 }
 
 // MeasureIGVM computes the launch digest of an IGVM file under a profile.
-// Page contents are streamed from the file one page at a time.
-func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
+// Page contents are streamed from the file. The work is proportional to
+// the file: its pages, and its parameter areas, which igvm.Open bounds. It
+// stops with ctx's error soon after ctx is cancelled.
+func MeasureIGVM(ctx context.Context, f *igvm.File, opts Options) (*Result, error) {
 	if opts.VCPUs == 0 {
 		opts.VCPUs = 1
 	}
@@ -181,7 +189,7 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 			res.Policy = snp.GuestPolicy(p.Policy)
 		}
 	}
-	m := &measurer{f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
+	m := &measurer{ctx: ctx, f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
 	defer func() { m.pool.stop() }()
 	if opts.Explain {
 		m.labels = newLabeler(f, mask)
@@ -204,6 +212,7 @@ func MeasureIGVM(f *igvm.File, opts Options) (*Result, error) {
 }
 
 type measurer struct {
+	ctx   context.Context
 	f     *igvm.File
 	opts  Options
 	res   *Result
@@ -358,9 +367,7 @@ func (m *measurer) kvm(mask uint32) error {
 	if len(reasons) > 0 && !m.opts.SkipKVMChecks {
 		return &KVMCheckError{Reasons: reasons}
 	}
-	for _, r := range reasons {
-		m.res.Warnings = append(m.res.Warnings, "kvm check skipped: "+r)
-	}
+	m.res.KVMChecksSkipped = reasons
 	features := v.SEVFeatures
 	if m.opts.GuestFeatures != nil {
 		features = *m.opts.GuestFeatures
@@ -368,7 +375,7 @@ func (m *measurer) kvm(mask uint32) error {
 	if features&FeatureSNPActive == 0 {
 		return fmt.Errorf("measure: kvm: guest SEV features %#x lack SNP_ACTIVE (bit 0)", features)
 	}
-	m.res.GuestFeatures = host.EffectiveFeatures(features)
+	m.res.GuestFeatures = hexnum.Uint64(host.EffectiveFeatures(features))
 	kvmPage := m.kvmVMSA(page, v, features)
 
 	if err := m.add(KVMVMSAGPA, snp.PageVMSA, Digest(sha512.Sum384(kvmPage)), "VMSA of vCPU 0 (from the file)"); err != nil {
@@ -391,7 +398,7 @@ func (m *measurer) kvm(mask uint32) error {
 		return *ap, nil
 	}
 	if len(contexts) == 1 && m.opts.CPU != nil {
-		m.res.CPU, m.res.CPUSignature = m.opts.CPU.Name, m.opts.CPU.Signature
+		m.res.CPU, m.res.CPUSignature = m.opts.CPU.Name, hexnum.Uint64(m.opts.CPU.Signature)
 		h, _ := resetHash()
 		m.res.APVMSAHash = &h
 	}
@@ -550,13 +557,17 @@ func (m *measurer) readPage(x *igvm.PageData) ([]byte, error) {
 	return m.run[:snp.PageSize], nil
 }
 
+// ctxCheckPages is the number of pages measured between two looks at the
+// context (about 1 ms of work).
+const ctxCheckPages = 1024
+
 // addPage measures a NORMAL page with contents.
 func (m *measurer) addPage(gpa uint64, page []byte) error {
 	if err := m.chain.AddPage(gpa, snp.PageNormal, page); err != nil {
 		return err
 	}
 	m.note(gpa, snp.PageNormal, "")
-	return nil
+	return m.checkCtx()
 }
 
 // add extends the chain with a page whose contents hash is known.
@@ -565,6 +576,14 @@ func (m *measurer) add(gpa uint64, t snp.PageType, h Digest, what string) error 
 		return err
 	}
 	m.note(gpa, t, what)
+	return m.checkCtx()
+}
+
+// checkCtx returns the context's error every ctxCheckPages pages.
+func (m *measurer) checkCtx() error {
+	if m.chain.Pages()%ctxCheckPages == 0 {
+		return m.ctx.Err()
+	}
 	return nil
 }
 
@@ -585,7 +604,7 @@ func (m *measurer) note(gpa uint64, t snp.PageType, what string) {
 		return
 	}
 	m.flush()
-	m.cur = &Region{GPA: gpa, Pages: 1, Type: t, TypeName: t.String(), What: what, Digest: m.chain.Digest()}
+	m.cur = &Region{GPA: hexnum.Uint64(gpa), Pages: 1, Type: t, TypeName: t.String(), What: what, Digest: m.chain.Digest()}
 }
 
 func (m *measurer) flush() {
@@ -593,22 +612,4 @@ func (m *measurer) flush() {
 		m.res.Regions = append(m.res.Regions, *m.cur)
 		m.cur = nil
 	}
-}
-
-// MarshalJSON prints the policy, CPU signature and guest features as hex.
-func (r Result) MarshalJSON() ([]byte, error) {
-	type alias Result
-	var sig, feat string
-	if r.CPUSignature != 0 {
-		sig = fmt.Sprintf("%#x", r.CPUSignature)
-	}
-	if r.Profile == ProfileKVM {
-		feat = fmt.Sprintf("%#x", r.GuestFeatures)
-	}
-	return json.Marshal(struct {
-		Policy        string `json:"policy"`
-		CPUSignature  string `json:"cpu_signature,omitempty"`
-		GuestFeatures string `json:"guest_features,omitempty"`
-		alias
-	}{fmt.Sprintf("%#x", uint64(r.Policy)), sig, feat, alias(r)})
 }

@@ -2,15 +2,16 @@ package measure
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"hash/crc32"
+	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
+	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"os"
 	"strings"
 	"testing"
 
-	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -53,7 +54,7 @@ func TestTinyIGVM(t *testing.T) {
 		p    Profile
 		want Digest
 	}{{ProfileMSHV, mshv.Digest()}, {ProfileKVM, kvm.Digest()}} {
-		res, err := MeasureIGVMFile(bytes.NewReader(file), int64(len(file)), Options{Profile: tc.p})
+		res, err := MeasureIGVMFile(context.Background(), bytes.NewReader(file), int64(len(file)), Options{Profile: tc.p})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +95,7 @@ func TestIGVMBadInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := MeasureIGVMFile(bytes.NewReader(tc.file), int64(len(tc.file)), tc.opts)
+			_, err := MeasureIGVMFile(context.Background(), bytes.NewReader(tc.file), int64(len(tc.file)), tc.opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v, want one mentioning %q", err, tc.want)
 			}
@@ -102,7 +103,7 @@ func TestIGVMBadInput(t *testing.T) {
 	}
 	// A kvm file whose VMSA is fine but is not last.
 	var ce *KVMCheckError
-	if _, err := MeasureIGVMFile(bytes.NewReader(good), int64(len(good)), Options{Profile: ProfileKVM}); !errors.As(err, &ce) {
+	if _, err := MeasureIGVMFile(context.Background(), bytes.NewReader(good), int64(len(good)), Options{Profile: ProfileKVM}); !errors.As(err, &ce) {
 		t.Errorf("d01 under kvm: %v", err)
 	}
 }
@@ -118,7 +119,7 @@ func TestReferenceValues(t *testing.T) {
 	}
 	milan, _ := LookupCPU("milan")
 	genoa, _ := LookupCPU("genoa")
-	rv, err := ComputeReferenceValues(f, RefSpec{CPUs: []CPUModel{milan, genoa}, VCPUs: []int{1, 2, 4}})
+	rv, err := ComputeReferenceValues(context.Background(), f, RefSpec{CPUs: []CPUModel{milan, genoa}, VCPUs: []int{1, 2, 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestReferenceValues(t *testing.T) {
 	for _, e := range rv.Entries[1:] {
 		cpu, _ := LookupCPU(e.CPU)
 		for _, v := range e.ByVCPUs {
-			res, err := MeasureIGVM(f, Options{Profile: ProfileKVM, VCPUs: v.VCPUs, CPU: &cpu})
+			res, err := MeasureIGVM(context.Background(), f, Options{Profile: ProfileKVM, VCPUs: v.VCPUs, CPU: &cpu})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,31 +138,12 @@ func TestReferenceValues(t *testing.T) {
 			}
 		}
 	}
-	if _, err := ComputeReferenceValues(f, RefSpec{Profiles: []Profile{ProfileKVM}}); err == nil {
+	if _, err := ComputeReferenceValues(context.Background(), f, RefSpec{Profiles: []Profile{ProfileKVM}}); err == nil {
 		t.Error("kvm reference values without a CPU model accepted")
 	}
-	if _, err := ComputeReferenceValues(f, RefSpec{VCPUs: []int{0}}); err == nil {
+	if _, err := ComputeReferenceValues(context.Background(), f, RefSpec{VCPUs: []int{0}}); err == nil {
 		t.Error("0 vCPUs accepted")
 	}
-}
-
-// fixCRC rewrites the checksum of a fuzzed file so that mutations reach
-// the headers' meaning instead of stopping at the CRC check.
-func fixCRC(b []byte) {
-	if len(b) < 24 {
-		return
-	}
-	off, size := binary.LittleEndian.Uint32(b[8:]), binary.LittleEndian.Uint32(b[12:])
-	if off < 24 || uint64(off)+uint64(size) > uint64(len(b)) {
-		return
-	}
-	h := crc32.NewIEEE()
-	var fixed [24]byte
-	copy(fixed[:], b[:24])
-	clear(fixed[20:24])
-	h.Write(fixed[:])
-	h.Write(b[off : off+size])
-	binary.LittleEndian.PutUint32(b[20:], h.Sum32())
 }
 
 // FuzzMeasureIGVM: any input either fails to parse or measures under both
@@ -174,12 +156,24 @@ func FuzzMeasureIGVM(f *testing.F) {
 		f.Add(b)
 	}
 	milan, _ := LookupCPU("milan")
+	if b, err := os.ReadFile("../../testdata/measure/kvm-ready.igvm"); err == nil {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		fixCRC(b)
+		// Repair what the mutator breaks first (size, CRC), so mutations
+		// reach the measurement.
+		if len(b) >= igvm.FixedHeaderSize {
+			binary.LittleEndian.PutUint32(b[16:], uint32(len(b)))
+		}
+		igvmtest.FixChecksum(b)
 		file, err := igvm.Parse(b)
 		if err != nil {
 			return
 		}
+		// Work in proportion to the file: at most 512 pages (a 2 MiB page)
+		// per 32-byte header, the parameter areas (bounded by igvm.Open)
+		// and one VMSA per vCPU.
+		maxPages := uint64(len(b))/32*512 + igvm.MaxParameterAreaBytes/snp.PageSize + MaxVCPUs
 		for _, opts := range []Options{
 			{Profile: ProfileMSHV, Explain: true},
 			{Profile: ProfileKVM, VCPUs: 3, CPU: &milan, SkipKVMChecks: true, Explain: true},
@@ -190,7 +184,11 @@ func FuzzMeasureIGVM(f *testing.F) {
 					saved := poolMin
 					poolMin = 1
 					defer func() { poolMin = saved }()
-					res, err := MeasureIGVM(file, opts)
+					var res *Result
+					fuzzbound.Check(t, b, 64, 32<<20, func() { res, err = MeasureIGVM(context.Background(), file, opts) })
+					if err == nil && res.Pages > maxPages {
+						t.Fatalf("%d pages measured for a %d-byte file", res.Pages, len(b))
+					}
 					if err != nil {
 						got[i] = "error: " + err.Error()
 						return
@@ -240,7 +238,7 @@ func TestKVMCheckRules(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := build(t, tc.cr0, tc.gpa, tc.vmsas, tc.pageAfter)
-			_, err := MeasureIGVMFile(bytes.NewReader(file), int64(len(file)), Options{Profile: ProfileKVM})
+			_, err := MeasureIGVMFile(context.Background(), bytes.NewReader(file), int64(len(file)), Options{Profile: ProfileKVM})
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -255,12 +253,12 @@ func TestKVMCheckRules(t *testing.T) {
 			if !strings.Contains(ce.Reasons[0], tc.want) || tc.vmsas == 1 && len(ce.Reasons) != 1 {
 				t.Errorf("reasons %q, want only %q", ce.Reasons, tc.want)
 			}
-			res, err := MeasureIGVMFile(bytes.NewReader(file), int64(len(file)), Options{Profile: ProfileKVM, SkipKVMChecks: true})
+			res, err := MeasureIGVMFile(context.Background(), bytes.NewReader(file), int64(len(file)), Options{Profile: ProfileKVM, SkipKVMChecks: true})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], tc.want) {
-				t.Errorf("warnings %q, want %q", res.Warnings, tc.want)
+			if len(res.KVMChecksSkipped) == 0 || !strings.Contains(res.KVMChecksSkipped[0], tc.want) {
+				t.Errorf("skipped checks %q, want %q", res.KVMChecksSkipped, tc.want)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"context"
 	"crypto/sha512"
 	"encoding/binary"
 	"io"
@@ -67,7 +68,7 @@ func measureFile(tb testing.TB, path string, p Profile) *Result {
 	}
 	defer fh.Close()
 	st, _ := fh.Stat()
-	res, err := MeasureIGVMFile(fh, st.Size(), Options{Profile: p})
+	res, err := MeasureIGVMFile(context.Background(), fh, st.Size(), Options{Profile: p})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -121,7 +122,7 @@ func TestKVMGolden(t *testing.T) {
 			}
 			opts.CPU = &m
 		}
-		res, err := MeasureIGVMFile(bytes.NewReader(data), int64(len(data)), opts)
+		res, err := MeasureIGVMFile(context.Background(), bytes.NewReader(data), int64(len(data)), opts)
 		if err != nil {
 			t.Errorf("%+v: %v", g, err)
 			continue
@@ -143,7 +144,7 @@ func TestKVMGolden(t *testing.T) {
 // --native-zero semantics), and it differs from its mshv digest.
 func TestKVMReadyIsVerbatim(t *testing.T) {
 	ready := kvmReadyIGVM(t)
-	res, err := MeasureIGVMFile(bytes.NewReader(ready), int64(len(ready)), Options{Profile: ProfileKVM})
+	res, err := MeasureIGVMFile(context.Background(), bytes.NewReader(ready), int64(len(ready)), Options{Profile: ProfileKVM})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestKVMReadyIsVerbatim(t *testing.T) {
 	if c.Digest() != res.Digest {
 		t.Errorf("kvm %s, verbatim chain %s", res.Digest, c.Digest())
 	}
-	m, err := MeasureIGVMFile(bytes.NewReader(ready), int64(len(ready)), Options{Profile: ProfileMSHV})
+	m, err := MeasureIGVMFile(context.Background(), bytes.NewReader(ready), int64(len(ready)), Options{Profile: ProfileMSHV})
 	if err != nil {
 		t.Fatal(err)
 	}

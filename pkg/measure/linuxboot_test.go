@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"context"
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/testvectors"
@@ -14,16 +15,15 @@ import (
 func TestLinuxbootVectors(t *testing.T) {
 	for _, c := range testvectors.Cases(t) {
 		t.Run(c.Name, func(t *testing.T) {
-			k, err := linuxboot.ParseBzImage(testvectors.Input(t, c.Kernel))
+			k, err := linuxboot.BzImageOptions{AllowTruncated: true}.Parse(testvectors.Input(t, c.Kernel))
 			if err != nil {
 				t.Fatal(err)
 			}
 			opts := linuxboot.Options{
-				Cmdline:           c.Append,
-				PvalidateOpt:      c.Options.PvalidateOpt == 1,
-				EncryptedPage:     c.Options.EncryptedPage == 1,
-				SVME:              c.Options.SVME == 1,
-				AllowEmptyPayload: true,
+				Cmdline:       c.Append,
+				PvalidateOpt:  c.Options.PvalidateOpt == 1,
+				EncryptedPage: c.Options.EncryptedPage == 1,
+				SVME:          c.Options.SVME == 1,
 			}
 			if c.Initrd != nil {
 				opts.Initrd = testvectors.Input(t, *c.Initrd)
@@ -35,7 +35,7 @@ func TestLinuxbootVectors(t *testing.T) {
 				}
 				opts.ACPI = a
 			}
-			img, err := linuxboot.Build(k, opts)
+			img, err := linuxboot.Build(context.Background(), k, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -43,7 +43,7 @@ func TestLinuxbootVectors(t *testing.T) {
 			if _, err := img.WriteTo(&buf); err != nil {
 				t.Fatal(err)
 			}
-			res, err := MeasureIGVMFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()), Options{Profile: ProfileMSHV})
+			res, err := MeasureIGVMFile(context.Background(), bytes.NewReader(buf.Bytes()), int64(buf.Len()), Options{Profile: ProfileMSHV})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,7 +3,6 @@ package measure
 import (
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -34,9 +33,36 @@ var (
 // fourGiB is where the firmware image ends in guest physical memory.
 const fourGiB = 1 << 32
 
+// maxSectionBytes bounds the guest memory the SEV metadata sections cover,
+// all of them together (16 MiB, 4096 pages). Each of their pages costs a
+// PAGE_INFO record although the image holds none of their bytes, so
+// without a bound a 12-byte descriptor could ask for a million records
+// (4 GiB). Real firmware lists well under 1 MiB (edk2's OvmfPkg: the
+// pre-validated pages around 0x800000, the secrets, CPUID and kernel
+// hashes pages).
+const maxSectionBytes = 16 << 20
+
 // maxOVMFSize bounds the firmware images ParseOVMF accepts (real ones are
 // 1 to 4 MiB; the flash region below 4 GiB is at most 16 MiB in QEMU).
 const maxOVMFSize = 64 << 20
+
+// OVMFFormatError reports a firmware image whose footer table or SEV
+// metadata is malformed, with the file offset of what is wrong.
+type OVMFFormatError struct {
+	Offset int64 // file offset in the firmware image (-1: the image as a whole)
+	Msg    string
+}
+
+func (e *OVMFFormatError) Error() string {
+	if e.Offset < 0 {
+		return "measure: OVMF: " + e.Msg
+	}
+	return fmt.Sprintf("measure: OVMF at offset %#x: %s", e.Offset, e.Msg)
+}
+
+func ovmfErr(off int64, format string, a ...any) error {
+	return &OVMFFormatError{Offset: off, Msg: fmt.Sprintf(format, a...)}
+}
 
 // OVMFSectionType is the type of an SEV metadata section of OVMF.
 type OVMFSectionType uint32
@@ -114,13 +140,13 @@ func ReadOVMF(path string) (*OVMF, error) {
 // copied.
 func ParseOVMF(data []byte) (*OVMF, error) {
 	if len(data) == 0 {
-		return nil, errors.New("measure: OVMF: empty firmware image")
+		return nil, ovmfErr(-1, "empty firmware image")
 	}
 	if len(data) > maxOVMFSize {
-		return nil, fmt.Errorf("measure: OVMF: %d bytes, more than the %d a firmware image can have", len(data), maxOVMFSize)
+		return nil, ovmfErr(-1, "%d bytes, more than the %d a firmware image can have", len(data), maxOVMFSize)
 	}
 	if len(data)%4096 != 0 {
-		return nil, fmt.Errorf("measure: OVMF: size %d is not a multiple of 4096", len(data))
+		return nil, ovmfErr(-1, "size %d is not a multiple of 4096", len(data))
 	}
 	o := &OVMF{data: data, table: map[[16]byte][]byte{}}
 	if err := o.parseFooterTable(); err != nil {
@@ -148,21 +174,22 @@ func (o *OVMF) parseFooterTable() error {
 	size := int(binary.LittleEndian.Uint16(o.data[footerStart:]))
 	tableSize := size - footerEntryHeader
 	if tableSize < 0 {
-		return fmt.Errorf("measure: OVMF footer table: size %d is smaller than its own header", size)
+		return ovmfErr(int64(footerStart), "footer table: size %d is smaller than its own header", size)
 	}
 	if tableSize > footerStart {
-		return fmt.Errorf("measure: OVMF footer table: size %d runs past the start of the image", size)
+		return ovmfErr(int64(footerStart), "footer table: size %d runs past the start of the image", size)
 	}
+	tableStart := footerStart - tableSize
 	table := o.data[footerStart-tableSize : footerStart]
 	for len(table) >= footerEntryHeader {
 		h := len(table) - footerEntryHeader
 		esize := int(binary.LittleEndian.Uint16(table[h:]))
 		copy(guid[:], table[h+2:])
 		if esize < footerEntryHeader {
-			return fmt.Errorf("measure: OVMF footer table: entry %s has size %d, smaller than its header", guidString(guid), esize)
+			return ovmfErr(int64(tableStart+h), "footer table: entry %s has size %d, smaller than its header", guidString(guid), esize)
 		}
 		if esize > len(table) {
-			return fmt.Errorf("measure: OVMF footer table: entry %s has size %d, more than the %d bytes left in the table", guidString(guid), esize, len(table))
+			return ovmfErr(int64(tableStart+h), "footer table: entry %s has size %d, more than the %d bytes left in the table", guidString(guid), esize, len(table))
 		}
 		o.table[guid] = table[len(table)-esize : h]
 		table = table[:len(table)-esize]
@@ -178,30 +205,31 @@ func (o *OVMF) parseSEVMetadata() error {
 		return nil
 	}
 	if len(entry) < 4 {
-		return fmt.Errorf("measure: OVMF SEV metadata entry has %d bytes, want at least 4", len(entry))
+		return ovmfErr(-1, "SEV metadata entry has %d bytes, want at least 4", len(entry))
 	}
 	off := int64(binary.LittleEndian.Uint32(entry))
 	start := int64(len(o.data)) - off
 	if off == 0 || start < 0 || start+sevMetadataHeader > int64(len(o.data)) {
-		return fmt.Errorf("measure: OVMF SEV metadata offset %#x from the end is outside the %d-byte image", off, len(o.data))
+		return ovmfErr(-1, "SEV metadata offset %#x from the end is outside the %d-byte image", off, len(o.data))
 	}
 	h := o.data[start:]
 	if string(h[:4]) != "ASEV" {
-		return fmt.Errorf("measure: OVMF SEV metadata at %#x: signature %q, want \"ASEV\"", start, h[:4])
+		return ovmfErr(start, "SEV metadata: signature %q, want \"ASEV\"", h[:4])
 	}
 	size := int64(binary.LittleEndian.Uint32(h[4:]))
 	version := binary.LittleEndian.Uint32(h[8:])
 	count := int64(binary.LittleEndian.Uint32(h[12:]))
 	if version != 1 {
-		return fmt.Errorf("measure: OVMF SEV metadata at %#x: version %d, want 1", start, version)
+		return ovmfErr(start, "SEV metadata: version %d, want 1", version)
 	}
 	if size < sevMetadataHeader || start+size > int64(len(o.data)) {
-		return fmt.Errorf("measure: OVMF SEV metadata at %#x: size %d does not fit the image", start, size)
+		return ovmfErr(start, "SEV metadata: size %d does not fit the image", size)
 	}
 	if sevMetadataHeader+count*12 > size {
-		return fmt.Errorf("measure: OVMF SEV metadata at %#x: %d sections do not fit its size of %d bytes", start, count, size)
+		return ovmfErr(start, "SEV metadata: %d sections do not fit its size of %d bytes", count, size)
 	}
 	o.hasMeta = true
+	total := uint64(0)
 	for i := int64(0); i < count; i++ {
 		d := h[sevMetadataHeader+12*i:]
 		s := OVMFSection{
@@ -209,16 +237,20 @@ func (o *OVMF) parseSEVMetadata() error {
 			Size: binary.LittleEndian.Uint32(d[4:]),
 			Type: OVMFSectionType(binary.LittleEndian.Uint32(d[8:])),
 		}
+		doff := start + sevMetadataHeader + 12*i
 		switch s.Type {
 		case SectionSNPSecMem, SectionSNPSecrets, SectionCPUID, SectionSVSMCAA, SectionSNPKernelHashes:
 		default:
-			return fmt.Errorf("measure: OVMF SEV metadata section %d: unknown type %#x", i, uint32(s.Type))
+			return ovmfErr(doff, "SEV metadata section %d: unknown type %#x", i, uint32(s.Type))
 		}
 		if s.GPA%4096 != 0 || s.Size%4096 != 0 {
-			return fmt.Errorf("measure: OVMF SEV metadata section %d (%v): GPA %#x size %#x not 4 KiB aligned", i, s.Type, s.GPA, s.Size)
+			return ovmfErr(doff, "SEV metadata section %d (%v): GPA %#x size %#x not 4 KiB aligned", i, s.Type, s.GPA, s.Size)
 		}
 		if uint64(s.GPA)+uint64(s.Size) > fourGiB {
-			return fmt.Errorf("measure: OVMF SEV metadata section %d (%v): GPA %#x size %#x runs past 4 GiB", i, s.Type, s.GPA, s.Size)
+			return ovmfErr(doff, "SEV metadata section %d (%v): GPA %#x size %#x runs past 4 GiB", i, s.Type, s.GPA, s.Size)
+		}
+		if total += uint64(s.Size); total > maxSectionBytes {
+			return ovmfErr(doff, "SEV metadata sections cover more than %d bytes of guest memory, more than a firmware pre-validates", uint64(maxSectionBytes))
 		}
 		o.sections = append(o.sections, s)
 	}

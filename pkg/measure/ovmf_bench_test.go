@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -34,11 +35,11 @@ func BenchmarkMeasureOVMF(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		kh, err := HashKernel(bytes.NewReader(kernel), bytes.NewReader(initrd), "console=ttyS0")
+		kh, err := HashKernel(context.Background(), bytes.NewReader(kernel), bytes.NewReader(initrd), "console=ttyS0")
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 4, VCPUSig: 0xa10f10, GuestFeatures: 1, Kernel: &kh}); err != nil {
+		if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 4, VCPUSig: 0xa10f10, GuestFeatures: 1, Kernel: &kh}); err != nil {
 			b.Fatal(err)
 		}
 	}

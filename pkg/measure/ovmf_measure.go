@@ -1,12 +1,15 @@
 package measure
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
@@ -19,31 +22,51 @@ var (
 	guidSEVCmdlineEntry    = mustGUID("97d02dd8-bd20-4c94-aa78-e7714d36ab2a")
 )
 
+// SHA256 is a SHA-256 digest, lowercase hex in JSON.
+type SHA256 [sha256.Size]byte
+
+// String returns the digest as lowercase hex.
+func (d SHA256) String() string { return hex.EncodeToString(d[:]) }
+
+// MarshalText encodes the digest as hex.
+func (d SHA256) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText decodes a hex digest.
+func (d *SHA256) UnmarshalText(b []byte) error {
+	v, err := hex.DecodeString(string(b))
+	if err != nil || len(v) != sha256.Size {
+		return fmt.Errorf("measure: SHA-256 %q: want 64 hex digits", b)
+	}
+	copy(d[:], v)
+	return nil
+}
+
 // KernelHashes are the SHA-256 digests QEMU puts in the kernel-hashes page
 // for a direct boot with -kernel, -initrd and -append.
 type KernelHashes struct {
-	Kernel  [32]byte
-	Initrd  [32]byte // SHA-256 of the empty string when there is no initrd
-	Cmdline [32]byte // SHA-256 of the command line and one NUL byte
+	Kernel  SHA256 `json:"kernel_sha256"`
+	Initrd  SHA256 `json:"initrd_sha256"`  // SHA-256 of the empty string when there is no initrd
+	Cmdline SHA256 `json:"cmdline_sha256"` // SHA-256 of the command line and one NUL byte
 }
 
 // HashKernel computes the kernel hashes. kernel is hashed as is (no bzImage
 // parsing); a nil initrd hashes like an empty file; the command line is
 // hashed with its terminating NUL (an empty command line is a single NUL).
-func HashKernel(kernel, initrd io.Reader, cmdline string) (KernelHashes, error) {
+// It stops with ctx's error soon after ctx is cancelled.
+func HashKernel(ctx context.Context, kernel, initrd io.Reader, cmdline string) (KernelHashes, error) {
 	var kh KernelHashes
 	h := sha256.New()
 	if kernel == nil {
 		return kh, errors.New("measure: kernel hashes without a kernel")
 	}
-	if _, err := io.Copy(h, kernel); err != nil {
-		return kh, fmt.Errorf("measure: hashing kernel: %w", err)
+	if err := copyCtx(ctx, h, kernel); err != nil {
+		return KernelHashes{}, fmt.Errorf("measure: hashing kernel: %w", err)
 	}
 	h.Sum(kh.Kernel[:0])
 	h.Reset()
 	if initrd != nil {
-		if _, err := io.Copy(h, initrd); err != nil {
-			return kh, fmt.Errorf("measure: hashing initrd: %w", err)
+		if err := copyCtx(ctx, h, initrd); err != nil {
+			return KernelHashes{}, fmt.Errorf("measure: hashing initrd: %w", err)
 		}
 	}
 	h.Sum(kh.Initrd[:0])
@@ -87,6 +110,27 @@ func (kh KernelHashes) page(offset int) ([]byte, error) {
 	return p, nil
 }
 
+// copyCtx copies r to w (io.Copy, so a reader that can write itself out
+// does), stopping with ctx's error at the first write after ctx is
+// cancelled.
+func copyCtx(ctx context.Context, w io.Writer, r io.Reader) error {
+	_, err := io.Copy(ctxWriter{ctx, w}, r)
+	return err
+}
+
+// ctxWriter fails its writes once its context is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
 // OVMFConfig describes an OVMF launch to measure.
 type OVMFConfig struct {
 	VCPUs         int     // number of vCPUs, 1..MaxVCPUs
@@ -100,14 +144,26 @@ type OVMFConfig struct {
 	// (OVMFHash of the same firmware, `snp:ovmf-hash`); the firmware
 	// bytes are then not measured again.
 	OVMFHash *Digest
+	// Explain records the measured regions (OVMFMeasurement.Regions).
+	Explain bool
 }
 
-// OVMFMeasurement is the result of MeasureOVMF.
+// OVMFMeasurement is the result of MeasureOVMF: the digest and the inputs
+// it depends on.
 type OVMFMeasurement struct {
-	Digest   Digest   // the SEV-SNP launch digest
-	OVMFHash Digest   // the digest after the firmware pages only
-	Regions  []Region // what was measured, in order
-	Warnings []string // things the user should know (e.g. firmware cannot boot SNP)
+	Digest   Digest `json:"digest"`    // the SEV-SNP launch digest
+	OVMFHash Digest `json:"ovmf_hash"` // the digest after the firmware pages only
+	VCPUs    int    `json:"vcpus,omitempty"`
+	// CPUSignature is the vCPU's CPUID(1).EAX (QEMU only).
+	CPUSignature  hexnum.Uint64 `json:"cpu_signature,omitempty"`
+	GuestFeatures hexnum.Uint64 `json:"guest_features,omitempty"`
+	VMMType       string        `json:"vmm_type,omitempty"`
+	KernelHashes  *KernelHashes `json:"kernel_hashes,omitempty"`
+	// Warnings are things the user should know (a firmware that cannot
+	// boot SNP).
+	Warnings []string `json:"warnings,omitempty"`
+	// Regions is what was measured, in order (with OVMFConfig.Explain).
+	Regions []Region `json:"regions,omitempty"`
 }
 
 // ErrNoKernelHashesSection is returned when a kernel is given but the
@@ -119,12 +175,27 @@ const WarnNoSEVMetadata = "OVMF has no SEV metadata: it does not pre-validate gu
 
 // OVMFHash returns the digest after only the firmware pages have been
 // measured, which `--snp-ovmf-hash` can later start from.
-func OVMFHash(fw *OVMF) (Digest, error) {
+func OVMFHash(ctx context.Context, fw *OVMF) (Digest, error) {
 	c := NewChain(Digest{})
-	if err := c.AddRange(fw.GPA(), snp.PageNormal, fw.Data()); err != nil {
+	if err := addFirmware(ctx, c, fw); err != nil {
 		return Digest{}, err
 	}
 	return c.Digest(), nil
+}
+
+// addFirmware measures the firmware pages, looking at ctx every MiB.
+func addFirmware(ctx context.Context, c *Chain, fw *OVMF) error {
+	data := fw.Data()
+	for off := 0; off < len(data); off += 1 << 20 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min(off+1<<20, len(data))
+		if err := c.AddRange(fw.GPA()+uint64(off), snp.PageNormal, data[off:end]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // MeasureOVMF computes the SEV-SNP launch digest of an OVMF guest the way
@@ -135,7 +206,9 @@ func OVMFHash(fw *OVMF) (Digest, error) {
 // NORMAL when a kernel is given, else ZERO; SVSM_CAA as ZERO), then one
 // VMSA per vCPU (the boot processor at the reset vector, the others at the
 // AP entry point of the SEV-ES reset block).
-func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
+//
+// It stops with ctx's error soon after ctx is cancelled.
+func MeasureOVMF(ctx context.Context, fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 	if cfg.VCPUs < 1 || cfg.VCPUs > MaxVCPUs {
 		return nil, fmt.Errorf("measure: %d vCPUs: want 1 to %d", cfg.VCPUs, MaxVCPUs)
 	}
@@ -154,7 +227,14 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 	if apEIP == 0 && cfg.VCPUs > 1 {
 		return nil, errors.New("measure: OVMF SEV-ES reset block gives AP entry point 0, so it cannot start more than one vCPU")
 	}
-	m := &OVMFMeasurement{}
+	m := &OVMFMeasurement{VCPUs: cfg.VCPUs, GuestFeatures: hexnum.Uint64(cfg.GuestFeatures), VMMType: cfg.VMM.String()}
+	if cfg.VMM == VMMQEMU {
+		m.CPUSignature = hexnum.Uint64(cfg.VCPUSig)
+	}
+	if cfg.Kernel != nil {
+		kh := *cfg.Kernel
+		m.KernelHashes = &kh
+	}
 	if !fw.HasSEVMetadata() {
 		m.Warnings = append(m.Warnings, WarnNoSEVMetadata)
 	}
@@ -164,21 +244,24 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 		m.OVMFHash = *cfg.OVMFHash
 	} else {
 		c = NewChain(Digest{})
-		if err := c.AddRange(fw.GPA(), snp.PageNormal, fw.Data()); err != nil {
+		if err := addFirmware(ctx, c, fw); err != nil {
 			return nil, err
 		}
 		m.OVMFHash = c.Digest()
-		m.Regions = append(m.Regions, Region{GPA: fw.GPA(), Pages: uint64(len(fw.Data())) / snp.PageSize, Type: snp.PageNormal, What: "firmware", Digest: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: hexnum.Uint64(fw.GPA()), Pages: uint64(len(fw.Data())) / snp.PageSize, Type: snp.PageNormal, What: "firmware", Digest: c.Digest()})
 	}
 	add := func(s OVMFSection, t snp.PageType, what string) error {
 		n := uint64(s.Size) / snp.PageSize
 		if t == snp.PageSecrets || t == snp.PageCPUID {
 			n = 1 // sev-snp-measure adds exactly one page for these
 		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := c.AddPages(uint64(s.GPA), t, n); err != nil {
 			return err
 		}
-		m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: n, Type: t, What: what, Digest: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: hexnum.Uint64(s.GPA), Pages: n, Type: t, What: what, Digest: c.Digest()})
 		return nil
 	}
 	for _, s := range fw.Sections() {
@@ -241,6 +324,9 @@ func MeasureOVMF(fw *OVMF, cfg OVMFConfig) (*OVMFMeasurement, error) {
 	for i := range m.Regions {
 		m.Regions[i].TypeName = m.Regions[i].Type.String()
 	}
+	if !cfg.Explain {
+		m.Regions = nil
+	}
 	m.Digest = c.Digest()
 	return m, nil
 }
@@ -251,7 +337,7 @@ func measureKernelHashes(c *Chain, m *OVMFMeasurement, fw *OVMF, s OVMFSection, 
 		if err := c.AddPages(uint64(s.GPA), snp.PageZero, n); err != nil {
 			return err
 		}
-		m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: n, Type: snp.PageZero, What: "firmware section SNP_KERNEL_HASHES (no kernel)", Digest: c.Digest()})
+		m.Regions = append(m.Regions, Region{GPA: hexnum.Uint64(s.GPA), Pages: n, Type: snp.PageZero, What: "firmware section SNP_KERNEL_HASHES (no kernel)", Digest: c.Digest()})
 		return nil
 	}
 	tableGPA, err := fw.KernelHashesGPA()
@@ -268,6 +354,6 @@ func measureKernelHashes(c *Chain, m *OVMFMeasurement, fw *OVMF, s OVMFSection, 
 	if err := c.AddPage(uint64(s.GPA), snp.PageNormal, page); err != nil {
 		return err
 	}
-	m.Regions = append(m.Regions, Region{GPA: uint64(s.GPA), Pages: 1, Type: snp.PageNormal, What: "kernel hashes (SHA-256 of kernel, initrd, cmdline)", Digest: c.Digest()})
+	m.Regions = append(m.Regions, Region{GPA: hexnum.Uint64(s.GPA), Pages: 1, Type: snp.PageNormal, What: "kernel hashes (SHA-256 of kernel, initrd, cmdline)", Digest: c.Digest()})
 	return nil
 }

@@ -1,12 +1,15 @@
 package measure
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -60,7 +63,7 @@ func (tc ovmfCase) config(t testing.TB) OVMFConfig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := OVMFConfig{VCPUs: tc.VCPUs, GuestFeatures: gf, VMM: vmm}
+	cfg := OVMFConfig{VCPUs: tc.VCPUs, GuestFeatures: gf, VMM: vmm, Explain: true}
 	if tc.VCPUType != nil {
 		cpu, err := LookupCPU(*tc.VCPUType)
 		if err != nil {
@@ -94,9 +97,9 @@ func (tc ovmfCase) config(t testing.TB) OVMFConfig {
 		}
 		var kh KernelHashes
 		if initrd != nil {
-			kh, err = HashKernel(k, initrd, cmdline)
+			kh, err = HashKernel(context.Background(), k, initrd, cmdline)
 		} else {
-			kh, err = HashKernel(k, nil, cmdline)
+			kh, err = HashKernel(context.Background(), k, nil, cmdline)
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -113,7 +116,7 @@ func TestOVMFVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			oh, err := OVMFHash(fw)
+			oh, err := OVMFHash(context.Background(), fw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +124,7 @@ func TestOVMFVectors(t *testing.T) {
 				t.Errorf("ovmf hash %s, want %s", oh, tc.ExpectedOVMFHash)
 			}
 			cfg := tc.config(t)
-			m, err := MeasureOVMF(fw, cfg)
+			m, err := MeasureOVMF(context.Background(), fw, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,7 +149,7 @@ func TestOVMFVectors(t *testing.T) {
 			}
 			// Starting from the precomputed firmware hash gives the same digest.
 			cfg.OVMFHash = &oh
-			m2, err := MeasureOVMF(fw, cfg)
+			m2, err := MeasureOVMF(context.Background(), fw, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +170,7 @@ func TestOVMFRejections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = MeasureOVMF(fw, tc.config(t))
+			_, err = MeasureOVMF(context.Background(), fw, tc.config(t))
 			if !errors.Is(err, ErrNoKernelHashesSection) {
 				t.Fatalf("error %v, want %v", err, ErrNoKernelHashesSection)
 			}
@@ -187,7 +190,7 @@ func TestOVMFWithoutSEVMetadata(t *testing.T) {
 	if fw.HasSEVMetadata() {
 		t.Fatal("metadata found")
 	}
-	m, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 2, VCPUSig: 0xa00f11, GuestFeatures: 1})
+	m, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 2, VCPUSig: 0xa00f11, GuestFeatures: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +205,7 @@ func TestOVMFWithoutSEVMetadata(t *testing.T) {
 	if c.Digest() != m.Digest {
 		t.Errorf("digest %s, want %s", m.Digest, c.Digest())
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 1, Kernel: &KernelHashes{}}); !errors.Is(err, ErrNoKernelHashesSection) {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1, Kernel: &KernelHashes{}}); !errors.Is(err, ErrNoKernelHashesSection) {
 		t.Errorf("kernel on firmware without metadata: %v", err)
 	}
 }
@@ -265,6 +268,12 @@ func TestParseOVMFErrors(t *testing.T) {
 		{"metadata count", func(b []byte) []byte { b[len(b)-0x1000+12] = 200; return b }, "do not fit"},
 		{"section type", func(b []byte) []byte { b[len(b)-0x1000+24] = 9; return b }, "unknown type 0x9"},
 		{"section unaligned", func(b []byte) []byte { b[len(b)-0x1000+16] = 1; return b }, "not 4 KiB aligned"},
+		// 16 MiB + 4 KiB of zero pages declared by one 12-byte descriptor.
+		{"sections too large", func(b []byte) []byte {
+			binary.LittleEndian.PutUint32(b[len(b)-0x1000+16:], 0x1000000)
+			binary.LittleEndian.PutUint32(b[len(b)-0x1000+20:], 0x1001000)
+			return b
+		}, "more than a firmware pre-validates"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -273,6 +282,10 @@ func TestParseOVMFErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want one containing %q", err, tc.want)
 			}
+			var fe *OVMFFormatError
+			if !errors.As(err, &fe) {
+				t.Errorf("error %v is not an OVMFFormatError", err)
+			}
 		})
 	}
 	// No footer at all: parses, but has no reset block to measure with.
@@ -280,7 +293,7 @@ func TestParseOVMFErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 1}); err == nil || !strings.Contains(err.Error(), "no footer table") || !strings.Contains(err.Error(), "SEV-ES reset block") {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1}); err == nil || !strings.Contains(err.Error(), "no footer table") || !strings.Contains(err.Error(), "SEV-ES reset block") {
 		t.Errorf("firmware without table: %v", err)
 	}
 }
@@ -291,14 +304,14 @@ func TestMeasureOVMFConfigErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []int{0, -1, MaxVCPUs + 1} {
-		if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: n}); err == nil {
+		if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: n}); err == nil {
 			t.Errorf("%d vCPUs accepted", n)
 		}
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: MaxVCPUs}); err != nil {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: MaxVCPUs}); err != nil {
 		t.Errorf("%d vCPUs: %v", MaxVCPUs, err)
 	}
-	if _, err := MeasureOVMF(fw, OVMFConfig{VCPUs: 1, VMM: VMMType(7)}); err == nil {
+	if _, err := MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1, VMM: VMMType(7)}); err == nil {
 		t.Error("unknown VMM accepted")
 	}
 }
@@ -345,8 +358,8 @@ func FuzzParseOVMF(f *testing.F) {
 		}
 		kh := KernelHashes{}
 		for _, vmm := range []VMMType{VMMQEMU, VMMEC2, VMMGCE} {
-			_, _ = MeasureOVMF(fw, OVMFConfig{VCPUs: 2, VMM: vmm})
-			_, _ = MeasureOVMF(fw, OVMFConfig{VCPUs: 1, VMM: vmm, Kernel: &kh})
+			_, _ = MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 2, VMM: vmm})
+			_, _ = MeasureOVMF(context.Background(), fw, OVMFConfig{VCPUs: 1, VMM: vmm, Kernel: &kh})
 		}
 	})
 }
@@ -369,4 +382,78 @@ func TestParseGUID(t *testing.T) {
 			t.Errorf("parseGUID(%q) accepted", bad)
 		}
 	}
+}
+
+// FuzzOVMFStructured builds firmware images whose footer table and SEV
+// metadata are well formed around fuzzed contents (the table's sizes and
+// GUIDs repaired, the metadata's signature, version and size consistent
+// with the fuzzed section descriptors), so mutations reach the section
+// checks and the measurement behind them. Memory and the pages measured
+// stay proportional to the image (the sections are bounded by
+// maxSectionBytes).
+func FuzzOVMFStructured(f *testing.F) {
+	desc := func(gpa, size, typ uint32) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, gpa)
+		b = binary.LittleEndian.AppendUint32(b, size)
+		return binary.LittleEndian.AppendUint32(b, typ)
+	}
+	f.Add(uint8(2), uint32(0x808004), uint32(0x80c000), slices.Concat(desc(0x800000, 0x2000, 1), desc(0x802000, 0x1000, 2), desc(0x803000, 0x1000, 3), desc(0x80c000, 0x1000, 0x10)), []byte("extra"))
+	f.Add(uint8(1), uint32(0), uint32(0), desc(0, 0xfffff000, 1), []byte{})
+	f.Fuzz(func(t *testing.T, pages uint8, resetEIP, hashGPA uint32, descs, extra []byte) {
+		n := int(pages%16) + 2
+		img := make([]byte, n*snp.PageSize)
+		// SEV metadata one page before the end: "ASEV", size, version 1,
+		// count, the descriptors (those that fit the page).
+		descs = descs[:min(len(descs)/12*12, snp.PageSize-16-64)]
+		md := img[len(img)-2*snp.PageSize:]
+		copy(md, "ASEV")
+		binary.LittleEndian.PutUint32(md[4:], uint32(16+len(descs)))
+		binary.LittleEndian.PutUint32(md[8:], 1)
+		binary.LittleEndian.PutUint32(md[12:], uint32(len(descs)/12))
+		copy(md[16:], descs)
+		var table []byte
+		entry := func(guid [16]byte, payload []byte) {
+			table = append(table, payload...)
+			table = binary.LittleEndian.AppendUint16(table, uint16(len(payload)+footerEntryHeader))
+			table = append(table, guid[:]...)
+		}
+		entry(guidSEVESResetBlock, binary.LittleEndian.AppendUint32(nil, resetEIP))
+		entry(guidSEVHashTableRV, binary.LittleEndian.AppendUint32(nil, hashGPA))
+		entry(guidOVMFSEVMetadata, binary.LittleEndian.AppendUint32(nil, uint32(2*snp.PageSize)))
+		if len(extra) > 0 {
+			var g [16]byte
+			copy(g[:], extra)
+			entry(g, extra[min(len(extra), 16):min(len(extra), 200)])
+		}
+		entry(guidOVMFTableFooter, nil)
+		binary.LittleEndian.PutUint16(table[len(table)-footerEntryHeader:], uint16(len(table)))
+		copy(img[len(img)-32-len(table):], table)
+
+		var fw *OVMF
+		var err error
+		fuzzbound.Check(t, img, 2, 1<<20, func() { fw, err = ParseOVMF(img) })
+		if err != nil {
+			var fe *OVMFFormatError
+			if !errors.As(err, &fe) {
+				t.Fatalf("parse error %v is not an OVMFFormatError", err)
+			}
+			return
+		}
+		maxPages := uint64(len(img))/snp.PageSize + 2*maxSectionBytes/snp.PageSize + 4
+		kh := KernelHashes{}
+		for _, cfg := range []OVMFConfig{{VCPUs: 4, VMM: VMMQEMU, Explain: true}, {VCPUs: 1, VMM: VMMEC2}, {VCPUs: 2, VMM: VMMGCE, Kernel: &kh}} {
+			var m *OVMFMeasurement
+			fuzzbound.Check(t, img, 4, 4<<20, func() { m, err = MeasureOVMF(context.Background(), fw, cfg) })
+			if err != nil {
+				continue
+			}
+			var total uint64
+			for _, r := range m.Regions {
+				total += r.Pages
+			}
+			if total > maxPages {
+				t.Fatalf("%d pages measured for a %d-byte image", total, len(img))
+			}
+		}
+	})
 }

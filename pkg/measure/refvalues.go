@@ -1,18 +1,26 @@
 package measure
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
 // RefSpec says which reference values to compute for an image.
 type RefSpec struct {
+	// Profiles to list. Empty means every profile the file's layout
+	// satisfies: mshv always, kvm when the file passes the kvm checks
+	// (KVMCheckError) or SkipKVMChecks is set; a profile left out is
+	// named in ReferenceValues.Skipped with the reason. A profile named
+	// here that the file cannot satisfy is an error.
 	Profiles      []Profile
-	CPUs          []CPUModel // kvm: one entry per CPU model
-	VCPUs         []int      // vCPU counts to list (kvm; mshv has one digest)
+	CPUs          []CPUModel // kvm: one entry per CPU model (at least one)
+	VCPUs         []int      // vCPU counts to list (kvm; mshv has one digest); empty means 1
 	HostKernel    HostKernel
 	GuestFeatures *uint64
 	SkipKVMChecks bool
@@ -30,22 +38,35 @@ type ReferenceValues struct {
 	// IDBlockDigest is the LD of the file's SNP_ID_BLOCK, if any.
 	IDBlockDigest *Digest          `json:"id_block_digest,omitempty"`
 	Entries       []ReferenceEntry `json:"reference_values"`
+	// Skipped are the profiles left out of the default set because the
+	// file's layout cannot satisfy them.
+	Skipped []SkippedProfile `json:"skipped,omitempty"`
+}
+
+// SkippedProfile is a profile ComputeReferenceValues left out, and why.
+type SkippedProfile struct {
+	Profile Profile `json:"profile"`
+	Reason  string  `json:"reason"`
 }
 
 // ReferenceEntry is one platform's expected launch digests.
 type ReferenceEntry struct {
-	Profile       Profile `json:"profile"`
-	CPU           string  `json:"cpu,omitempty"`
-	CPUSignature  string  `json:"cpu_signature,omitempty"`
-	HostKernel    string  `json:"host_kernel,omitempty"`
-	GuestFeatures string  `json:"guest_features,omitempty"`
+	Profile       Profile       `json:"profile"`
+	CPU           string        `json:"cpu,omitempty"`
+	CPUSignature  hexnum.Uint64 `json:"cpu_signature,omitempty"`
+	HostKernel    string        `json:"host_kernel,omitempty"`
+	GuestFeatures hexnum.Uint64 `json:"guest_features,omitempty"`
 	// Digest is set for mshv (independent of the vCPU count).
 	Digest *Digest `json:"digest,omitempty"`
 	// kvm: the 1-vCPU digest, the AP VMSA hash and the listed counts.
-	OneVCPUDigest *Digest      `json:"one_vcpu_digest,omitempty"`
-	APVMSAHash    *Digest      `json:"ap_vmsa_sha384,omitempty"`
-	APVMSAGPA     string       `json:"ap_vmsa_gpa,omitempty"`
-	ByVCPUs       []VCPUDigest `json:"by_vcpus,omitempty"`
+	OneVCPUDigest *Digest       `json:"one_vcpu_digest,omitempty"`
+	APVMSAHash    *Digest       `json:"ap_vmsa_sha384,omitempty"`
+	APVMSAGPA     hexnum.Uint64 `json:"ap_vmsa_gpa,omitempty"`
+	ByVCPUs       []VCPUDigest  `json:"by_vcpus,omitempty"`
+	// KVMChecksSkipped lists the kvm rules the file breaks when the
+	// digests were computed anyway (RefSpec.SkipKVMChecks): they are
+	// hypothetical, KVM would refuse the file or measure it otherwise.
+	KVMChecksSkipped []string `json:"kvm_checks_skipped,omitempty"`
 }
 
 // VCPUDigest is the digest for one vCPU count.
@@ -54,19 +75,12 @@ type VCPUDigest struct {
 	Digest Digest `json:"digest"`
 }
 
-// MarshalJSON prints the policy as hex.
-func (r ReferenceValues) MarshalJSON() ([]byte, error) {
-	type alias ReferenceValues
-	return json.Marshal(struct {
-		Policy string `json:"policy"`
-		alias
-	}{fmt.Sprintf("%#x", uint64(r.Policy)), alias(r)})
-}
-
-// ComputeReferenceValues measures f for every combination in spec.
-func ComputeReferenceValues(f *igvm.File, spec RefSpec) (*ReferenceValues, error) {
-	if len(spec.Profiles) == 0 {
-		spec.Profiles = Profiles
+// ComputeReferenceValues measures f for every combination in spec. It stops
+// with ctx's error soon after ctx is cancelled.
+func ComputeReferenceValues(ctx context.Context, f *igvm.File, spec RefSpec) (*ReferenceValues, error) {
+	profiles, explicit := spec.Profiles, true
+	if len(profiles) == 0 {
+		profiles, explicit = Profiles, false
 	}
 	if len(spec.VCPUs) == 0 {
 		spec.VCPUs = []int{1}
@@ -77,10 +91,10 @@ func ComputeReferenceValues(f *igvm.File, spec RefSpec) (*ReferenceValues, error
 		}
 	}
 	rv := &ReferenceValues{}
-	for _, p := range spec.Profiles {
+	for _, p := range profiles {
 		switch p {
 		case ProfileMSHV:
-			res, err := MeasureIGVM(f, Options{Profile: p})
+			res, err := MeasureIGVM(ctx, f, Options{Profile: p})
 			if err != nil {
 				return nil, err
 			}
@@ -88,43 +102,73 @@ func ComputeReferenceValues(f *igvm.File, spec RefSpec) (*ReferenceValues, error
 			d := res.Digest
 			rv.Entries = append(rv.Entries, ReferenceEntry{Profile: p, Digest: &d})
 		case ProfileKVM:
-			cpus := spec.CPUs
-			if len(cpus) == 0 {
-				return nil, fmt.Errorf("measure: reference values for kvm need at least one CPU model")
+			if len(spec.CPUs) == 0 {
+				return nil, errors.New("measure: reference values for kvm need at least one CPU model")
 			}
-			for _, cpu := range cpus {
-				res, err := MeasureIGVM(f, Options{Profile: p, VCPUs: 1, CPU: &cpu, HostKernel: spec.HostKernel,
-					GuestFeatures: spec.GuestFeatures, SkipKVMChecks: spec.SkipKVMChecks})
-				if err != nil {
-					return nil, err
-				}
-				rv.Policy, rv.IDBlockDigest = res.Policy, res.IDBlockDigest
-				e := ReferenceEntry{Profile: p, CPU: cpu.Name, CPUSignature: fmt.Sprintf("%#x", cpu.Signature),
-					HostKernel: res.HostKernel, GuestFeatures: fmt.Sprintf("%#x", res.GuestFeatures),
-					OneVCPUDigest: res.OneVCPUDigest, APVMSAHash: res.APVMSAHash, APVMSAGPA: fmt.Sprintf("%#x", uint64(KVMVMSAGPA))}
-				for _, n := range spec.VCPUs {
-					var d Digest
-					if res.APVMSAHash != nil {
-						d, err = ExtendVCPUs(*res.OneVCPUDigest, *res.APVMSAHash, n)
-					} else { // the file has its own AP contexts: measure each count
-						var r *Result
-						r, err = MeasureIGVM(f, Options{Profile: p, VCPUs: n, CPU: &cpu, HostKernel: spec.HostKernel,
-							GuestFeatures: spec.GuestFeatures, SkipKVMChecks: spec.SkipKVMChecks})
-						if r != nil {
-							d = r.Digest
-						}
-					}
-					if err != nil {
-						return nil, err
-					}
-					e.ByVCPUs = append(e.ByVCPUs, VCPUDigest{VCPUs: n, Digest: d})
-				}
-				rv.Entries = append(rv.Entries, e)
+			entries, err := kvmEntries(ctx, f, spec)
+			var kce *KVMCheckError
+			if !explicit && errors.As(err, &kce) {
+				rv.Skipped = append(rv.Skipped, SkippedProfile{Profile: p, Reason: strings.Join(kce.Reasons, "; ")})
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			rv.Policy = entries[0].policy
+			rv.IDBlockDigest = entries[0].idBlock
+			for _, e := range entries {
+				rv.Entries = append(rv.Entries, e.ReferenceEntry)
 			}
 		default:
 			return nil, fmt.Errorf("measure: unknown profile %q (want mshv or kvm)", p)
 		}
 	}
 	rv.PolicyFlags = rv.Policy.Flags()
+	if rv.PolicyFlags == nil {
+		rv.PolicyFlags = []string{}
+	}
 	return rv, nil
+}
+
+type kvmEntry struct {
+	ReferenceEntry
+	policy  snp.GuestPolicy
+	idBlock *Digest
+}
+
+// kvmEntries measures f under kvm for each CPU model of spec.
+func kvmEntries(ctx context.Context, f *igvm.File, spec RefSpec) ([]kvmEntry, error) {
+	var out []kvmEntry
+	for _, cpu := range spec.CPUs {
+		opts := Options{Profile: ProfileKVM, VCPUs: 1, CPU: &cpu, HostKernel: spec.HostKernel,
+			GuestFeatures: spec.GuestFeatures, SkipKVMChecks: spec.SkipKVMChecks}
+		res, err := MeasureIGVM(ctx, f, opts)
+		if err != nil {
+			return nil, err
+		}
+		e := kvmEntry{policy: res.Policy, idBlock: res.IDBlockDigest, ReferenceEntry: ReferenceEntry{
+			Profile: ProfileKVM, CPU: cpu.Name, CPUSignature: hexnum.Uint64(cpu.Signature),
+			HostKernel: res.HostKernel, GuestFeatures: res.GuestFeatures,
+			OneVCPUDigest: res.OneVCPUDigest, APVMSAHash: res.APVMSAHash, APVMSAGPA: KVMVMSAGPA,
+			KVMChecksSkipped: res.KVMChecksSkipped,
+		}}
+		for _, n := range spec.VCPUs {
+			var d Digest
+			if res.APVMSAHash != nil {
+				if d, err = ExtendVCPUs(*res.OneVCPUDigest, *res.APVMSAHash, n); err != nil {
+					return nil, err
+				}
+			} else { // the file has its own AP contexts: measure each count
+				opts.VCPUs = n
+				r, err := MeasureIGVM(ctx, f, opts)
+				if err != nil {
+					return nil, err
+				}
+				d = r.Digest
+			}
+			e.ByVCPUs = append(e.ByVCPUs, VCPUDigest{VCPUs: n, Digest: d})
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }

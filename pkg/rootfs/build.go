@@ -1,36 +1,40 @@
 package rootfs
 
 import (
-	"archive/tar"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
+	"github.com/imagebuilder/imagebuilder/pkg/ibroot"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
 
 // Options describe one root file system build.
 type Options struct {
-	// Sources are layered in order, bottom first (see SourceKinds).
-	Sources []string
+	// Sources are layered in order, bottom first (source.Parse reads
+	// their string forms, source.FromImage wraps a v1.Image).
+	Sources []source.Source
 	// Platform selects the image of a multi-platform index and must match
 	// each image's config; default "linux/amd64".
 	Platform string
 	// Agent is the kata-agent binary, installed as /usr/bin/kata-agent.
+	// Required.
 	Agent string
 	// AddDirs are host directories copied over the tree (owned by root).
 	AddDirs []string
-	// Files are single files, "SRC:DST[:MODE]" (octal mode, default 0644,
-	// or 0755 when SRC is executable).
-	Files []string
+	// Files are single host files; Mode nil means 0644, or 0755 when Src
+	// is executable. Dst must name a file, not a directory of the tree.
+	Files []source.File
 	// Seed derives every UUID and the verity salt (its UTF-8 bytes are the
 	// HMAC key). Required.
 	Seed string
@@ -42,19 +46,31 @@ type Options struct {
 	Keychain authn.Keychain
 }
 
-// DefaultCacheDir is where registry blobs are kept unless --cache says
-// otherwise: $IMAGEBUILDER_CACHE/blobs, else the user cache directory's
-// imagebuilder/blobs ($XDG_CACHE_HOME or ~/.cache).
-func DefaultCacheDir() string {
-	if c := os.Getenv("IMAGEBUILDER_CACHE"); c != "" {
-		return filepath.Join(c, "blobs")
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(d, "imagebuilder", "blobs")
+// OptionError is an Options field Build cannot use. Field is the field's
+// name ("Agent", "AddDirs", "Files", ...), Index the position in a list
+// field (-1 for others), Value the value concerned.
+type OptionError struct {
+	Field string
+	Index int
+	Value string
+	Err   error
 }
+
+func (e *OptionError) Error() string {
+	f := "Options." + e.Field
+	if e.Index >= 0 {
+		f += fmt.Sprintf("[%d]", e.Index)
+	}
+	if e.Value != "" {
+		f += " " + e.Value
+	}
+	return f + ": " + e.Err.Error()
+}
+
+func (e *OptionError) Unwrap() error { return e.Err }
+
+// DefaultCacheDir is source.DefaultCacheDir.
+func DefaultCacheDir() string { return source.DefaultCacheDir() }
 
 // Partition names as systemd-repart writes them.
 const (
@@ -72,6 +88,24 @@ type Description struct {
 	Verity          VerityInfo  `json:"verity"`
 	Partitions      []Partition `json:"partitions"`
 	Cmdline         Cmdline     `json:"cmdline"`
+	// Sources records what each source resolved to (manifest, config
+	// and layer digests; a tar file's sha256), in order.
+	Sources []source.Resolved `json:"sources"`
+	// Agent is the file at /usr/bin/kata-agent.
+	Agent AddedFile `json:"agent"`
+	// AddedFiles are the regular files of the image that came from
+	// Options.AddDirs and Options.Files, by path.
+	AddedFiles []AddedFile `json:"added_files"`
+}
+
+// AddedFile is a host file as it went into the image; its sha256 is
+// computed while the content is copied.
+type AddedFile struct {
+	Path   string `json:"path"`   // in the image, "/etc/kata/agent.toml"
+	Source string `json:"source"` // the host file, as given
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+	Mode   uint32 `json:"mode"` // st_mode: type and permission bits
 }
 
 // Filesystem describes the erofs in partition 1.
@@ -133,69 +167,85 @@ func deriveUUID(key []byte, msg string) GUID {
 
 // Build layers the sources, adds the agent and units, and writes the GPT
 // disk image (erofs, verity hash) into disk, which it first truncates to
-// zero. On error the disk's content is undefined; the caller discards it.
-func Build(opts Options, disk Disk) (*Description, error) {
-	if opts.Seed == "" {
-		return nil, errors.New("rootfs: a seed is required")
-	}
-	if opts.SourceDateEpoch < 0 {
-		return nil, errors.New("rootfs: SOURCE_DATE_EPOCH is negative")
-	}
-	if len(opts.Sources) == 0 {
-		return nil, errors.New("rootfs: at least one source is required")
-	}
-	plat, err := parsePlatform(opts.Platform)
+// zero. It returns the description of the disk, or an error and no
+// description; on error the disk's content is undefined and the caller
+// discards it. Cancelling ctx stops the build within a second.
+func Build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
+	d, err := build(ctx, opts, disk)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
-	}
-	layers, err := resolveSources(opts.Sources, *plat, opts.CacheDir, opts.Keychain)
-	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
-	}
-	ov, err := overlay(opts.Agent)
-	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
-	}
-	layers = append(layers, ov)
-	for _, d := range opts.AddDirs {
-		fi, err := os.Stat(d)
-		if err != nil || !fi.IsDir() {
-			return nil, fmt.Errorf("rootfs: --add %s: not a directory", d)
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
-		layers = append(layers, layerSrc{name: "--add " + d, dir: d, noRoot: true})
+		return nil, fmt.Errorf("rootfs: %w", err)
+	}
+	return d, nil
+}
+
+func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
+	if err := checkOptions(&opts); err != nil {
+		return nil, err
+	}
+	uppers := []source.Upper{overlay(opts.Agent)}
+	for _, d := range opts.AddDirs {
+		uppers = append(uppers, source.Upper{Name: "added tree " + d, Tree: d})
 	}
 	if len(opts.Files) > 0 {
-		fl, err := fileLayer(opts.Files)
-		if err != nil {
-			return nil, fmt.Errorf("rootfs: %w", err)
-		}
-		layers = append(layers, fl)
+		uppers = append(uppers, source.Upper{Name: "added files", Files: opts.Files})
 	}
-
 	// Pass 1: the merged tree, metadata only.
-	t, err := mergeLayers(layers)
+	flat, err := source.Flatten(ctx, opts.Sources, source.Options{Platform: opts.Platform,
+		CacheDir: opts.CacheDir, Keychain: opts.Keychain, Upper: uppers})
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, err
 	}
+	t, byInode := treeFromFlat(flat)
 
 	// Every byte not written below must read as zero.
 	if err := disk.Truncate(0); err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, err
 	}
 	seed := []byte(opts.Seed)
 	fsUUID := deriveUUID(seed, "file-system-uuid")
 	im, err := layoutErofs(t, uint64(opts.SourceDateEpoch), fsUUID)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, err
 	}
 	p1off := int64(firstPartLBA * sectorSize)
 	fsw := &offsetWriter{disk, p1off}
-	// Pass 2: file contents, then metadata.
-	if err := writeData(layers, im, fsw); err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+	// Pass 2: file contents, then metadata. The files the caller added
+	// are hashed on the way.
+	sums := map[int]string{} // by flat inode
+	buf := make([]byte, 1<<20)
+	err = flat.Contents(ctx, func(i int, r io.Reader) error {
+		e := &flat.Entries[i]
+		var h hash.Hash
+		if e.Upper >= 0 {
+			h = sha256.New()
+			r = io.TeeReader(r, h)
+		}
+		if err := im.writeFile(fsw, byInode[e.Inode-1], r, buf); err != nil {
+			return err
+		}
+		// The source must end here too: a host file that grew is an error.
+		if n, err := io.Copy(io.Discard, r); err != nil || n > 0 {
+			if err == nil {
+				err = fmt.Errorf("%d bytes more than listed", n)
+			}
+			return err
+		}
+		if h != nil {
+			sums[e.Inode] = hex.EncodeToString(h.Sum(nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := im.finish(fsw); err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 
 	// dm-verity over partition 1 into partition 2.
@@ -204,9 +254,12 @@ func Build(opts Options, disk Disk) (*Description, error) {
 	vp := verity.DefaultParams()
 	vp.Salt = verity.SaltFromSeed(seed)
 	vp.UUID = verity.UUIDFromSeed(seed)
-	vr, err := verity.Format(io.NewSectionReader(disk, p1off, fsSize), fsSize, &offsetWriter{disk, p2off}, vp)
+	vr, err := verity.Format(ctx, io.NewSectionReader(disk, p1off, fsSize), fsSize, &offsetWriter{disk, p2off}, vp)
 	if err != nil {
-		return nil, fmt.Errorf("rootfs: verity: %w", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("verity: %w", err)
 	}
 	hashSize := (vr.HashDeviceSize() + 4095) &^ 4095
 	dataUUID, hashUUID := vr.PartitionUUIDs()
@@ -222,11 +275,11 @@ func Build(opts Options, disk Disk) (*Description, error) {
 	}
 	diskSize := diskSizeFor(p2off + hashSize)
 	if err := disk.Truncate(diskSize); err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+		return nil, err
 	}
 	diskGUID := deriveUUID(seed, "disk-uuid")
-	if err := writeGPT(disk, diskSize, diskGUID, parts); err != nil {
-		return nil, fmt.Errorf("rootfs: %w", err)
+	if err := gpt.Write(disk, diskSize, diskGUID, parts); err != nil {
+		return nil, err
 	}
 	d := &Description{
 		Seed:            opts.Seed,
@@ -237,9 +290,86 @@ func Build(opts Options, disk Disk) (*Description, error) {
 			Blocks: im.blocks, Size: fsSize, Inodes: len(im.inodes)},
 		Verity:     verityInfo(vr, vp.UUID),
 		Partitions: parts,
+		Sources:    flat.Sources,
+		AddedFiles: []AddedFile{},
 	}
-	d.Cmdline = cmdlines(vr, dataUUID, hashUUID)
+	if d.Cmdline, err = cmdlines(vr, dataUUID, hashUUID); err != nil {
+		return nil, err
+	}
+	for _, e := range flat.Entries {
+		if e.Mode&sIFMT != sIFREG || e.Upper < 0 {
+			continue
+		}
+		sum, ok := sums[e.Inode]
+		if !ok { // empty: never streamed
+			sum = emptySHA256
+		}
+		af := AddedFile{Path: "/" + e.Path, Source: e.HostPath, Size: e.Size, SHA256: sum, Mode: e.Mode}
+		switch {
+		case e.Path == agentPath:
+			d.Agent = af
+		case e.Upper > 0:
+			d.AddedFiles = append(d.AddedFiles, af)
+		}
+	}
 	return d, nil
+}
+
+const agentPath = "usr/bin/kata-agent"
+
+var emptySHA256 = func() string { s := sha256.Sum256(nil); return hex.EncodeToString(s[:]) }()
+
+// checkOptions checks the options that do not need the sources.
+func checkOptions(opts *Options) error {
+	if opts.Seed == "" {
+		return &OptionError{Field: "Seed", Index: -1, Err: errors.New("required")}
+	}
+	if opts.SourceDateEpoch < 0 {
+		return &OptionError{Field: "SourceDateEpoch", Index: -1, Value: fmt.Sprint(opts.SourceDateEpoch), Err: errors.New("negative")}
+	}
+	if len(opts.Sources) == 0 {
+		return &OptionError{Field: "Sources", Index: -1, Err: errors.New("at least one source is required")}
+	}
+	if _, err := source.ParsePlatform(opts.Platform); err != nil {
+		return &OptionError{Field: "Platform", Index: -1, Err: err}
+	}
+	if opts.Agent == "" {
+		return &OptionError{Field: "Agent", Index: -1, Err: errors.New("required")}
+	}
+	if err := regularFile(opts.Agent); err != nil {
+		return &OptionError{Field: "Agent", Index: -1, Value: opts.Agent, Err: err}
+	}
+	for i, d := range opts.AddDirs {
+		if fi, err := os.Stat(d); err != nil {
+			return &OptionError{Field: "AddDirs", Index: i, Value: d, Err: err}
+		} else if !fi.IsDir() {
+			return &OptionError{Field: "AddDirs", Index: i, Value: d, Err: errors.New("not a directory")}
+		}
+	}
+	for i, f := range opts.Files {
+		if f.Src == "" || f.Dst == "" {
+			return &OptionError{Field: "Files", Index: i, Value: f.String(), Err: errors.New("a source and a destination are required")}
+		}
+		if err := regularFile(f.Src); err != nil {
+			return &OptionError{Field: "Files", Index: i, Value: f.String(), Err: err}
+		}
+		if f.Mode != nil && *f.Mode > 0o7777 {
+			return &OptionError{Field: "Files", Index: i, Value: f.String(), Err: fmt.Errorf("mode %#o out of range", *f.Mode)}
+		}
+	}
+	return nil
+}
+
+// regularFile checks a host file the caller named (symlinks followed).
+func regularFile(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", p)
+	}
+	return nil
 }
 
 func verityInfo(vr *verity.Result, uuid [16]byte) VerityInfo {
@@ -258,21 +388,24 @@ func verityInfo(vr *verity.Result, uuid [16]byte) VerityInfo {
 	}
 }
 
-// IBRootCmdline is the form the project's guest init reads.
-func IBRootCmdline(vr *verity.Result) string {
-	p := vr.Params
-	return fmt.Sprintf("ibroot.hash=%s ibroot.salt=%s ibroot.alg=%s ibroot.blocks=%d ibroot.bs=%d ibroot.hashbs=%d ibroot.hashstart=%d ibroot.fstype=erofs",
-		vr.RootHashHex(), verity.SaltHex(vr.Salt), p.HashAlgorithm, vr.DataBlocks,
-		p.DataBlockSize, p.HashBlockSize, vr.HashStartBlock)
+// ibrootParams are the guest init's kernel parameters for a verity result.
+func ibrootParams(vr *verity.Result) ibroot.Params {
+	return ibroot.Params{RootHash: vr.RootHash, Salt: vr.Salt, Alg: vr.Params.HashAlgorithm,
+		DataBlocks: vr.DataBlocks, DataBlockSize: vr.Params.DataBlockSize, HashBlockSize: vr.Params.HashBlockSize,
+		HashStart: vr.HashStartBlock, FSType: "erofs"}
 }
 
-func cmdlines(vr *verity.Result, dataUUID, hashUUID GUID) Cmdline {
+func cmdlines(vr *verity.Result, dataUUID, hashUUID GUID) (Cmdline, error) {
+	ib, err := ibroot.Format(ibrootParams(vr))
+	if err != nil {
+		return Cmdline{}, err
+	}
 	return Cmdline{
 		Systemd: vr.SystemdCmdline(),
 		DMModCreate: vr.DMModCreate("root", "PARTUUID="+dataUUID.String(), "PARTUUID="+hashUUID.String()) +
 			" root=/dev/dm-0 rootfstype=erofs ro",
-		IBRoot: IBRootCmdline(vr),
-	}
+		IBRoot: ib,
+	}, nil
 }
 
 type offsetWriter struct {
@@ -317,83 +450,22 @@ tmpfs /var tmpfs mode=0755,nosuid,nodev 0 0
 `
 
 // overlay is what every image gets on top of its sources.
-func overlay(agent string) (layerSrc, error) {
-	if agent == "" {
-		return layerSrc{}, errors.New("--agent is required")
+func overlay(agent string) source.Upper {
+	dir := func(name string, perm uint32) source.Entry {
+		return source.Entry{Path: name, Mode: sIFDIR | perm}
 	}
-	fi, err := os.Stat(agent)
-	if err != nil {
-		return layerSrc{}, fmt.Errorf("--agent: %w", err)
+	file := func(name string, perm uint32, content string) source.Entry {
+		return source.Entry{Path: name, Mode: sIFREG | perm, Data: []byte(content)}
 	}
-	if !fi.Mode().IsRegular() {
-		return layerSrc{}, fmt.Errorf("--agent %s: not a regular file", agent)
-	}
-	dir := func(name string, perm uint32) entry {
-		return entry{name: name, raw: name, typ: tar.TypeDir, perm: perm}
-	}
-	file := func(name string, perm uint32, content string) entry {
-		return entry{name: name, raw: name, typ: tar.TypeReg, perm: perm,
-			size: int64(len(content)), src: dataSrc{entry: -1, mem: []byte(content)}}
-	}
-	es := []entry{
+	return source.Upper{Name: "imagebuilder additions", Entries: []source.Entry{
 		dir("dev", 0o755), dir("proc", 0o555), dir("sys", 0o555), dir("run", 0o755),
 		dir("tmp", 0o1777), dir("var", 0o755), dir("mnt", 0o755),
-		{name: "usr/bin/kata-agent", raw: "--agent " + agent, typ: tar.TypeReg, perm: 0o755,
-			size: fi.Size(), src: dataSrc{entry: -1, host: agent}},
+		{Path: agentPath, Mode: sIFREG | 0o755, HostFile: agent},
 		file("usr/lib/systemd/system/kata-agent.service", 0o644, kataAgentService),
 		file("usr/lib/systemd/system/kata-containers.target", 0o644, kataContainersTarget),
-		{name: "etc/systemd/system/default.target", raw: "default.target", typ: tar.TypeSymlink,
-			perm: 0o777, linkname: "/usr/lib/systemd/system/kata-containers.target"},
+		{Path: "etc/systemd/system/default.target", Mode: sIFLNK | 0o777, Linkname: "/usr/lib/systemd/system/kata-containers.target"},
+		// The empty machine-id must exist even though it has no data.
 		file("etc/machine-id", 0o444, ""),
 		file("etc/fstab", 0o644, fstab),
-	}
-	// The empty machine-id must exist even though it has no data.
-	return layerSrc{name: "imagebuilder additions", mem: es}, nil
-}
-
-// fileLayer turns --file SRC:DST[:MODE] flags into one layer.
-func fileLayer(specs []string) (layerSrc, error) {
-	var es []entry
-	for _, s := range specs {
-		parts := strings.Split(s, ":")
-		if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-			return layerSrc{}, fmt.Errorf("--file %q: want SRC:DST[:MODE]", s)
-		}
-		fi, err := os.Stat(parts[0])
-		if err != nil {
-			return layerSrc{}, fmt.Errorf("--file %q: %w", s, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return layerSrc{}, fmt.Errorf("--file %q: %s is not a regular file", s, parts[0])
-		}
-		perm := uint32(0o644)
-		if fi.Mode().Perm()&0o111 != 0 {
-			perm = 0o755
-		}
-		if len(parts) == 3 {
-			m, err := strconv.ParseUint(parts[2], 8, 32)
-			if err != nil || m > 0o7777 {
-				return layerSrc{}, fmt.Errorf("--file %q: bad octal mode %q", s, parts[2])
-			}
-			perm = uint32(m)
-		}
-		name, err := cleanName(parts[1])
-		if err == nil && (name == "" || strings.HasSuffix(parts[1], "/")) {
-			err = errors.New("it names a directory, not a file")
-		}
-		if err != nil {
-			return layerSrc{}, fmt.Errorf("--file %q: bad destination: %v", s, err)
-		}
-		es = append(es, entry{name: name, raw: s, typ: tar.TypeReg, perm: perm, size: fi.Size(),
-			src: dataSrc{entry: -1, host: parts[0]}})
-	}
-	return layerSrc{name: "--file", mem: es, noDirReplace: true}, nil
-}
-
-// hexOrDash formats a salt as the kernel table does.
-func hexOrDash(b []byte) string {
-	if len(b) == 0 {
-		return "-"
-	}
-	return hex.EncodeToString(b)
+	}}
 }

@@ -1,8 +1,10 @@
 package rootfs
 
 import (
-	"archive/tar"
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,69 +12,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// smallLayers is the fixed small fixture: two layers that use whiteouts, an
-// opaque directory, hard links, symlinks, device nodes, a FIFO, xattrs,
-// large ids, setuid bits, files across block boundaries and a directory
-// over several blocks.
-func smallLayers(t testing.TB) [][]byte {
-	many := []tent{{name: "usr/share/many", typ: tar.TypeDir}}
-	for i := range 300 {
-		many = append(many, tent{name: fmt.Sprintf("usr/share/many/entry-with-a-rather-long-name-%03d", i), body: fmt.Sprint(i)})
-	}
-	base := append([]tent{
-		{name: "./", typ: tar.TypeDir},
-		{name: "bin/", typ: tar.TypeDir},
-		{name: "bin/sh", mode: 0o755, body: "original shell"},
-		{name: "bin/sh-link", typ: tar.TypeLink, link: "bin/sh"},
-		{name: "bin/ping", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
-		{name: "bin/su", mode: 0o4755, body: "su"},
-		{name: "dev/", typ: tar.TypeDir},
-		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
-		{name: "dev/sda", typ: tar.TypeBlock, mode: 0o660, major: 8, minor: 0, gid: 6},
-		{name: "dev/big", typ: tar.TypeChar, mode: 0o600, major: 511, minor: 70000},
-		{name: "run/initctl", typ: tar.TypeFifo, mode: 0o600},
-		{name: "etc/", typ: tar.TypeDir},
-		{name: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n"},
-		{name: "etc/old/", typ: tar.TypeDir},
-		{name: "etc/old/a", body: "a"},
-		{name: "etc/old/sub/b", body: "b"},
-		{name: "home/user/notes", uid: 1000, gid: 70000, mode: 0o600, body: "large gid"},
-		{name: "usr/lib/block", body: strings.Repeat("x", 4096)},
-		{name: "usr/lib/tail", body: strings.Repeat("y", 10000)},
-		{name: "usr/lib/bigtail", body: strings.Repeat("z", 8192+3000)},
-		{name: "usr/lib/empty"},
-		{name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
-		{name: "usr/lib/longlink", typ: tar.TypeSymlink, link: strings.Repeat("d/", 1500) + "end"},
-		{name: "usr/lib/replaced-by-file/", typ: tar.TypeDir},
-		{name: "usr/lib/replaced-by-file/inner", body: "gone"},
-	}, many...)
-	top := []tent{
-		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"}, // to a lower layer's file
-		{name: "bin/sh-before", typ: tar.TypeLink, link: "bin/sh"},   // keeps the old shell...
-		{name: "etc/.wh.passwd"},
-		{name: "etc/passwd.new", body: "new"},
-		{name: "etc/old/.wh..wh..opq"},
-		{name: "etc/old/c", body: "c"},
-		{name: "bin/sh", mode: 0o755, body: "new shell"}, // ...which this replaces
-		{name: "usr/lib/replaced-by-file", body: "now a file"},
-		{name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
-		{name: "etc/hosts", body: "127.0.0.1 localhost\n"},
-		{name: "etc/hosts-link", typ: tar.TypeLink, link: "etc/hosts"},
-		{name: "bin/", typ: tar.TypeDir, mode: 0o700},
-	}
-	return [][]byte{mkTar(t, base), mkTar(t, top)}
-}
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
+)
 
 // smallBuild writes the small fixture's layers as tar files in dir and
 // returns build options for them.
 func smallBuild(t testing.TB, dir string) (Options, *model) {
 	var opts Options
 	m := newModel()
-	for i, l := range smallLayers(t) {
+	for i, l := range rootfstest.SmallLayers(t) {
 		p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), l)
-		opts.Sources = append(opts.Sources, "tar:"+p)
+		opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 		m.applyTar(t, l)
 	}
 	opts.Agent = fakeAgent(t, dir)
@@ -80,6 +32,34 @@ func smallBuild(t testing.TB, dir string) (Options, *model) {
 	opts.Seed = "imagebuilder-test"
 	opts.SourceDateEpoch = 1700000000
 	return opts, m
+}
+
+// srcs parses source strings.
+func srcs(t testing.TB, specs ...string) []source.Source {
+	t.Helper()
+	var out []source.Source
+	for _, s := range specs {
+		src, err := source.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, src)
+	}
+	return out
+}
+
+// files parses SRC:DST[:MODE] file specs.
+func files(t testing.TB, specs ...string) []source.File {
+	t.Helper()
+	var out []source.File
+	for _, s := range specs {
+		f, err := source.ParseFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 const goldenFile = "../../testdata/rootfs/small.sha256"
@@ -92,12 +72,12 @@ func TestSmallImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, readBack(t, img), m.describe())
+	rootfstest.CompareTrees(t, rootfstest.ReadBack(t, img), m.describe())
 
 	// Golden sha256 of the whole disk image.
 	sum := sha256File(t, img)
 	if os.Getenv("UPDATE_GOLDEN") != "" {
-		writeFile(t, goldenFile, []byte(sum+"  small fixture of pkg/rootfs/build_test.go (smallLayers), seed imagebuilder-test, SOURCE_DATE_EPOCH=1700000000\n"))
+		writeFile(t, goldenFile, []byte(sum+"  small fixture (internal/rootfstest.SmallLayers), seed imagebuilder-test, SOURCE_DATE_EPOCH=1700000000\n"))
 	}
 	g, err := os.ReadFile(goldenFile)
 	if err != nil {
@@ -111,7 +91,7 @@ func TestSmallImage(t *testing.T) {
 	f, _ := os.Open(img)
 	defer f.Close()
 	fi, _ := f.Stat()
-	in, err := Inspect(f, fi.Size(), true)
+	in, err := Inspect(context.Background(), f, fi.Size(), InspectOptions{Files: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +139,7 @@ func TestRootHashChangesWithOneByte(t *testing.T) {
 	dir := t.TempDir()
 	opts, _ := smallBuild(t, dir)
 	extra := writeFile(t, filepath.Join(dir, "extra"), bytes.Repeat([]byte("a"), 5000))
-	opts.Files = []string{extra + ":/etc/extra:0600"}
+	opts.Files = files(t, extra+":/etc/extra:0600")
 	d1, err := buildFile(t, opts, filepath.Join(dir, "a.img"))
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +209,7 @@ func TestReproducible(t *testing.T) {
 		os.Chdir(dir)
 		makeDirSource(t, "src", reverse, mtime, uid)
 		opts, _ := smallBuild(t, ".")
-		opts.Sources = append(opts.Sources, "dir:src")
+		opts.Sources = append(opts.Sources, srcs(t, "dir:src")...)
 		os.MkdirAll("add/etc", 0o755)
 		writeFile(t, "add/etc/added", []byte("added"))
 		os.Chmod("add/etc/added", 0o644)
@@ -246,4 +226,115 @@ func TestReproducible(t *testing.T) {
 	if a != b {
 		t.Fatalf("builds differ: %s vs %s", a, b)
 	}
+}
+
+// TestDescriptionRecords: the description says what went into the image:
+// each source's digest, the agent's sha256 and every added file's path,
+// host source, sha256 and mode, hard links and empty files included.
+func TestDescriptionRecords(t *testing.T) {
+	dir := t.TempDir()
+	opts, _ := smallBuild(t, dir)
+	add := filepath.Join(dir, "add")
+	writeFile(t, filepath.Join(add, "etc/kata/agent.toml"), []byte("[agent]\n"))
+	writeFile(t, filepath.Join(add, "etc/kata/empty"), nil)
+	writeFile(t, filepath.Join(add, "etc/kata/replaced"), []byte("from the tree"))
+	os.Link(filepath.Join(add, "etc/kata/agent.toml"), filepath.Join(add, "etc/kata/agent-link.toml"))
+	os.Symlink("agent.toml", filepath.Join(add, "etc/kata/symlink"))
+	over := writeFile(t, filepath.Join(dir, "over"), []byte("from a file"))
+	opts.AddDirs = []string{add}
+	opts.Files = files(t, over+":/etc/kata/replaced:0600")
+	d, err := buildFile(t, opts, filepath.Join(dir, "rootfs.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := func(s string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(s))) }
+	// The two names of one file share its content, read from the name
+	// listed first.
+	want := []AddedFile{
+		{Path: "/etc/kata/agent-link.toml", Source: filepath.Join(add, "etc/kata/agent-link.toml"), Size: 8, SHA256: sha("[agent]\n"), Mode: sIFREG | 0o644},
+		{Path: "/etc/kata/agent.toml", Source: filepath.Join(add, "etc/kata/agent-link.toml"), Size: 8, SHA256: sha("[agent]\n"), Mode: sIFREG | 0o644},
+		{Path: "/etc/kata/empty", Source: filepath.Join(add, "etc/kata/empty"), Size: 0, SHA256: sha(""), Mode: sIFREG | 0o644},
+		{Path: "/etc/kata/replaced", Source: over, Size: 11, SHA256: sha("from a file"), Mode: sIFREG | 0o600},
+	}
+	if fmt.Sprint(d.AddedFiles) != fmt.Sprint(want) {
+		t.Errorf("added files:\n%+v\nwant\n%+v", d.AddedFiles, want)
+	}
+	agent, _ := os.ReadFile(opts.Agent)
+	if d.Agent != (AddedFile{Path: "/usr/bin/kata-agent", Source: opts.Agent, Size: int64(len(agent)), SHA256: sha(string(agent)), Mode: sIFREG | 0o755}) {
+		t.Errorf("agent: %+v", d.Agent)
+	}
+	if len(d.Sources) != len(opts.Sources) {
+		t.Fatalf("%d sources recorded, want %d", len(d.Sources), len(opts.Sources))
+	}
+	for i, r := range d.Sources {
+		if r.Source != opts.Sources[i].String() || r.SHA256 != sha256File(t, opts.Sources[i].Path) ||
+			r.Pinned != opts.Sources[i].String()+"@sha256:"+r.SHA256 {
+			t.Errorf("source %d: %+v", i, r)
+		}
+	}
+}
+
+// TestOptionErrors: a bad option is an OptionError naming the field, never
+// a command-line flag.
+func TestOptionErrors(t *testing.T) {
+	dir := t.TempDir()
+	good, _ := smallBuild(t, dir)
+	notDir := writeFile(t, filepath.Join(dir, "plain"), []byte("x"))
+	for _, c := range []struct {
+		field  string
+		index  int
+		change func(o *Options)
+	}{
+		{"Seed", -1, func(o *Options) { o.Seed = "" }},
+		{"Sources", -1, func(o *Options) { o.Sources = nil }},
+		{"Agent", -1, func(o *Options) { o.Agent = "" }},
+		{"Agent", -1, func(o *Options) { o.Agent = dir }},
+		{"Agent", -1, func(o *Options) { o.Agent = filepath.Join(dir, "missing") }},
+		{"AddDirs", 1, func(o *Options) { o.AddDirs = []string{dir, notDir} }},
+		{"Files", 0, func(o *Options) { o.Files = []source.File{{Src: dir, Dst: "/x"}} }},
+		{"Platform", -1, func(o *Options) { o.Platform = "bogus" }},
+		{"SourceDateEpoch", -1, func(o *Options) { o.SourceDateEpoch = -1 }},
+	} {
+		o := good
+		c.change(&o)
+		d, err := Build(context.Background(), o, &memDisk{})
+		var oe *OptionError
+		if d != nil || !errors.As(err, &oe) || oe.Field != c.field || oe.Index != c.index || strings.Contains(err.Error(), "--") {
+			t.Errorf("%s: %v (%+v)", c.field, err, oe)
+		}
+	}
+}
+
+// TestBuildCancel: a cancelled build returns the context's error and no
+// description.
+func TestBuildCancel(t *testing.T) {
+	dir := t.TempDir()
+	opts, _ := smallBuild(t, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d, err := Build(ctx, opts, &memDisk{})
+	if d != nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("Build with a cancelled context: %v, %v", d, err)
+	}
+	// Cancelled while the disk is written.
+	ctx, cancel = context.WithCancel(context.Background())
+	disk := &cancellingDisk{cancel: cancel, after: 3}
+	d, err = Build(ctx, opts, disk)
+	if d != nil || !errors.Is(err, context.Canceled) {
+		t.Errorf("Build cancelled mid-way: %v, %v", d, err)
+	}
+}
+
+// cancellingDisk cancels the build after a few writes.
+type cancellingDisk struct {
+	memDisk
+	cancel func()
+	after  int
+}
+
+func (c *cancellingDisk) WriteAt(p []byte, off int64) (int, error) {
+	if c.after--; c.after == 0 {
+		c.cancel()
+	}
+	return c.memDisk.WriteAt(p, off)
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // TestCollisions pins how names that meet in one layer or across layers
@@ -64,13 +66,13 @@ func TestCollisions(t *testing.T) {
 			opts := Options{Agent: fakeAgent(t, dir), Seed: "s"}
 			for i, l := range c.layers {
 				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), mkTar(t, l))
-				opts.Sources = append(opts.Sources, "tar:"+p)
+				opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 			}
 			img := filepath.Join(dir, "rootfs.img")
 			if _, err := buildFile(t, opts, img); err != nil {
 				t.Fatal(err)
 			}
-			got := readBack(t, img)
+			got := rootfstest.ReadBack(t, img)
 			for p, want := range c.want {
 				if want == "" {
 					if d, ok := got[p]; ok {
@@ -101,7 +103,7 @@ func TestSeedDerivations(t *testing.T) {
 	dir := t.TempDir()
 	p := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "f", body: "x"}}))
 	img := filepath.Join(dir, "rootfs.img")
-	d, err := buildFile(t, Options{Sources: []string{"tar:" + p}, Agent: fakeAgent(t, dir), Seed: "imagebuilder-test"}, img)
+	d, err := buildFile(t, Options{Sources: srcs(t, "tar:"+p), Agent: fakeAgent(t, dir), Seed: "imagebuilder-test"}, img)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,22 +143,22 @@ func TestFileFlagOverDirectory(t *testing.T) {
 	src := writeFile(t, filepath.Join(dir, "agent.toml"), []byte("[agent]\n"))
 	layer := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "etc/kata/", typ: tar.TypeDir}}))
 	for _, c := range []struct{ dst, want string }{
-		{"/etc", `--file: entry "` + src + `:/etc": /etc is a directory`},
+		{"/etc", `added files: entry "` + src + `:/etc": /etc is a directory`},
 		{"/etc/kata", "/etc/kata is a directory"},
 		{"/etc/kata/", "it names a directory, not a file"},
 		{"/", "it names a directory, not a file"},
 	} {
-		opts := Options{Sources: []string{"tar:" + layer}, Agent: fakeAgent(t, dir), Seed: "s", Files: []string{src + ":" + c.dst}}
+		opts := Options{Sources: srcs(t, "tar:"+layer), Agent: fakeAgent(t, dir), Seed: "s", Files: files(t, src+":"+c.dst)}
 		if _, err := buildFile(t, opts, filepath.Join(dir, "rootfs.img")); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("--file %s: err = %v, want %q", c.dst, err, c.want)
 		}
 	}
-	opts := Options{Sources: []string{"tar:" + layer}, Agent: fakeAgent(t, dir), Seed: "s", Files: []string{src + ":/etc/kata/agent.toml"}}
+	opts := Options{Sources: srcs(t, "tar:"+layer), Agent: fakeAgent(t, dir), Seed: "s", Files: files(t, src+":/etc/kata/agent.toml")}
 	img := filepath.Join(dir, "ok.img")
 	if _, err := buildFile(t, opts, img); err != nil {
 		t.Fatal(err)
 	}
-	if got := readBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
+	if got := rootfstest.ReadBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
 		t.Errorf("--file into a directory: %v", got)
 	}
 }
@@ -174,7 +176,7 @@ func TestDirSourceError(t *testing.T) {
 		t.Skipf("no unix socket: %v", err)
 	}
 	defer l.Close()
-	opts := Options{Sources: []string{"dir:" + src}, Agent: fakeAgent(t, dir), Seed: "s"}
+	opts := Options{Sources: srcs(t, "dir:"+src), Agent: fakeAgent(t, dir), Seed: "s"}
 	_, err = buildFile(t, opts, filepath.Join(dir, "rootfs.img"))
 	want := "rootfs: dir:" + src + `: entry "run/sock": unsupported file type`
 	if err == nil || !strings.HasPrefix(err.Error(), want) {

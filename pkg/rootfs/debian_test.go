@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/fixtures"
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // debianFixture returns the cache directory of the Debian bookworm minbase
@@ -26,7 +27,7 @@ func TestDebianSystemd(t *testing.T) {
 	dir := t.TempDir()
 	agent := fakeAgent(t, dir)
 	img := filepath.Join(dir, "rootfs.img")
-	opts := Options{Sources: []string{"oci-layout:" + filepath.Join(fix, "oci") + ":latest"}, Agent: agent, Seed: "debian"}
+	opts := Options{Sources: srcs(t, "oci-layout:"+filepath.Join(fix, "oci")+":latest"), Agent: agent, Seed: "debian"}
 	d, err := buildFile(t, opts, img)
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +43,8 @@ func TestDebianSystemd(t *testing.T) {
 	m.applyTar(t, tarball)
 	tarball = nil
 	m.applyTar(t, additions(t, agent))
-	got := readBack(t, img)
-	compareTrees(t, got, m.describe())
+	got := rootfstest.ReadBack(t, img)
+	rootfstest.CompareTrees(t, got, m.describe())
 	for p, want := range map[string]string{
 		"/usr/sbin/init":                     "-> /lib/systemd/systemd",
 		"/etc/systemd/system/default.target": "-> /usr/lib/systemd/system/kata-containers.target",
@@ -55,7 +56,7 @@ func TestDebianSystemd(t *testing.T) {
 	}
 
 	// The same tree from the tar gives the same bytes.
-	opts.Sources = []string{"tar:" + filepath.Join(fix, "rootfs.tar")}
+	opts.Sources = srcs(t, "tar:"+filepath.Join(fix, "rootfs.tar"))
 	img2 := filepath.Join(dir, "rootfs2.img")
 	if _, err := buildFile(t, opts, img2); err != nil {
 		t.Fatal(err)

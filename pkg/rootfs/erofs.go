@@ -4,10 +4,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"sort"
-	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/erofs"
 )
 
 // The erofs writer. We write uncompressed erofs ourselves instead of using
@@ -16,8 +16,8 @@ import (
 // to produce the whole image from an fs.FS, while we place file data
 // straight into the disk image as it streams out of the layers (pass 2 of
 // Build) and need exact control of inode order, uid/gid, xattrs and device
-// numbers. go-erofs's reader is used by Inspect and the tests as an
-// independent check.
+// numbers. The on-disk structures are pkg/erofs's, whose reader Inspect
+// uses; go-erofs's reader is the tests' independent check.
 //
 // Layout: block 0 holds the superblock at byte 1024; file, directory and
 // symlink data blocks follow from block 1 in inode order; the metadata area
@@ -32,15 +32,11 @@ const (
 	blockBits = 12
 	blockSize = 1 << blockBits
 
-	erofsMagic     = 0xE0F5E1E2
-	erofsSBOffset  = 1024
-	compatSBChksum = 0x1
+	layoutFlatPlain  = erofs.LayoutFlatPlain
+	layoutFlatInline = erofs.LayoutFlatInline
 
-	layoutFlatPlain  = 0
-	layoutFlatInline = 2
-
-	direntSize   = 12
-	xattrHdrSize = 12
+	direntSize   = erofs.DirentSize
+	xattrHdrSize = erofs.XattrIbodyHeaderSize
 )
 
 // layout is where the erofs writer put an inode.
@@ -72,24 +68,6 @@ type erofsImage struct {
 // Size is the file system's size in bytes.
 func (im *erofsImage) Size() int64 { return int64(im.blocks) * blockSize }
 
-func xattrPrefix(name string) (index uint8, suffix string, ok bool) {
-	switch {
-	case name == "system.posix_acl_access":
-		return 2, "", true
-	case name == "system.posix_acl_default":
-		return 3, "", true
-	}
-	for _, p := range []struct {
-		idx    uint8
-		prefix string
-	}{{1, "user."}, {4, "trusted."}, {6, "security."}} {
-		if s, ok := strings.CutPrefix(name, p.prefix); ok && s != "" && len(s) <= 255 {
-			return p.idx, s, true
-		}
-	}
-	return 0, "", false
-}
-
 // encodeXattrs builds the inline xattr body (header and entries) of an inode.
 func encodeXattrs(x map[string]string) []byte {
 	if len(x) == 0 {
@@ -102,7 +80,7 @@ func encodeXattrs(x map[string]string) []byte {
 	sort.Strings(keys)
 	b := make([]byte, xattrHdrSize)
 	for _, k := range keys {
-		idx, suf, _ := xattrPrefix(k)
+		idx, suf, _ := erofs.XattrPrefixIndex(k)
 		v := x[k]
 		var h [4]byte
 		h[0] = uint8(len(suf))
@@ -118,25 +96,7 @@ func encodeXattrs(x map[string]string) []byte {
 	return b
 }
 
-func ftypeOf(mode uint32) uint8 {
-	switch mode & sIFMT {
-	case sIFREG:
-		return 1
-	case sIFDIR:
-		return 2
-	case sIFCHR:
-		return 3
-	case sIFBLK:
-		return 4
-	case sIFIFO:
-		return 5
-	case sIFSOCK:
-		return 6
-	case sIFLNK:
-		return 7
-	}
-	return 0
-}
+func ftypeOf(mode uint32) uint8 { return erofs.FileType(mode) }
 
 type dirent struct {
 	name  string
@@ -371,51 +331,42 @@ func (im *erofsImage) finish(w io.WriterAt) error {
 			icount = uint16((len(l.xattrs)-xattrHdrSize)/4 + 1)
 		}
 		format := uint16(l.dataKind) << 1
-		le := binary.LittleEndian
+		var enc []byte
 		if !l.extended {
-			le.PutUint16(b[0:], format)
-			le.PutUint16(b[2:], icount)
-			le.PutUint16(b[4:], uint16(n.mode))
-			le.PutUint16(b[6:], uint16(l.nlink))
-			le.PutUint32(b[8:], uint32(l.dataSize))
-			le.PutUint32(b[16:], iu)
-			le.PutUint32(b[20:], l.ino)
-			le.PutUint16(b[24:], uint16(n.uid))
-			le.PutUint16(b[26:], uint16(n.gid))
-			copy(b[32:], l.xattrs)
+			enc, _ = binary.Append(b[:0], binary.LittleEndian, &erofs.InodeCompact{
+				Format: format, XattrICount: icount, Mode: uint16(n.mode), Nlink: uint16(l.nlink),
+				Size: uint32(l.dataSize), U: iu, Ino: l.ino, UID: uint16(n.uid), GID: uint16(n.gid)})
 		} else {
-			le.PutUint16(b[0:], format|1)
-			le.PutUint16(b[2:], icount)
-			le.PutUint16(b[4:], uint16(n.mode))
-			le.PutUint64(b[8:], uint64(l.dataSize))
-			le.PutUint32(b[16:], iu)
-			le.PutUint32(b[20:], l.ino)
-			le.PutUint32(b[24:], n.uid)
-			le.PutUint32(b[28:], n.gid)
-			le.PutUint64(b[32:], im.buildTime)
-			le.PutUint32(b[44:], l.nlink)
-			copy(b[64:], l.xattrs)
+			enc, _ = binary.Append(b[:0], binary.LittleEndian, &erofs.InodeExtended{
+				Format: format | 1, XattrICount: icount, Mode: uint16(n.mode), Size: uint64(l.dataSize),
+				U: iu, Ino: l.ino, UID: n.uid, GID: n.gid, Mtime: im.buildTime, Nlink: l.nlink})
 		}
+		copy(b[len(enc):], l.xattrs)
 	}
 	if _, err := w.WriteAt(im.meta, int64(im.metaBlkAddr)*blockSize); err != nil {
 		return fmt.Errorf("erofs: %w", err)
 	}
-	sb := make([]byte, blockSize)
-	s := sb[erofsSBOffset:]
-	le := binary.LittleEndian
-	le.PutUint32(s[0:], erofsMagic)
-	le.PutUint32(s[8:], compatSBChksum)
-	s[12] = blockBits
-	le.PutUint16(s[14:], uint16(im.inodes[0].lay.nid))
-	le.PutUint64(s[16:], uint64(len(im.inodes)))
-	le.PutUint64(s[24:], im.buildTime)
-	le.PutUint32(s[36:], im.blocks)
-	le.PutUint32(s[40:], im.metaBlkAddr)
-	copy(s[48:64], im.uuid[:])
-	crc := ^crc32.Checksum(s, crc32.MakeTable(crc32.Castagnoli))
-	le.PutUint32(s[4:], crc)
-	if _, err := w.WriteAt(sb, 0); err != nil {
+	sb := &erofs.Superblock{
+		Magic:         erofs.Magic,
+		FeatureCompat: erofs.FeatureCompatSbChksum,
+		BlkSzBits:     blockBits,
+		RootNid:       uint16(im.inodes[0].lay.nid),
+		Inos:          uint64(len(im.inodes)),
+		BuildTime:     im.buildTime,
+		Blocks:        im.blocks,
+		MetaBlkAddr:   im.metaBlkAddr,
+		UUID:          im.uuid,
+	}
+	blk := make([]byte, blockSize)
+	copy(blk[erofs.SuperblockOffset:], sb.Marshal())
+	binary.LittleEndian.PutUint32(blk[erofs.SuperblockOffset+4:], erofs.SuperblockChecksum(blk[erofs.SuperblockOffset:]))
+	if _, err := w.WriteAt(blk, 0); err != nil {
 		return fmt.Errorf("erofs: %w", err)
 	}
 	return nil
+}
+
+// xattrPrefix splits an xattr name into erofs's prefix index and suffix.
+func xattrPrefix(name string) (index uint8, suffix string, ok bool) {
+	return erofs.XattrPrefixIndex(name)
 }

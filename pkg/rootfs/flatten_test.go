@@ -1,6 +1,7 @@
 package rootfs
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -8,18 +9,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // describeFlat describes a Flat like readBack describes an image, reading
 // every content through Contents.
-func describeFlat(t testing.TB, f *Flat) map[string]string {
+func describeFlat(t testing.TB, f *source.Flat) map[string]string {
 	t.Helper()
 	nlink := map[int]int{}
 	for _, e := range f.Entries {
 		nlink[e.Inode]++
 	}
 	bodies := map[int][]byte{}
-	err := f.Contents(func(i int, r io.Reader) error {
+	err := f.Contents(context.Background(), func(i int, r io.Reader) error {
 		e := f.Entries[i]
 		if _, dup := bodies[e.Inode]; dup {
 			return fmt.Errorf("%s: content passed twice", e.Path)
@@ -52,7 +56,7 @@ func describeFlat(t testing.TB, f *Flat) map[string]string {
 			desc += fmt.Sprintf(" dev=%d:%d", e.DevMajor, e.DevMinor)
 		}
 		if len(e.Xattrs) > 0 {
-			desc += fmt.Sprintf(" xattrs=%q", sortedXattrs(e.Xattrs))
+			desc += fmt.Sprintf(" xattrs=%q", rootfstest.SortedXattrs(e.Xattrs))
 		}
 		out[path.Join("/", e.Path)] = desc
 	}
@@ -70,12 +74,12 @@ func lessPathElems(x, y string) bool {
 	return len(xs) < len(ys)
 }
 
-// TestFlatten checks the exported flattening against the reference model:
+// TestFlatten checks source.Flatten against the reference model:
 // an OCI layout (whiteouts, opaque directory, hard links, symlinks, a
 // device, xattrs) followed by a directory and a tar, layered in order.
 func TestFlatten(t *testing.T) {
 	dir := t.TempDir()
-	layers := smallLayers(t)
+	layers := rootfstest.SmallLayers(t)
 	layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", layers)
 	extra := mkTar(t, []tent{{name: "etc/hostname", body: "pod\n"}, {name: ".wh.tmp"}})
 	writeFile(t, filepath.Join(dir, "extra.tar"), extra)
@@ -85,20 +89,27 @@ func TestFlatten(t *testing.T) {
 	}
 	m.applyTar(t, extra)
 
-	f, err := Flatten([]string{"oci-layout:" + layout + ":v1", "tar:" + filepath.Join(dir, "extra.tar")}, SourceOptions{})
+	ctx := context.Background()
+	f, err := source.Flatten(ctx, srcs(t, "oci-layout:"+layout+":v1", "tar:"+filepath.Join(dir, "extra.tar")), source.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, describeFlat(t, f), m.describe())
+	rootfstest.CompareTrees(t, describeFlat(t, f), m.describe())
 
 	// The same hostile-layer rules as Build.
 	bad := mkTar(t, []tent{{name: "a/../../etc/passwd", body: "x"}})
 	writeFile(t, filepath.Join(dir, "bad.tar"), bad)
-	_, err = Flatten([]string{"tar:" + filepath.Join(dir, "bad.tar")}, SourceOptions{})
+	_, err = source.Flatten(ctx, srcs(t, "tar:"+filepath.Join(dir, "bad.tar")), source.Options{})
 	if err == nil || !strings.Contains(err.Error(), `".." component`) {
 		t.Errorf("escaping entry: got %v", err)
 	}
-	if _, err := Flatten([]string{"oci-layout:" + layout}, SourceOptions{Platform: "linux/arm64"}); err == nil {
+	if _, err := source.Flatten(ctx, srcs(t, "oci-layout:"+layout), source.Options{Platform: "linux/arm64"}); err == nil {
 		t.Errorf("wrong platform accepted")
 	}
 }
+
+// The whiteout names of the OCI image spec, for the reference model.
+const (
+	whPrefix = ".wh."
+	whOpaque = ".wh..wh..opq"
+)

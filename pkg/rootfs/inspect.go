@@ -2,16 +2,23 @@ package rootfs
 
 import (
 	"bytes"
-	"encoding/binary"
+	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path"
 
-	erofs "github.com/erofs/go-erofs"
+	"github.com/imagebuilder/imagebuilder/pkg/erofs"
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
 )
+
+// InspectOptions choose what Inspect does beyond the partition table,
+// the superblocks and the root hash.
+type InspectOptions struct {
+	// Files lists every file of the erofs in Inspection.Files.
+	Files bool
+}
 
 // Inspection is what Inspect finds in a disk image.
 type Inspection struct {
@@ -19,175 +26,204 @@ type Inspection struct {
 	DiskGUID   GUID        `json:"disk_guid"`
 	Partitions []Partition `json:"partitions"`
 	Filesystem Filesystem  `json:"filesystem"`
-	Verity     VerityInfo  `json:"verity"`
-	// RootHashOK says that the hash tree in partition 2 matches every block
-	// of partition 1 and that the root hash is the one the PARTUUIDs carry.
-	RootHashOK bool       `json:"root_hash_ok"`
-	Cmdline    Cmdline    `json:"cmdline"`
-	Files      []FileInfo `json:"files,omitempty"`
+	// Verity is the geometry from the verity superblock; its RootHash is
+	// the root hash computed from partition 1.
+	Verity VerityInfo `json:"verity"`
+	// PartUUIDRootHash is the root hash the two PARTUUIDs carry.
+	PartUUIDRootHash string `json:"partuuid_root_hash"`
+	// RootHashOK says the hash tree computed over partition 1 has the root
+	// hash the PARTUUIDs carry, and partition 2 holds that tree.
+	RootHashOK bool `json:"root_hash_ok"`
+	// Mismatch says what differs when RootHashOK is false.
+	Mismatch string     `json:"mismatch,omitempty"`
+	Cmdline  Cmdline    `json:"cmdline"`
+	Files    []FileInfo `json:"files,omitempty"`
 }
 
-// FileInfo is one file of the erofs, as read back through go-erofs.
+// FileInfo is one file of the erofs.
 type FileInfo struct {
 	Path   string            `json:"path"`
 	Mode   uint32            `json:"mode"` // Unix st_mode: type and permission bits
 	UID    uint32            `json:"uid"`
 	GID    uint32            `json:"gid"`
-	Size   int64             `json:"size"`
+	Size   int64             `json:"size"` // 0 for directories (their size is a detail of the encoding)
 	Nlink  int               `json:"nlink"`
-	Ino    int64             `json:"ino"`
+	Ino    int64             `json:"ino"` // the inode's nid, the kernel's st_ino
 	Link   string            `json:"link,omitempty"`
 	Rdev   uint32            `json:"rdev,omitempty"`
 	Xattrs map[string]string `json:"xattrs,omitempty"`
 }
 
-// Inspect reads a disk image written by Build: its GPT, the erofs
-// superblock, the verity superblock; it recomputes the hash tree and checks
-// it against the root hash carried by the PARTUUIDs. With files, it lists
-// every file of the erofs. A mismatch is reported in RootHashOK together
-// with a non-nil error.
-func Inspect(r io.ReaderAt, size int64, files bool) (*Inspection, error) {
-	disk, parts, err := readGPT(r, size)
+// MaxListing bounds the memory of a file listing (Inspect with Files, and
+// ListFiles): about 64 MiB of paths, link targets, xattrs and per-entry
+// overhead. A real root file system lists in a few MiB; a hostile image
+// can name one deep path many times over, and the listing's size grows
+// with the square of the depth.
+const MaxListing = 64 << 20
+
+// Inspect reads a disk image written by Build: its GPT (both copies), the
+// erofs and verity superblocks; it checks the hash tree in partition 2 against every
+// block of partition 1 and against the root hash the PARTUUIDs carry.
+// A root hash that differs from the PARTUUIDs' is reported in the result
+// (RootHashOK false, both values, Mismatch); a hash partition whose tree
+// does not match a data partition that has the right root hash is a
+// *verity.CorruptError. A malformed table, file system or verity
+// superblock is a *gpt.FormatError, *erofs.FormatError or
+// *verity.FormatError. On any error the result is nil.
+func Inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions) (*Inspection, error) {
+	in, err := inspect(ctx, r, size, opts)
 	if err != nil {
 		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	in := &Inspection{DiskSize: size, DiskGUID: disk, Partitions: parts}
-	var data, hash *Partition
-	for i := range parts {
-		switch parts[i].Type {
-		case TypeRootX86_64:
-			data = &parts[i]
-		case TypeRootVerityX86_64:
-			hash = &parts[i]
-		}
+	return in, nil
+}
+
+func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions) (*Inspection, error) {
+	r = ctxReaderAt{ctx, r}
+	tab, err := gpt.Read(r, size, 0)
+	if err != nil {
+		return nil, err
 	}
+	if err := tab.CheckBackup(r, size); err != nil {
+		return nil, err
+	}
+	in := &Inspection{DiskSize: size, DiskGUID: tab.DiskGUID, Partitions: tab.Partitions}
+	data, hash := tab.Find(TypeRootX86_64), tab.Find(TypeRootVerityX86_64)
 	if data == nil || hash == nil {
-		return in, errors.New("rootfs: no x86-64 root and root-verity partitions")
+		return nil, &gpt.FormatError{Offset: int64(tab.EntriesLBA) * sectorSize, Msg: "no x86-64 root and root-verity partitions"}
 	}
 	dataR := io.NewSectionReader(r, data.Offset, data.Size)
 	hashR := io.NewSectionReader(r, hash.Offset, hash.Size)
-	fsi, err := readErofsSuper(dataR)
+	fsys, err := erofs.Open(dataR, data.Size)
 	if err != nil {
-		return in, fmt.Errorf("rootfs: partition 1: %w", err)
+		return nil, fmt.Errorf("partition %d: %w", data.Number, err)
 	}
-	in.Filesystem = fsi
-	sb, err := verity.ReadSuperblock(hashR, 0)
+	sb := fsys.Superblock()
+	in.Filesystem = Filesystem{Type: "erofs", UUID: GUID(sb.UUID), BlockSize: int(fsys.BlockSize()),
+		Blocks: sb.Blocks, Size: fsys.Size(), Inodes: int(sb.Inos)}
+	vsb, err := verity.ReadSuperblock(hashR, 0)
 	if err != nil {
-		return in, fmt.Errorf("rootfs: partition 2: %w", err)
+		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
 	}
-	p := sb.Params(0)
-	rootHash := append(append([]byte{}, data.UUID[:]...), hash.UUID[:]...)
-	// The geometry, from a tree computed into memory-free discard.
-	vr, err := verity.Format(dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
+	p := vsb.Params(0)
+	// Every block of the file system must be under the hash tree: the
+	// kernel would see a verity device shorter than the file system.
+	if covered := int64(p.DataBlocks) * int64(p.DataBlockSize); fsys.Size() > covered {
+		return nil, fmt.Errorf("partition %d: %w", data.Number, &erofs.FormatError{Offset: erofs.SuperblockOffset + 36,
+			Msg: fmt.Sprintf("the file system's %d bytes are more than the %d the verity tree covers", fsys.Size(), covered)})
+	}
+	plan, err := verity.Plan(p)
 	if err != nil {
-		return in, fmt.Errorf("rootfs: verity: %w", err)
+		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
 	}
-	in.Verity = verityInfo(vr, p.UUID)
-	in.Cmdline = cmdlines(vr, data.UUID, hash.UUID)
-	if !bytes.Equal(vr.RootHash, rootHash) {
-		return in, fmt.Errorf("rootfs: root hash %s of partition 1 does not match the PARTUUIDs (%x)", vr.RootHashHex(), rootHash)
+	want := append(append([]byte{}, data.UUID[:]...), hash.UUID[:]...)
+	in.PartUUIDRootHash = hex.EncodeToString(want)
+	// One pass when all is well: Verify checks the tree top down against
+	// the PARTUUIDs' root hash and every data block against it.
+	vr := *plan
+	vr.RootHash = want
+	if _, err := verity.Verify(ctx, dataR, data.Size, hashR, want, verity.VerifyOptions{Params: p}); err != nil {
+		var ce *verity.CorruptError
+		if !errors.As(err, &ce) {
+			return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
+		}
+		// Which is wrong: partition 1 (its root hash is not the
+		// PARTUUIDs') or partition 2 (its tree is not partition 1's)?
+		got, ferr := verity.Format(ctx, dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
+		if ferr != nil {
+			return nil, fmt.Errorf("partition %d: %w", data.Number, ferr)
+		}
+		if bytes.Equal(got.RootHash, want) {
+			return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
+		}
+		vr.RootHash = got.RootHash
+		in.Mismatch = fmt.Sprintf("partition %d has root hash %s, the PARTUUIDs carry %s (%v)",
+			data.Number, got.RootHashHex(), in.PartUUIDRootHash, ce)
+	} else {
+		in.RootHashOK = true
 	}
-	if err := verity.Verify(dataR, hashR, rootHash, p); err != nil {
-		return in, fmt.Errorf("rootfs: %w", err)
+	in.Verity = verityInfo(&vr, p.UUID)
+	if in.Cmdline, err = cmdlines(&vr, data.UUID, hash.UUID); err != nil {
+		return nil, err
 	}
-	in.RootHashOK = true
-	if files {
-		in.Files, err = ListFiles(dataR)
-		if err != nil {
-			return in, fmt.Errorf("rootfs: %w", err)
+	if opts.Files {
+		if in.Files, err = listFiles(ctx, fsys); err != nil {
+			return nil, fmt.Errorf("partition %d: %w", data.Number, err)
 		}
 	}
 	return in, nil
+}
+
+// ctxReaderAt fails reads once ctx is done, so long reads (the hash tree
+// check) stop within a block of a cancellation.
+type ctxReaderAt struct {
+	ctx context.Context
+	r   io.ReaderAt
+}
+
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.ReadAt(p, off)
 }
 
 type discardAt struct{}
 
 func (discardAt) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
 
-func readErofsSuper(r io.ReaderAt) (Filesystem, error) {
-	var fsi Filesystem
-	s := make([]byte, 128)
-	if _, err := r.ReadAt(s, erofsSBOffset); err != nil {
-		return fsi, err
+// ListFiles lists every file of an erofs image of size bytes, in path
+// order ("/" first), with pkg/erofs's checked reader.
+func ListFiles(ctx context.Context, r io.ReaderAt, size int64) ([]FileInfo, error) {
+	fsys, err := erofs.Open(r, size)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	le := binary.LittleEndian
-	if le.Uint32(s) != erofsMagic {
-		return fsi, errors.New("no erofs superblock")
+	files, err := listFiles(ctx, fsys)
+	if err != nil {
+		return nil, fmt.Errorf("rootfs: %w", err)
 	}
-	fsi.Type = "erofs"
-	fsi.BlockSize = 1 << s[12]
-	fsi.Inodes = int(le.Uint64(s[16:]))
-	fsi.Blocks = le.Uint32(s[36:])
-	fsi.Size = int64(fsi.Blocks) * int64(fsi.BlockSize)
-	copy(fsi.UUID[:], s[48:64])
-	return fsi, nil
+	return files, nil
 }
 
-// ListFiles reads an erofs image back through go-erofs (an independent
-// reader) and lists every file in path order ("/" first).
-func ListFiles(r io.ReaderAt) ([]FileInfo, error) {
-	fsys, err := erofs.Open(r)
-	if err != nil {
-		return nil, fmt.Errorf("erofs: %w", err)
-	}
+// ErrListingTooLarge is returned when a listing would exceed MaxListing.
+var ErrListingTooLarge = fmt.Errorf("file listing larger than %d MiB", MaxListing>>20)
+
+func listFiles(ctx context.Context, fsys *erofs.FS) ([]FileInfo, error) {
 	var out []FileInfo
-	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+	budget := int64(MaxListing)
+	err := fsys.Walk(ctx, func(p string, n *erofs.Inode) error {
+		f := FileInfo{Path: p, Mode: n.Mode, UID: n.UID, GID: n.GID, Size: int64(n.Size),
+			Nlink: int(n.Nlink), Ino: int64(n.Nid), Rdev: n.Rdev}
+		if n.IsDir() {
+			f.Size = 0
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		st, ok := fi.Sys().(*erofs.Stat)
-		if !ok {
-			return fmt.Errorf("%s: no erofs stat", p)
-		}
-		f := FileInfo{Path: path.Join("/", p), Mode: unixMode(st.Mode), UID: st.UID, GID: st.GID,
-			Size: fi.Size(), Nlink: st.Nlink, Ino: st.Ino, Rdev: st.Rdev, Xattrs: st.Xattrs}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if f.Link, err = fs.ReadLink(fsys, p); err != nil {
+		if n.Mode&erofs.S_IFMT == erofs.S_IFLNK {
+			l, err := fsys.ReadLink(n)
+			if err != nil {
 				return err
 			}
+			f.Link = l
 		}
-		if fi.IsDir() {
-			f.Size = 0 // directory sizes are a detail of the encoding
+		xs, err := fsys.Xattrs(n)
+		if err != nil {
+			return err
+		}
+		for _, x := range xs {
+			if f.Xattrs == nil {
+				f.Xattrs = map[string]string{}
+			}
+			f.Xattrs[x.Name] = x.Value
+			budget -= int64(len(x.Name) + len(x.Value) + 64)
+		}
+		if budget -= int64(len(f.Path) + len(f.Link) + 160); budget < 0 {
+			return fmt.Errorf("%w (at %d entries)", ErrListingTooLarge, len(out))
 		}
 		out = append(out, f)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("erofs: %w", err)
+		return nil, err
 	}
 	return out, nil
-}
-
-func unixMode(m fs.FileMode) uint32 {
-	u := uint32(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		u |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		u |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		u |= 0o1000
-	}
-	switch {
-	case m.IsDir():
-		u |= sIFDIR
-	case m&fs.ModeSymlink != 0:
-		u |= sIFLNK
-	case m&fs.ModeCharDevice != 0:
-		u |= sIFCHR
-	case m&fs.ModeDevice != 0:
-		u |= sIFBLK
-	case m&fs.ModeNamedPipe != 0:
-		u |= sIFIFO
-	case m&fs.ModeSocket != 0:
-		u |= sIFSOCK
-	default:
-		u |= sIFREG
-	}
-	return u
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/internal/ocitest"
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // writeLayout writes an OCI image layout with the given (uncompressed) layer
@@ -161,7 +163,7 @@ func tarDir(t testing.TB, dir, out string) {
 
 func TestSourceKinds(t *testing.T) {
 	dir := t.TempDir()
-	layers := smallLayers(t)
+	layers := rootfstest.SmallLayers(t)
 	agent := fakeAgent(t, dir)
 	m := newModel()
 	for _, l := range layers {
@@ -199,38 +201,38 @@ func TestSourceKinds(t *testing.T) {
 	} {
 		t.Run(strings.ReplaceAll(strings.ReplaceAll(src, dir+"/", ""), "/", "_"), func(t *testing.T) {
 			out := filepath.Join(dir, "out.img")
-			_, err := buildFile(t, Options{Sources: []string{src}, Agent: agent, Seed: "s"}, out)
+			_, err := buildFile(t, Options{Sources: srcs(t, src), Agent: agent, Seed: "s"}, out)
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareTrees(t, readBack(t, out), want)
+			rootfstest.CompareTrees(t, rootfstest.ReadBack(t, out), want)
 			sums = append(sums, sha256File(t, out))
 		})
 	}
 	// An oci-archive build leaves no descriptor open.
 	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
 	before := fds()
-	buildOK(t, Options{Sources: []string{"oci-archive:" + filepath.Join(dir, "image.oci.tar")}, Agent: agent, Seed: "s"}, filepath.Join(dir, "fd.img"))
+	buildOK(t, Options{Sources: srcs(t, "oci-archive:"+filepath.Join(dir, "image.oci.tar")), Agent: agent, Seed: "s"}, filepath.Join(dir, "fd.img"))
 	if after := fds(); after != before {
 		t.Errorf("oci-archive build: %d open descriptors before, %d after", before, after)
 	}
 	// A digest that the index does not list is an error naming it.
 	bad := "sha256:" + strings.Repeat("0", 64)
-	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + layout + "@" + bad}, Agent: agent, Seed: "s"}, filepath.Join(dir, "bad.img")); err == nil || !strings.Contains(err.Error(), bad) {
+	if _, err := buildFile(t, Options{Sources: srcs(t, "oci-layout:"+layout+"@"+bad), Agent: agent, Seed: "s"}, filepath.Join(dir, "bad.img")); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Errorf("unknown digest: err = %v", err)
 	}
 	// --platform picks the other image of the index.
 	out := filepath.Join(dir, "arm.img")
-	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + multi + ":multi"}, Platform: "linux/arm64", Agent: agent, Seed: "s"}, out); err != nil {
+	if _, err := buildFile(t, Options{Sources: srcs(t, "oci-layout:"+multi+":multi"), Platform: "linux/arm64", Agent: agent, Seed: "s"}, out); err != nil {
 		t.Fatal(err)
 	}
-	if got := readBack(t, out); got["/arm"] == "" || got["/bin/sh"] != "" {
+	if got := rootfstest.ReadBack(t, out); got["/arm"] == "" || got["/bin/sh"] != "" {
 		t.Errorf("linux/arm64 did not pick the arm64 image")
 	}
-	if got := readBack(t, buildOK(t, Options{Sources: []string{"oci-layout:" + flat + ":flat"}, Platform: "linux/arm64", Agent: agent, Seed: "s"}, filepath.Join(dir, "flat-arm.img"))); got["/arm"] == "" {
+	if got := rootfstest.ReadBack(t, buildOK(t, Options{Sources: srcs(t, "oci-layout:"+flat+":flat"), Platform: "linux/arm64", Agent: agent, Seed: "s"}, filepath.Join(dir, "flat-arm.img"))); got["/arm"] == "" {
 		t.Errorf("linux/arm64 did not pick the arm64 entry of a flat index")
 	}
-	if _, err := buildFile(t, Options{Sources: []string{"oci-layout:" + flat + ":flat"}, Platform: "linux/s390x", Agent: agent, Seed: "s"}, filepath.Join(dir, "none.img")); err == nil || !strings.Contains(err.Error(), `no image for linux/s390x named "flat"`) {
+	if _, err := buildFile(t, Options{Sources: srcs(t, "oci-layout:"+flat+":flat"), Platform: "linux/s390x", Agent: agent, Seed: "s"}, filepath.Join(dir, "none.img")); err == nil || !strings.Contains(err.Error(), `no image for linux/s390x named "flat"`) {
 		t.Errorf("no matching platform: err = %v", err)
 	}
 	for _, s := range sums[1:] {
@@ -256,7 +258,7 @@ func TestRegistry(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 
 	dir := t.TempDir()
-	layers := smallLayers(t)
+	layers := rootfstest.SmallLayers(t)
 	img := ocitest.Image(t, nil, layers...)
 	ref, err := name.ParseReference(host + "/pod/base:v1")
 	if err != nil {
@@ -267,7 +269,7 @@ func TestRegistry(t *testing.T) {
 	}
 	cache := filepath.Join(dir, "cache")
 	agent := fakeAgent(t, dir)
-	opts := Options{Sources: []string{host + "/pod/base:v1"}, Agent: agent, Seed: "s", CacheDir: cache}
+	opts := Options{Sources: srcs(t, host+"/pod/base:v1"), Agent: agent, Seed: "s", CacheDir: cache}
 	out := filepath.Join(dir, "a.img")
 	if _, err := buildFile(t, opts, out); err != nil {
 		t.Fatal(err)
@@ -277,7 +279,7 @@ func TestRegistry(t *testing.T) {
 		m.applyTar(t, l)
 	}
 	m.applyTar(t, additions(t, agent))
-	compareTrees(t, readBack(t, out), m.describe())
+	rootfstest.CompareTrees(t, rootfstest.ReadBack(t, out), m.describe())
 
 	ls, _ := img.Layers()
 	for _, l := range ls {
@@ -304,7 +306,7 @@ func TestRegistry(t *testing.T) {
 	}
 	before = blobGets.Load()
 	byDigest := opts
-	byDigest.Sources = []string{host + "/pod/base@" + md.String()}
+	byDigest.Sources = srcs(t, host+"/pod/base@"+md.String())
 	if _, err := buildFile(t, byDigest, filepath.Join(dir, "d.img")); err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +355,7 @@ func TestHostile(t *testing.T) {
 			opts := Options{Agent: fakeAgent(t, dir), Seed: "s"}
 			for i, l := range c.layers {
 				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), mkTar(t, l))
-				opts.Sources = append(opts.Sources, "tar:"+p)
+				opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 			}
 			hostileBuild(t, dir, opts, c.want)
 		})
@@ -361,7 +363,7 @@ func TestHostile(t *testing.T) {
 
 	t.Run("corrupted blob", func(t *testing.T) {
 		dir := t.TempDir()
-		layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", smallLayers(t))
+		layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", rootfstest.SmallLayers(t))
 		var manifest struct {
 			Layers []struct{ Digest string }
 		}
@@ -374,13 +376,13 @@ func TestHostile(t *testing.T) {
 		b, _ := os.ReadFile(blob)
 		b[len(b)-2000] ^= 0x55 // inside the tar's zero padding: tar reads fine, the digest does not
 		os.WriteFile(blob, b, 0o644)
-		opts := Options{Sources: []string{"oci-layout:" + layout}, Agent: fakeAgent(t, dir), Seed: "s"}
+		opts := Options{Sources: srcs(t, "oci-layout:"+layout), Agent: fakeAgent(t, dir), Seed: "s"}
 		hostileBuild(t, dir, opts, "layer 1/2 ("+manifest.Layers[0].Digest[:19]+"): blob digest mismatch")
 	})
 	t.Run("wrong architecture", func(t *testing.T) {
 		dir := t.TempDir()
-		layout := writeLayout(t, filepath.Join(dir, "layout"), "arm64", smallLayers(t))
-		opts := Options{Sources: []string{"oci-layout:" + layout}, Agent: fakeAgent(t, dir), Seed: "s"}
+		layout := writeLayout(t, filepath.Join(dir, "layout"), "arm64", rootfstest.SmallLayers(t))
+		opts := Options{Sources: srcs(t, "oci-layout:"+layout), Agent: fakeAgent(t, dir), Seed: "s"}
 		hostileBuild(t, dir, opts, "image is for linux/arm64, not linux/amd64")
 	})
 }
@@ -406,7 +408,7 @@ func hostileBuild(t *testing.T, dir string, opts Options, want string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Build(opts, f)
+	_, err = Build(context.Background(), opts, f)
 	f.Abort()
 	if err == nil {
 		t.Fatalf("build succeeded, want error %q", want)

@@ -1,50 +1,26 @@
 package rootfs
 
 import (
-	"archive/tar"
-	"errors"
-	"fmt"
+	"path"
 	"sort"
-	"strings"
-)
 
-// Limits that keep a hostile layer from exhausting memory or producing an
-// image the kernel cannot mount.
-const (
-	// MaxFileSize is the largest regular file accepted from a source.
-	MaxFileSize = 64 << 30
-	// MaxEntries is the largest number of entries the merged tree may hold.
-	MaxEntries = 4 << 20
-	// maxNameLen is erofs's limit on one name component.
-	maxNameLen = 255
-	// maxXattrValue bounds one extended attribute value (erofs stores its
-	// length in 16 bits).
-	maxXattrValue = 64 << 10
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // Unix file type bits as stored in erofs i_mode.
 const (
-	sIFMT   = 0o170000
-	sIFSOCK = 0o140000
-	sIFLNK  = 0o120000
-	sIFREG  = 0o100000
-	sIFBLK  = 0o060000
-	sIFDIR  = 0o040000
-	sIFCHR  = 0o020000
-	sIFIFO  = 0o010000
+	sIFMT   = source.ModeType
+	sIFSOCK = source.ModeSocket
+	sIFLNK  = source.ModeSymlink
+	sIFREG  = source.ModeRegular
+	sIFBLK  = source.ModeBlock
+	sIFDIR  = source.ModeDir
+	sIFCHR  = source.ModeChar
+	sIFIFO  = source.ModeFIFO
 )
 
-// dataSrc says where a regular file's content comes from: entry number
-// entry of the tar stream of layer layer, a host file, or bytes in memory.
-type dataSrc struct {
-	layer int
-	entry int
-	host  string
-	mem   []byte
-}
-
-// inode is one file of the merged tree. Several names (hard links) may
-// share one inode. Only metadata is kept in memory.
+// inode is one file of the tree the erofs writer lays out. Several names
+// (hard links) may share one inode. Only metadata is kept in memory.
 type inode struct {
 	mode     uint32 // type bits | permission bits (07777)
 	uid, gid uint32
@@ -53,332 +29,55 @@ type inode struct {
 	target   string // symlink target
 	xattrs   map[string]string
 	children map[string]*inode // directories only
-	src      dataSrc
 
 	lay layout // filled in by the erofs writer
 }
 
 func (n *inode) isDir() bool { return n.mode&sIFMT == sIFDIR }
 
-// tree is the merged root file system.
+// tree is the root file system to write.
 type tree struct {
-	root    *inode
-	entries int
+	root *inode
 }
 
-func newTree() *tree {
-	return &tree{root: &inode{mode: sIFDIR | 0o755, children: map[string]*inode{}}}
-}
-
-// entry is one record of a layer, already checked and normalized.
-type entry struct {
-	name     string // cleaned, relative, "" for the root itself
-	raw      string // the name as the source spells it, for messages
-	typ      byte   // tar type flag: TypeReg, TypeDir, TypeSymlink, TypeLink, TypeChar, TypeBlock, TypeFifo
-	perm     uint32 // permission bits 07777
-	uid, gid uint32
-	size     int64
-	linkname string // symlink target as is, or cleaned hard link target
-	major    uint32
-	minor    uint32
-	xattrs   map[string]string
-	src      dataSrc
-}
-
-// cleanName turns an archive path into a relative slash path without "."
-// components. A leading "/" is dropped (as tar does on extraction); a ".."
-// component is an error, whatever comes after it.
-func cleanName(name string) (string, error) {
-	if name == "" {
-		return "", errors.New("empty name")
-	}
-	if strings.IndexByte(name, 0) >= 0 {
-		return "", errors.New("name contains a NUL byte")
-	}
-	parts := strings.Split(name, "/")
-	out := parts[:0]
-	for _, p := range parts {
-		switch p {
-		case "", ".":
-			continue
-		case "..":
-			return "", errors.New(`path has a ".." component`)
+// treeFromFlat builds the erofs writer's tree from a flattened source tree
+// and returns it with its inodes by Flat inode number - 1.
+func treeFromFlat(f *source.Flat) (*tree, []*inode) {
+	root := &inode{mode: f.RootMode, uid: f.RootUID, gid: f.RootGID, xattrs: f.RootXattrs, children: map[string]*inode{}}
+	dirs := map[string]*inode{"": root}
+	var byInode []*inode
+	for _, e := range f.Entries {
+		for len(byInode) < e.Inode {
+			byInode = append(byInode, nil)
 		}
-		if len(p) > maxNameLen {
-			return "", fmt.Errorf("name component longer than %d bytes", maxNameLen)
-		}
-		out = append(out, p)
-	}
-	return strings.Join(out, "/"), nil
-}
-
-// entryFromTar checks one tar header and converts it to an entry.
-func entryFromTar(h *tar.Header) (entry, error) {
-	e := entry{raw: h.Name}
-	name, err := cleanName(h.Name)
-	if err != nil {
-		return e, err
-	}
-	e.name = name
-	if h.Mode < 0 || h.Uid < 0 || h.Gid < 0 || int64(h.Uid) > 0xffffffff || int64(h.Gid) > 0xffffffff {
-		return e, errors.New("negative or out-of-range mode, uid or gid")
-	}
-	e.perm = uint32(h.Mode) & 0o7777
-	e.uid, e.gid = uint32(h.Uid), uint32(h.Gid)
-	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
-		e.typ = tar.TypeReg
-		if h.Size < 0 || h.Size > MaxFileSize {
-			return e, fmt.Errorf("file size %d is out of range (limit %d)", h.Size, int64(MaxFileSize))
-		}
-		e.size = h.Size
-	case tar.TypeDir:
-		e.typ = tar.TypeDir
-	case tar.TypeSymlink:
-		e.typ = tar.TypeSymlink
-		if h.Linkname == "" {
-			return e, errors.New("symlink with an empty target")
-		}
-		if len(h.Linkname) > 4095 || strings.IndexByte(h.Linkname, 0) >= 0 {
-			return e, errors.New("symlink target too long or contains a NUL byte")
-		}
-		e.linkname = h.Linkname
-	case tar.TypeLink:
-		e.typ = tar.TypeLink
-		if strings.HasPrefix(h.Linkname, "/") {
-			return e, fmt.Errorf("hard link to absolute path %q", h.Linkname)
-		}
-		t, err := cleanName(h.Linkname)
-		if err != nil {
-			return e, fmt.Errorf("hard link target %q: %v", h.Linkname, err)
-		}
-		if t == "" {
-			return e, errors.New("hard link to the root directory")
-		}
-		e.linkname = t
-	case tar.TypeChar, tar.TypeBlock:
-		e.typ = h.Typeflag
-		if h.Devmajor < 0 || h.Devminor < 0 || h.Devmajor > 0xfff || h.Devminor > 0xfffff {
-			return e, fmt.Errorf("device number %d:%d out of range", h.Devmajor, h.Devminor)
-		}
-		e.major, e.minor = uint32(h.Devmajor), uint32(h.Devminor)
-	case tar.TypeFifo:
-		e.typ = tar.TypeFifo
-	default:
-		return e, fmt.Errorf("unsupported tar entry type %q", h.Typeflag)
-	}
-	for k, v := range h.PAXRecords {
-		if x, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-			if e.xattrs == nil {
-				e.xattrs = map[string]string{}
-			}
-			e.xattrs[x] = v
-		}
-	}
-	if err := checkXattrs(e.xattrs); err != nil {
-		return e, err
-	}
-	if e.name == "" && e.typ != tar.TypeDir {
-		return e, errors.New("the root must be a directory")
-	}
-	return e, nil
-}
-
-func checkXattrs(x map[string]string) error {
-	for k, v := range x {
-		if _, _, ok := xattrPrefix(k); !ok {
-			return fmt.Errorf("extended attribute %q has a namespace erofs cannot store", k)
-		}
-		if len(v) > maxXattrValue {
-			return fmt.Errorf("extended attribute %q is larger than %d bytes", k, maxXattrValue)
-		}
-	}
-	return nil
-}
-
-// newEntryError formats the one-line error for a bad entry of a layer.
-func newEntryError(layer, raw string, err error) error {
-	return fmt.Errorf("%s: entry %q: %w", layer, raw, err)
-}
-
-// lookup finds the inode at the cleaned path p without following symlinks.
-func (t *tree) lookup(p string) *inode {
-	n := t.root
-	if p == "" {
-		return n
-	}
-	for _, c := range strings.Split(p, "/") {
-		if !n.isDir() {
-			return nil
-		}
-		n = n.children[c]
+		n := byInode[e.Inode-1]
 		if n == nil {
-			return nil
-		}
-	}
-	return n
-}
-
-// parentOf returns the directory that holds p, creating missing directories
-// (root-owned, 0755) as OCI layer appliers do. A non-directory on the way is
-// an error: symlinks in the tree are never followed.
-func (t *tree) parentOf(p string, create bool) (*inode, string, error) {
-	dir, base := "", p
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		dir, base = p[:i], p[i+1:]
-	}
-	n := t.root
-	if dir != "" {
-		for _, c := range strings.Split(dir, "/") {
-			next := n.children[c]
-			if next == nil {
-				if !create {
-					return nil, base, nil
-				}
-				if err := t.count(); err != nil {
-					return nil, base, err
-				}
-				next = &inode{mode: sIFDIR | 0o755, children: map[string]*inode{}}
-				n.children[c] = next
+			n = &inode{mode: e.Mode, uid: e.UID, gid: e.GID, xattrs: e.Xattrs}
+			switch e.Mode & sIFMT {
+			case sIFREG:
+				n.size = e.Size
+			case sIFLNK:
+				n.target, n.size = e.Linkname, int64(len(e.Linkname))
+			case sIFCHR, sIFBLK:
+				n.rdev = encodeDev(e.DevMajor, e.DevMinor)
+			case sIFDIR:
+				n.children = map[string]*inode{}
+				dirs[e.Path] = n
 			}
-			if !next.isDir() {
-				if !create {
-					return nil, base, nil
-				}
-				return nil, base, fmt.Errorf("parent %q is not a directory", c)
-			}
-			n = next
+			byInode[e.Inode-1] = n
 		}
-	}
-	return n, base, nil
-}
-
-func (t *tree) count() error {
-	t.entries++
-	if t.entries > MaxEntries {
-		return fmt.Errorf("more than %d entries in the merged tree", MaxEntries)
-	}
-	return nil
-}
-
-const whPrefix = ".wh."
-const whOpaque = ".wh..wh..opq"
-
-// apply merges the entries of one layer into the tree. Whiteouts of the
-// layer are applied first (they hide lower layers only, wherever they sit in
-// the layer), then the other entries in order; a later entry for the same
-// name replaces an earlier one, except that a directory over a directory
-// only updates its metadata.
-func (t *tree) apply(layer string, entries []entry) error {
-	var rest []entry
-	for _, e := range entries {
-		base := e.name[strings.LastIndexByte(e.name, '/')+1:]
-		if !strings.HasPrefix(base, whPrefix) {
-			rest = append(rest, e)
-			continue
+		dir, base := path.Split(e.Path)
+		if len(dir) > 0 {
+			dir = dir[:len(dir)-1]
 		}
-		parent, _, err := t.parentOf(e.name, false)
-		if err != nil {
-			return newEntryError(layer, e.raw, err)
-		}
-		switch {
-		case base == whOpaque:
-			if parent != nil {
-				clear(parent.children)
-			}
-		case strings.HasPrefix(base, whPrefix+whPrefix):
-			// Reserved for aufs metadata (.wh..wh.plnk and the like):
-			// ignored, as the OCI spec allows.
-		default:
-			victim := base[len(whPrefix):]
-			if victim == "" || victim == "." || victim == ".." {
-				return newEntryError(layer, e.raw, errors.New("whiteout of an invalid name"))
-			}
-			if parent != nil {
-				delete(parent.children, victim)
-			}
-		}
+		dirs[dir].children[base] = n
 	}
-	for _, e := range rest {
-		if err := t.add(e); err != nil {
-			return newEntryError(layer, e.raw, err)
-		}
-	}
-	return nil
-}
-
-func (t *tree) add(e entry) error {
-	if e.name == "" { // the root directory's own metadata
-		t.root.mode = sIFDIR | e.perm
-		t.root.uid, t.root.gid, t.root.xattrs = e.uid, e.gid, e.xattrs
-		return nil
-	}
-	parent, base, err := t.parentOf(e.name, true)
-	if err != nil {
-		return err
-	}
-	old := parent.children[base]
-	if e.typ == tar.TypeDir && old != nil && old.isDir() {
-		old.mode = sIFDIR | e.perm
-		old.uid, old.gid, old.xattrs = e.uid, e.gid, e.xattrs
-		return nil
-	}
-	if e.typ == tar.TypeLink {
-		target := t.lookup(e.linkname)
-		if target == nil {
-			return fmt.Errorf("hard link to %q, which does not exist", e.linkname)
-		}
-		if target.isDir() {
-			return fmt.Errorf("hard link to directory %q", e.linkname)
-		}
-		if old == nil {
-			if err := t.count(); err != nil {
-				return err
-			}
-		}
-		parent.children[base] = target
-		return nil
-	}
-	n := &inode{uid: e.uid, gid: e.gid, xattrs: e.xattrs}
-	switch e.typ {
-	case tar.TypeReg:
-		n.mode = sIFREG | e.perm
-		n.size = e.size
-		n.src = e.src
-	case tar.TypeDir:
-		n.mode = sIFDIR | e.perm
-		n.children = map[string]*inode{}
-	case tar.TypeSymlink:
-		n.mode = sIFLNK | 0o777
-		n.target = e.linkname
-		n.size = int64(len(e.linkname))
-	case tar.TypeChar, tar.TypeBlock:
-		n.mode = sIFCHR | e.perm
-		if e.typ == tar.TypeBlock {
-			n.mode = sIFBLK | e.perm
-		}
-		n.rdev = encodeDev(e.major, e.minor)
-	case tar.TypeFifo:
-		n.mode = sIFIFO | e.perm
-	default:
-		return fmt.Errorf("unsupported entry type %q", e.typ)
-	}
-	if old == nil {
-		if err := t.count(); err != nil {
-			return err
-		}
-	}
-	parent.children[base] = n
-	return nil
+	return &tree{root: root}, byInode
 }
 
 // encodeDev is the kernel's new_encode_dev, the form erofs stores.
 func encodeDev(major, minor uint32) uint32 {
 	return (minor & 0xff) | (major << 8) | ((minor &^ 0xff) << 12)
-}
-
-func decodeDev(d uint32) (major, minor uint32) {
-	return (d & 0xfff00) >> 8, (d & 0xff) | ((d >> 12) & 0xfff00)
 }
 
 // sortedNames returns the names of a directory's children in byte order.

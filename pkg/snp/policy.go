@@ -3,6 +3,8 @@ package snp
 import (
 	"fmt"
 	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 )
 
 // GuestPolicy is the 64-bit SEV-SNP guest policy given at SNP_LAUNCH_START
@@ -69,4 +71,18 @@ func (p GuestPolicy) Flags() []string {
 // String decodes the policy, e.g. "0x3001f (ABI >= 0.31, SMT RESERVED_1)".
 func (p GuestPolicy) String() string {
 	return fmt.Sprintf("%#x (ABI >= %d.%d, %s)", uint64(p), p.ABIMajor(), p.ABIMinor(), strings.Join(p.Flags(), " "))
+}
+
+// MarshalText writes the policy as a hex number ("0x3001f"), the JSON form
+// of hex numbers (pkg/hexnum).
+func (p GuestPolicy) MarshalText() ([]byte, error) { return hexnum.Uint64(p).MarshalText() }
+
+// UnmarshalText reads a policy written as 0x-prefixed hex or decimal.
+func (p *GuestPolicy) UnmarshalText(b []byte) error {
+	v, err := hexnum.Parse(string(b))
+	if err != nil {
+		return fmt.Errorf("snp: guest policy: %w", err)
+	}
+	*p = GuestPolicy(v)
+	return nil
 }

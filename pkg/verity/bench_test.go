@@ -40,7 +40,7 @@ func BenchmarkFormat(b *testing.B) {
 	b.ResetTimer()
 	c0 := cpuTime()
 	for range b.N {
-		if _, err := Format(f, size, discard{}, p); err != nil {
+		if _, err := Format(bg, f, size, discard{}, p); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,41 +1,11 @@
 package verity
 
 import (
-	"encoding/hex"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 )
-
-// Result describes a formatted hash tree.
-type Result struct {
-	// RootHash is the digest of the top hash block.
-	RootHash []byte
-	// Salt is the salt used (a copy of Params.Salt).
-	Salt []byte
-	// DataBlocks is the number of data blocks covered.
-	DataBlocks uint64
-	// HashStartBlock is the first tree block in the hash device, in hash
-	// blocks: the <hash_start> of the device-mapper table.
-	HashStartBlock uint64
-	// HashBlocks is the number of tree blocks (without the superblock).
-	HashBlocks uint64
-	// Levels is the number of tree levels (0 for a single data block).
-	Levels int
-	// HashAreaSize is the number of bytes of the hash device from
-	// HashOffset to the end of the tree (superblock and tree); the hash
-	// device must be at least HashOffset+HashAreaSize bytes.
-	HashAreaSize int64
-	// Params are the parameters used, with DataBlocks filled in.
-	Params Params
-}
-
-// RootHashHex is the root hash in lowercase hex.
-func (r *Result) RootHashHex() string { return hex.EncodeToString(r.RootHash) }
-
-// HashDeviceSize is the size veritysetup gives a hash device it formats:
-// HashOffset+HashAreaSize rounded up to whole hash blocks.
-func (r *Result) HashDeviceSize() int64 { return int64(r.Params.HashOffset) + r.HashAreaSize }
 
 // dataBlocksFor works out how many data blocks to hash from the size of the
 // data and the parameters.
@@ -65,8 +35,13 @@ func dataBlocksFor(dataSize int64, p *Params) (uint64, error) {
 // are written, and the zeros between the superblock and the tree.
 //
 // data and hash may be the same file when the hash area lies after the
-// data (p.HashOffset >= the data blocks' end).
-func Format(data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Result, error) {
+// data (p.HashOffset >= the data blocks' end); FormatAppended does that
+// all or nothing.
+//
+// The data blocks are hashed on all cores; memory use does not depend on
+// the data size. Cancelling ctx stops the work within a chunk of data
+// (a few MiB per core) and returns ctx.Err().
+func Format(ctx context.Context, data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Result, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("verity: %w", err)
 	}
@@ -75,20 +50,24 @@ func Format(data io.ReaderAt, dataSize int64, hash io.WriterAt, p Params) (*Resu
 		return nil, fmt.Errorf("verity: %w", err)
 	}
 	p.DataBlocks = n
-	return format(readerAtSource(data, uint64(p.DataBlockSize)), true, newMmapper(data), hash, p)
+	return format(ctx, readerAtSource(data, uint64(p.DataBlockSize)), true, newMmapper(data), hash, p)
 }
 
 // FormatStream is Format for data read once, in order, from an io.Reader.
 // p.DataBlocks must be set (the tree's layout depends on it); exactly that
-// many blocks are read.
-func FormatStream(data io.Reader, hash io.WriterAt, p Params) (*Result, error) {
+// many blocks are read. A Read that blocks is not interrupted by ctx; the
+// work stops at the next chunk.
+func FormatStream(ctx context.Context, data io.Reader, hash io.WriterAt, p Params) (*Result, error) {
 	if p.DataBlocks == 0 {
-		return nil, errors.New("verity: FormatStream needs the number of data blocks")
+		return nil, errors.New("verity: FormatStream needs the number of data blocks (Params.DataBlocks)")
 	}
-	return format(readerSource(data, uint64(p.DataBlockSize)), false, nil, hash, p)
+	return format(ctx, readerSource(data, uint64(p.DataBlockSize)), false, nil, hash, p)
 }
 
-func format(src blockSource, parallel bool, mm *mmapper, hash io.WriterAt, p Params) (*Result, error) {
+func format(ctx context.Context, src blockSource, parallel bool, mm *mmapper, hash io.WriterAt, p Params) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
 	g, err := newGeometry(&p, p.DataBlocks)
 	if err != nil {
 		return nil, fmt.Errorf("verity: %w", err)
@@ -103,12 +82,12 @@ func format(src blockSource, parallel bool, mm *mmapper, hash io.WriterAt, p Par
 	var root []byte
 	if g.levels == 0 {
 		// A single data block: its digest is the root hash; no tree.
-		err = hashData(src, parallel, mm, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+		err = hashData(ctx, src, parallel, mm, 1, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
 			root = append([]byte(nil), d...)
 			return nil
 		})
 	} else {
-		err = hashData(src, parallel, mm, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
+		err = hashData(ctx, src, parallel, mm, g.dataBlocks, uint64(p.DataBlockSize), g, &p, func(_ uint64, d []byte) error {
 			for i := 0; i < len(d); i += g.digestSize {
 				if err := b.add(0, d[i:i+g.digestSize]); err != nil {
 					return err

@@ -31,7 +31,7 @@ func goldenCases() (names []string, run func(name string) (root, fileSum string,
 			if c.appended {
 				h.b = append([]byte(nil), data...)
 			}
-			r, err := Format(bytes.NewReader(data), int64(len(data)), &h, c.params())
+			r, err := Format(bg, bytes.NewReader(data), int64(len(data)), &h, c.params())
 			if err != nil {
 				return "", "", err
 			}
@@ -47,7 +47,7 @@ func goldenCases() (names []string, run func(name string) (root, fileSum string,
 			p.UUID = UUIDFromSeed([]byte("imagebuilder"))
 			data := testData(n*4096, uint64(n))
 			var h memFile
-			r, err := Format(bytes.NewReader(data), int64(len(data)), &h, p)
+			r, err := Format(bg, bytes.NewReader(data), int64(len(data)), &h, p)
 			if err != nil {
 				return "", "", err
 			}

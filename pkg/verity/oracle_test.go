@@ -225,7 +225,7 @@ func TestVeritysetupMatrix(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			res, err := Format(bytes.NewReader(data), int64(len(data)), f, c.params())
+			res, err := Format(bg, bytes.NewReader(data), int64(len(data)), f, c.params())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -266,7 +266,7 @@ func TestVeritysetupMatrix(t *testing.T) {
 			if c.dataBlocks == 0 {
 				p.DataBlocks = uint64(c.size) / uint64(c.dbs)
 			}
-			if err := Verify(bytes.NewReader(data), hf, root, p); err != nil {
+			if err := verifyAt(bytes.NewReader(data), int64(len(data)), hf, root, p); err != nil {
 				t.Fatalf("Verify of veritysetup's tree: %v", err)
 			}
 		})

@@ -202,12 +202,6 @@ func newGeometry(p *Params, dataBlocks uint64) (*geometry, error) {
 // hashBlocks is the number of tree blocks.
 func (g *geometry) hashBlocks() uint64 { return g.end - g.hashStart }
 
-// deviceSize is the size veritysetup gives the hash device: everything up
-// to the end of the tree, at least the hash block holding the superblock.
-func (g *geometry) deviceSize(p *Params) uint64 {
-	return g.end * uint64(p.HashBlockSize)
-}
-
 // blockHasher hashes blocks with the salt as the hash format wants it.
 type blockHasher struct {
 	h      hash.Hash

@@ -1,6 +1,7 @@
 package verity
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"runtime"
@@ -69,7 +70,10 @@ func readerSource(r io.Reader, bs uint64) blockSource {
 //
 // With mm set (parallelRead only), chunks are mapped from the file instead
 // of read into buffers, falling back to src when mapping fails.
-func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint64, g *geometry, p *Params,
+//
+// Cancelling ctx stops the reader and the workers at their next chunk (or
+// next piece of a chunk being read); hashData then returns ctx.Err().
+func hashData(ctx context.Context, src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint64, g *geometry, p *Params,
 	emit func(first uint64, digests []byte) error) error {
 	workers := min(runtime.GOMAXPROCS(0), maxWorkers)
 	per := max(chunkSize(workers)/bs, 1)
@@ -90,12 +94,38 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 	var stopOnce sync.Once
 	stop := func() { stopOnce.Do(func() { close(done) }) }
 	defer stop()
+	// Cancellation closes done, which every goroutine here watches.
+	defer context.AfterFunc(ctx, stop)()
+	stopped := func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return ctx.Err() != nil
+		}
+	}
 
 	// At most `window` chunks are between being handed out and being
 	// emitted, which bounds the reorder buffer.
 	window := 2 * workers
 	tokens := make(chan struct{}, window)
-	digestPool := sync.Pool{New: func() any { return make([]byte, 0, int(per)*g.digestSize) }}
+	// Digest buffers are reused through a free list (a sync.Pool of
+	// slices would allocate on every Put).
+	freeDigests := make(chan []byte, window+workers)
+	getDigests := func() []byte {
+		select {
+		case d := <-freeDigests:
+			return d[:0]
+		default:
+			return make([]byte, 0, int(per)*g.digestSize)
+		}
+	}
+	putDigests := func(d []byte) {
+		select {
+		case freeDigests <- d:
+		default:
+		}
+	}
 	chunkRange := func(idx uint64) (uint64, uint64) {
 		first := idx * per
 		n := per
@@ -105,7 +135,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 		return first, n
 	}
 	hashChunk := func(h *blockHasher, buf []byte) []byte {
-		d := digestPool.Get().([]byte)[:0]
+		d := getDigests()
 		for off := uint64(0); off < uint64(len(buf)); off += bs {
 			d = h.sum(d, buf[off:off+bs])
 		}
@@ -141,7 +171,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				stop()
 				return false
 			}
-			digestPool.Put(r.digests[:0])
+			putDigests(r.digests)
 			<-tokens
 			want++
 		}
@@ -177,7 +207,7 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 					idx := next
 					next++
 					mu.Unlock()
-					if idx >= nchunks {
+					if idx >= nchunks || stopped() {
 						return
 					}
 					first, n := chunkRange(idx)
@@ -195,8 +225,11 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 						if buf == nil {
 							buf = make([]byte, max(subRead/bs, 1)*bs)
 						}
-						d = digestPool.Get().([]byte)[:0]
+						d = getDigests()
 						for i := uint64(0); i < n && err == nil; {
+							if stopped() {
+								return
+							}
 							k := min(uint64(len(buf))/bs, n-i)
 							b := buf[:k*bs]
 							if err = src(first+i, b); err == nil {
@@ -239,6 +272,9 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				case <-done:
 					return
 				}
+				if stopped() {
+					return
+				}
 				first, n := chunkRange(idx)
 				b := buf[:n*bs]
 				if err := src(first, b); err != nil {
@@ -258,6 +294,9 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 				defer wg.Done()
 				h := g.hasher(p)
 				for j := range jobs {
+					if stopped() {
+						return
+					}
 					d := hashChunk(h, j.buf)
 					free <- j.buf[:cap(j.buf)]
 					if !send(result{idx: j.idx, digests: d}) {
@@ -271,6 +310,9 @@ func hashData(src blockSource, parallelRead bool, mm *mmapper, nblocks, bs uint6
 	wg.Wait()
 	stop()
 	if firstErr == nil && want != nchunks {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		return fmt.Errorf("internal error: %d of %d chunks hashed", want, nchunks)
 	}
 	return firstErr

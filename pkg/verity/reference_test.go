@@ -73,14 +73,14 @@ func TestFormatManyChunks(t *testing.T) {
 				}{"memory": bytes.NewReader(data), "file": f, "file-read": f} {
 					useMmap = name != "file-read"
 					var h memFile
-					res, err := Format(r, int64(len(data)), &h, p)
+					res, err := Format(bg, r, int64(len(data)), &h, p)
 					if err != nil {
 						t.Fatal(err)
 					}
 					if !bytes.Equal(res.RootHash, wantRoot) || !bytes.Equal(h.b, wantTree) {
 						t.Fatalf("%s: differs from the reference", name)
 					}
-					if err := Verify(r, &h, wantRoot, res.Params); err != nil {
+					if err := verifyAt(r, int64(len(data)), &h, wantRoot, res.Params); err != nil {
 						t.Fatalf("%s: %v", name, err)
 					}
 				}
@@ -104,7 +104,7 @@ func TestFormatFileShorterThanSaid(t *testing.T) {
 	for _, r := range []interface {
 		ReadAt([]byte, int64) (int, error)
 	}{f, bytes.NewReader(testData(100*4096, 1))} {
-		_, err = Format(r, 3000*4096, &memFile{}, DefaultParams())
+		_, err = Format(bg, r, 3000*4096, &memFile{}, DefaultParams())
 		if err == nil {
 			t.Fatalf("%T: no error", r)
 		}

@@ -3,7 +3,6 @@ package verity
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -87,27 +86,40 @@ func (sb *Superblock) Params(hashOffset uint64) Params {
 	}
 }
 
-// ParseSuperblock decodes and checks a 512-byte superblock.
+// ParseSuperblock decodes and checks a 512-byte superblock: the magic, the
+// version, and that its parameters describe a tree (a known hash
+// algorithm, block sizes, salt size, a data block count that fits 64 bits).
+// Errors are *FormatError.
 func ParseSuperblock(b []byte) (*Superblock, error) {
+	sb, err := parseSuperblock(b, 0)
+	if err != nil {
+		return nil, fmt.Errorf("verity: %w", err)
+	}
+	return sb, nil
+}
+
+// parseSuperblock is ParseSuperblock for a superblock read at offset of
+// the hash device (for the errors).
+func parseSuperblock(b []byte, offset int64) (*Superblock, error) {
 	if len(b) < SuperblockSize {
-		return nil, fmt.Errorf("superblock is %d bytes, want %d", len(b), SuperblockSize)
+		return nil, superblockError(offset, "only %d bytes there, want %d", len(b), SuperblockSize)
 	}
 	var r rawSuperblock
 	if err := binary.Read(bytes.NewReader(b[:SuperblockSize]), binary.LittleEndian, &r); err != nil {
-		return nil, err
+		return nil, superblockError(offset, "%v", err)
 	}
 	if string(r.Signature[:]) != Signature {
-		return nil, fmt.Errorf("bad magic %q, not a verity superblock", bytes.TrimRight(r.Signature[:], "\x00"))
+		return nil, superblockError(offset, "bad magic %q, not a verity superblock", bytes.TrimRight(r.Signature[:], "\x00"))
 	}
 	if r.Version != 1 {
-		return nil, fmt.Errorf("unsupported superblock version %d (want 1)", r.Version)
+		return nil, superblockError(offset, "unsupported superblock version %d (want 1)", r.Version)
 	}
 	alg, _, found := bytes.Cut(r.Algorithm[:], []byte{0})
 	if !found {
-		return nil, errors.New("hash algorithm name is not terminated")
+		return nil, superblockError(offset, "hash algorithm name is not terminated")
 	}
 	if int(r.SaltSize) > MaxSaltSize {
-		return nil, fmt.Errorf("salt size %d is more than %d", r.SaltSize, MaxSaltSize)
+		return nil, superblockError(offset, "salt size %d is more than %d", r.SaltSize, MaxSaltSize)
 	}
 	sb := &Superblock{
 		Version:       r.Version,
@@ -121,12 +133,13 @@ func ParseSuperblock(b []byte) (*Superblock, error) {
 	}
 	p := sb.Params(0)
 	if _, err := newGeometry(&p, sb.DataBlocks); err != nil {
-		return nil, err
+		return nil, superblockError(offset, "%v", err)
 	}
 	return sb, nil
 }
 
-// ReadSuperblock reads and checks the superblock at offset in r.
+// ReadSuperblock reads and checks the superblock at offset in r. Errors
+// are *FormatError, or the read error.
 func ReadSuperblock(r io.ReaderAt, offset int64) (*Superblock, error) {
 	sb, err := readSuperblock(r, offset)
 	if err != nil {
@@ -136,17 +149,16 @@ func ReadSuperblock(r io.ReaderAt, offset int64) (*Superblock, error) {
 }
 
 func readSuperblock(r io.ReaderAt, offset int64) (*Superblock, error) {
+	if offset < 0 {
+		return nil, fmt.Errorf("superblock offset %d is negative", offset)
+	}
 	b := make([]byte, SuperblockSize)
 	n, err := r.ReadAt(b, offset)
 	if n < SuperblockSize {
 		if err == nil || err == io.EOF {
-			err = fmt.Errorf("only %d bytes there", n)
+			return nil, superblockError(offset, "only %d bytes there, want %d", n, SuperblockSize)
 		}
 		return nil, fmt.Errorf("reading superblock at offset %d: %w", offset, err)
 	}
-	sb, err := ParseSuperblock(b)
-	if err != nil {
-		return nil, fmt.Errorf("superblock at offset %d: %w", offset, err)
-	}
-	return sb, nil
+	return parseSuperblock(b, offset)
 }

@@ -2,8 +2,10 @@ package verity
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -56,7 +58,7 @@ func TestZeroGolden(t *testing.T) {
 	p.Salt = nil
 	p.UUID, _ = ParseUUID(testUUID)
 	var h memFile
-	r, err := Format(bytes.NewReader(make([]byte, 1<<20)), 1<<20, &h, p)
+	r, err := Format(bg, bytes.NewReader(make([]byte, 1<<20)), 1<<20, &h, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +78,12 @@ func TestFormatStreamMatchesFormat(t *testing.T) {
 		p := DefaultParams()
 		p.Salt = SaltFromSeed([]byte("s"))
 		var a, b memFile
-		ra, err := Format(bytes.NewReader(data), int64(len(data)), &a, p)
+		ra, err := Format(bg, bytes.NewReader(data), int64(len(data)), &a, p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p.DataBlocks = uint64(n)
-		rb, err := FormatStream(bytes.NewReader(data), &b, p)
+		rb, err := FormatStream(bg, bytes.NewReader(data), &b, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +106,7 @@ func TestFormatStreamMatchesFormat(t *testing.T) {
 func TestFormatStreamShortInput(t *testing.T) {
 	p := DefaultParams()
 	p.DataBlocks = 300
-	_, err := FormatStream(bytes.NewReader(make([]byte, 299*4096+10)), &memFile{}, p)
+	_, err := FormatStream(bg, bytes.NewReader(make([]byte, 299*4096+10)), &memFile{}, p)
 	if err == nil || !strings.Contains(err.Error(), "reading data block 299") {
 		t.Fatalf("err = %v", err)
 	}
@@ -133,7 +135,7 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var h memFile
-			_, err := Format(bytes.NewReader(make([]byte, tc.size)), tc.size, &h, tc.p)
+			_, err := Format(bg, bytes.NewReader(make([]byte, tc.size)), tc.size, &h, tc.p)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
@@ -234,7 +236,7 @@ func TestVerifyCorruption(t *testing.T) {
 	p.UUID = UUIDFromSeed([]byte("corrupt"))
 	data := testData(300*4096, 9)
 	var h memFile
-	res, err := Format(bytes.NewReader(data), int64(len(data)), &h, p)
+	res, err := Format(bg, bytes.NewReader(data), int64(len(data)), &h, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +266,7 @@ func TestVerifyCorruption(t *testing.T) {
 		}
 		h.b = theirs
 	}
-	if err := Verify(bytes.NewReader(data), &h, res.RootHash, vp); err != nil {
+	if err := verifyAt(bytes.NewReader(data), int64(len(data)), &h, res.RootHash, vp); err != nil {
 		t.Fatalf("clean tree: %v", err)
 	}
 	flip := func(b []byte, bit int64) []byte {
@@ -310,7 +312,7 @@ func TestVerifyCorruption(t *testing.T) {
 					t.Errorf("veritysetup verify accepts it:\n%s", out)
 				}
 			}
-			err := Verify(bytes.NewReader(tc.data), bytes.NewReader(tc.hash), res.RootHash, vp)
+			err := verifyAt(bytes.NewReader(tc.data), int64(len(tc.data)), bytes.NewReader(tc.hash), res.RootHash, vp)
 			if err == nil {
 				t.Fatal("corruption not found")
 			}
@@ -333,7 +335,7 @@ func TestVerifyCorruption(t *testing.T) {
 	bad := append([]byte(nil), res.RootHash...)
 	bad[0] ^= 1
 	var ce *CorruptError
-	if err := Verify(bytes.NewReader(data), &h, bad, vp); !errors.As(err, &ce) || !ce.Root {
+	if err := verifyAt(bytes.NewReader(data), int64(len(data)), &h, bad, vp); !errors.As(err, &ce) || !ce.Root {
 		t.Fatalf("wrong root hash: %v", err)
 	}
 }
@@ -342,19 +344,19 @@ func TestVerifySingleBlock(t *testing.T) {
 	p := DefaultParams()
 	data := testData(4096, 1)
 	var h memFile
-	res, err := Format(bytes.NewReader(data), 4096, &h, p)
+	res, err := Format(bg, bytes.NewReader(data), 4096, &h, p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Levels != 0 || len(h.b) != 4096 {
 		t.Fatalf("levels %d, hash file %d bytes", res.Levels, len(h.b))
 	}
-	if err := Verify(bytes.NewReader(data), &h, res.RootHash, p); err != nil {
+	if err := verifyAt(bytes.NewReader(data), int64(len(data)), &h, res.RootHash, p); err != nil {
 		t.Fatal(err)
 	}
 	data[100] ^= 1
 	var ce *CorruptError
-	if err := Verify(bytes.NewReader(data), &h, res.RootHash, p); !errors.As(err, &ce) || ce.Hash || ce.Block != 0 || !ce.Root {
+	if err := verifyAt(bytes.NewReader(data), int64(len(data)), &h, res.RootHash, p); !errors.As(err, &ce) || ce.Hash || ce.Block != 0 || !ce.Root {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -364,7 +366,7 @@ func TestTables(t *testing.T) {
 	p.Salt = []byte{0xab, 0xcd}
 	data := testData(256*4096, 3)
 	var h memFile
-	res, err := Format(bytes.NewReader(data), int64(len(data)), &h, p)
+	res, err := Format(bg, bytes.NewReader(data), int64(len(data)), &h, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +382,7 @@ func TestTables(t *testing.T) {
 	}
 	p.NoSuperblock = true
 	p.HashOffset = 8192
-	res, err = Format(bytes.NewReader(data), int64(len(data)), &h, p)
+	res, err = Format(bg, bytes.NewReader(data), int64(len(data)), &h, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +405,7 @@ func (errWriter) WriteAt([]byte, int64) (int, error) { return 0, io.ErrShortWrit
 
 func TestWriteError(t *testing.T) {
 	data := testData(1000*4096, 4)
-	_, err := Format(bytes.NewReader(data), int64(len(data)), errWriter{}, DefaultParams())
+	_, err := Format(bg, bytes.NewReader(data), int64(len(data)), errWriter{}, DefaultParams())
 	if err == nil || !strings.Contains(err.Error(), "writing hash block") {
 		t.Fatalf("err = %v", err)
 	}
@@ -444,7 +446,7 @@ func FuzzVerify(f *testing.F) {
 	p.DataBlockSize, p.HashBlockSize = 512, 512
 	p.Salt = []byte{7}
 	var h memFile
-	res, err := Format(bytes.NewReader(data), int64(len(data)), &h, p)
+	res, err := Format(bg, bytes.NewReader(data), int64(len(data)), &h, p)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -452,7 +454,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add(h.b[:512])
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, hash []byte) {
-		err := Verify(bytes.NewReader(data), bytes.NewReader(hash), res.RootHash, sbParams(hash))
+		err := verifyAt(bytes.NewReader(data), int64(len(data)), bytes.NewReader(hash), res.RootHash, sbParams(hash))
 		if err == nil && !bytes.Equal(hash[512:len(h.b)], h.b[512:]) {
 			t.Fatalf("accepted a different tree")
 		}
@@ -465,4 +467,127 @@ func sbParams(hash []byte) Params {
 		return sb.Params(0)
 	}
 	return DefaultParams()
+}
+
+var bg = context.Background()
+
+// verifyAt is Verify with the parameters checked in full (those of the
+// tests' Format calls): with a superblock, the fields p sets must agree
+// with it.
+func verifyAt(data io.ReaderAt, dataSize int64, hash io.ReaderAt, root []byte, p Params) error {
+	_, err := Verify(bg, data, dataSize, hash, root, VerifyOptions{Params: p, CheckHashType: true})
+	return err
+}
+
+// TestVerifySpareArea is the recipe of issue 10: the superblock's
+// data_blocks lowered from 256 to 255 (bytes 72-73) leaves the tree and
+// the root hash valid for the first 255 blocks, but the digest of block
+// 255 now sits in the spare area of the last leaf block, which veritysetup
+// requires to be zero ("Spare area is not zeroed"). Verify must reject it
+// too, and any other non-zero spare byte (the padding of format 1 digests,
+// the tail of a format 0 block) even when every digest above it matches.
+func TestVerifySpareArea(t *testing.T) {
+	vs, _ := exec.LookPath("veritysetup")
+	if vs == "" && os.Getenv("CI") != "" {
+		t.Fatal("veritysetup is not installed (run scripts/testdeps.sh)")
+	}
+	data := testData(256*4096, 11)
+	p := DefaultParams()
+	p.Salt = SaltFromSeed([]byte("spare"))
+	var h memFile
+	res, err := Format(bg, bytes.NewReader(data), int64(len(data)), &h, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowered := append([]byte(nil), h.b...)
+	binary.LittleEndian.PutUint16(lowered[72:74], 255)
+
+	// Format 0 with sha1 leaves 1536 spare bytes after the 128 digests
+	// of each 4096-byte block; format 1 with sha1 pads each digest to
+	// 32 bytes. A spare byte set in the leaf level, with the upper level
+	// and the root hash recomputed so that only the spare check sees it.
+	type sealed struct {
+		name  string
+		p     Params
+		data  []byte
+		hash  []byte
+		root  []byte
+		spare int64 // offset of the spare byte set
+	}
+	var cases []sealed
+	for _, c := range []struct {
+		name   string
+		alg    string
+		format uint32
+		spare  func(g *geometry) int64
+	}{
+		{"v0 block tail", "sha1", 0, func(g *geometry) int64 { return int64(g.levelStart[0])*4096 + 128*20 + 7 }},
+		{"v1 digest padding", "sha1", 1, func(g *geometry) int64 { return int64(g.levelStart[0])*4096 + 3*32 + 25 }},
+	} {
+		q := DefaultParams()
+		q.HashAlgorithm, q.HashType = c.alg, c.format
+		var hh memFile
+		if _, err := Format(bg, bytes.NewReader(data), int64(len(data)), &hh, q); err != nil {
+			t.Fatal(err)
+		}
+		g, _ := newGeometry(&q, 256)
+		off := c.spare(g)
+		hh.b[off] = 0x5a
+		root := reseal(hh.b, g, &q)
+		cases = append(cases, sealed{c.name, q, data, hh.b, root, off})
+	}
+
+	if vs != "" {
+		dir := t.TempDir()
+		dp, hp := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+		os.WriteFile(dp, data, 0o644)
+		os.WriteFile(hp, lowered, 0o644)
+		out, err := exec.Command(vs, "verify", dp, hp, res.RootHashHex()).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "Spare area is not zeroed") {
+			t.Fatalf("veritysetup verify of the lowered superblock: %v\n%s", err, out)
+		}
+		for _, c := range cases {
+			os.WriteFile(hp, c.hash, 0o644)
+			out, err := exec.Command(vs, "verify", dp, hp, hex.EncodeToString(c.root)).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "Spare area is not zeroed") {
+				t.Fatalf("%s: veritysetup verify: %v\n%s", c.name, err, out)
+			}
+		}
+	}
+
+	_, err = Verify(bg, bytes.NewReader(data), int64(len(data)), bytes.NewReader(lowered), res.RootHash, VerifyOptions{})
+	var ce *CorruptError
+	// Leaf block 2 holds digests 128..255; digest 255 (the 128th) is in
+	// its spare area now.
+	want := CorruptError{Hash: true, Block: 3, Level: 0, Levels: 2, Spare: true, Offset: 3*4096 + 127*32}
+	if !errors.As(err, &ce) || *ce != want {
+		t.Fatalf("lowered data_blocks: err = %v, want %v", err, &want)
+	}
+	for _, c := range cases {
+		_, err := Verify(bg, bytes.NewReader(c.data), int64(len(c.data)), bytes.NewReader(c.hash), c.root, VerifyOptions{})
+		if !errors.As(err, &ce) || !ce.Spare || ce.Offset != uint64(c.spare) {
+			t.Errorf("%s: err = %v, want the spare byte at %d", c.name, err, c.spare)
+		}
+	}
+}
+
+// reseal recomputes, bottom up, every digest above the leaf level of the
+// tree in hash (from the blocks as they are, spare areas included) and
+// returns the new root hash: a mutation of a hash block then passes every
+// digest check, and only the checks behind them can find it.
+func reseal(hash []byte, g *geometry, p *Params) []byte {
+	hbs := int(p.HashBlockSize)
+	h := g.hasher(p)
+	block := func(b uint64) []byte { return hash[int(b)*hbs : (int(b)+1)*hbs] }
+	for lvl := 1; lvl < g.levels; lvl++ {
+		for j := uint64(0); j < g.levelSize[lvl-1]; j++ {
+			parent := block(g.levelStart[lvl] + j/uint64(g.hashPerBlock))
+			off := int(j%uint64(g.hashPerBlock)) * g.stride
+			copy(parent[off:off+g.digestSize], h.sum(nil, block(g.levelStart[lvl-1]+j)))
+		}
+	}
+	if g.levels == 0 {
+		return nil
+	}
+	return h.sum(nil, block(g.levelStart[g.levels-1]))
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
 	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
@@ -50,7 +51,12 @@ func FuzzInspect(f *testing.F) {
 		v := snp.VMSA{RSI: 0x10000 + rsiOff%0x2000, SEVFeatures: policy}
 		b.Add(&igvm.VPContext{GPA: 0x803000, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
 		file := igvmtest.Reparse(t, &b)
-		r, err := Inspect(file)
+		var r *Report
+		var err error
+		// Inspect reads what the guest memory points at (tables, command
+		// line) in pieces: its memory does not follow the lengths and
+		// pointers the guest memory claims.
+		fuzzbound.Check(t, data, 16, 4<<20, func() { r, err = Inspect(file) })
 		if err != nil {
 			t.Fatal(err)
 		}

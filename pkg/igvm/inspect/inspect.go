@@ -8,28 +8,21 @@ package inspect
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/sha512"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"math/big"
-	"slices"
 	"strings"
 
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
-// Hex is a number shown in hexadecimal (also in JSON, as a "0x..." string).
-type Hex uint64
-
-// String formats the value as 0x-prefixed hex.
-func (h Hex) String() string { return fmt.Sprintf("%#x", uint64(h)) }
-
-// MarshalText implements encoding.TextMarshaler.
-func (h Hex) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+// Hex is a number shown in hexadecimal (also in JSON, as a "0x..."
+// string): pkg/hexnum's type.
+type Hex = hexnum.Uint64
 
 // Report is the description of one IGVM file.
 type Report struct {
@@ -175,6 +168,7 @@ type IDBlock struct {
 	IDKeyCurve         uint32 `json:"id_key_curve"`
 	IDKeyDigest        string `json:"id_key_digest"`
 	SignatureValid     *bool  `json:"signature_valid,omitempty"`
+	Problem            string `json:"problem,omitempty"`
 	AuthorKeyEnabled   uint8  `json:"author_key_enabled"`
 	AuthorKeyAlgorithm uint32 `json:"author_key_algorithm"`
 	AuthorKeyDigest    string `json:"author_key_digest,omitempty"`
@@ -205,7 +199,7 @@ func Inspect(f *igvm.File) (*Report, error) {
 			snpMask = p.CompatibilityMask
 		}
 	}
-	var snpPolicy *uint64
+	var snpPolicy *snp.GuestPolicy
 	for i, h := range f.Initialization() {
 		switch x := h.(type) {
 		case *igvm.GuestPolicy:
@@ -218,8 +212,7 @@ func Inspect(f *igvm.File) (*Report, error) {
 				if err := gp.Validate(); err != nil {
 					p.Problem = err.Error()
 				}
-				v := x.Policy
-				snpPolicy = &v
+				snpPolicy = &gp
 			}
 			r.Policies = append(r.Policies, p)
 		default:
@@ -415,65 +408,41 @@ func decodeVMSA(idx int, x *igvm.VPContext, v *snp.VMSA) VMSA {
 	}
 }
 
-// Offsets in struct boot_params (Linux arch/x86/include/uapi/asm/bootparam.h).
-const (
-	bpACPIRSDP      = 0x070
-	bpExtRamdisk    = 0x0c0
-	bpExtRamdiskSz  = 0x0c4
-	bpExtCmdline    = 0x0c8
-	bpCCBlob        = 0x13c
-	bpE820Entries   = 0x1e8
-	bpSetupSects    = 0x1f1
-	bpHeaderMagic   = 0x202
-	bpVersion       = 0x206
-	bpTypeOfLoader  = 0x210
-	bpLoadFlags     = 0x211
-	bpCode32Start   = 0x214
-	bpRamdiskImage  = 0x218
-	bpRamdiskSize   = 0x21c
-	bpCmdLinePtr    = 0x228
-	bpKernelAlign   = 0x230
-	bpXLoadFlags    = 0x236
-	bpCmdlineSize   = 0x238
-	bpPrefAddress   = 0x258
-	bpInitSize      = 0x260
-	bpE820Table     = 0x2d0
-	bootParamsSize  = 0x1000
-	e820EntrySize   = 20
-	e820MaxEntries  = 128
-	maxCmdlineBytes = 1 << 16
-)
-
-var e820Names = map[uint32]string{1: "RAM", 2: "RESERVED", 3: "ACPI", 4: "NVS", 5: "UNUSABLE", 7: "PMEM", 12: "PRAM", 0xefffffff: "SOFT_RESERVED"}
+// maxCmdlineBytes bounds the command line read from guest memory.
+const maxCmdlineBytes = 1 << 16
 
 func decodeLinux(mem *igvm.Memory, gpa uint64) (*Linux, error) {
-	bp := make([]byte, bootParamsSize)
-	if _, err := mem.ReadAt(bp, int64(gpa)); err != nil {
+	page := make([]byte, bootparams.Size)
+	if _, err := mem.ReadAt(page, int64(gpa)); err != nil {
 		return nil, err
 	}
-	if string(bp[bpHeaderMagic:bpHeaderMagic+4]) != "HdrS" {
-		return nil, fmt.Errorf("setup header magic %q, want \"HdrS\"", bp[bpHeaderMagic:bpHeaderMagic+4])
+	bp, err := bootparams.Unmarshal(page)
+	if err != nil {
+		return nil, err
 	}
-	le32 := func(o int) uint32 { return binary.LittleEndian.Uint32(bp[o:]) }
-	ver := binary.LittleEndian.Uint16(bp[bpVersion:])
+	h := &bp.Hdr
+	if !h.HasMagic() {
+		return nil, fmt.Errorf("setup header magic %q, want \"HdrS\"", page[0x202:0x206])
+	}
+	ramdisk, ramdiskSize := bp.Ramdisk()
 	l := &Linux{
 		BootParams:      Hex(gpa),
 		Found:           "VMSA rsi",
-		Protocol:        fmt.Sprintf("%d.%02d", ver>>8, ver&0xff),
-		SetupSects:      bp[bpSetupSects],
-		TypeOfLoader:    Hex(bp[bpTypeOfLoader]),
-		LoadFlags:       Hex(bp[bpLoadFlags]),
-		Code32Start:     Hex(le32(bpCode32Start)),
-		PrefAddress:     Hex(binary.LittleEndian.Uint64(bp[bpPrefAddress:])),
-		InitSize:        Hex(le32(bpInitSize)),
-		KernelAlignment: Hex(le32(bpKernelAlign)),
-		XLoadFlags:      Hex(binary.LittleEndian.Uint16(bp[bpXLoadFlags:])),
-		CmdlineSize:     le32(bpCmdlineSize),
-		CmdlineGPA:      Hex(uint64(le32(bpCmdLinePtr)) | uint64(le32(bpExtCmdline))<<32),
-		RamdiskGPA:      Hex(uint64(le32(bpRamdiskImage)) | uint64(le32(bpExtRamdisk))<<32),
-		RamdiskSize:     Hex(uint64(le32(bpRamdiskSize)) | uint64(le32(bpExtRamdiskSz))<<32),
-		ACPIRSDP:        Hex(binary.LittleEndian.Uint64(bp[bpACPIRSDP:])),
-		CCBlob:          Hex(le32(bpCCBlob)),
+		Protocol:        h.Protocol(),
+		SetupSects:      h.SetupSects,
+		TypeOfLoader:    Hex(h.TypeOfLoader),
+		LoadFlags:       Hex(h.LoadFlags),
+		Code32Start:     Hex(h.Code32Start),
+		PrefAddress:     Hex(h.PrefAddress),
+		InitSize:        Hex(h.InitSize),
+		KernelAlignment: Hex(h.KernelAlignment),
+		XLoadFlags:      Hex(h.XLoadFlags),
+		CmdlineSize:     h.CmdlineSize,
+		CmdlineGPA:      Hex(bp.CmdLine()),
+		RamdiskGPA:      Hex(ramdisk),
+		RamdiskSize:     Hex(ramdiskSize),
+		ACPIRSDP:        Hex(bp.ACPIRSDPAddr),
+		CCBlob:          Hex(bp.CCBlobAddress),
 		E820:            []E820{},
 	}
 	if l.CmdlineGPA != 0 {
@@ -485,15 +454,8 @@ func decodeLinux(mem *igvm.Memory, gpa uint64) (*Linux, error) {
 			l.CCBlobMagic = fmt.Sprintf("%#x", binary.LittleEndian.Uint32(m[:]))
 		}
 	}
-	n := min(int(bp[bpE820Entries]), e820MaxEntries)
-	for i := 0; i < n; i++ {
-		e := bp[bpE820Table+i*e820EntrySize:]
-		addr, size, typ := binary.LittleEndian.Uint64(e), binary.LittleEndian.Uint64(e[8:]), binary.LittleEndian.Uint32(e[16:])
-		name := e820Names[typ]
-		if name == "" {
-			name = fmt.Sprintf("TYPE_%d", typ)
-		}
-		l.E820 = append(l.E820, E820{Hex(addr), Hex(size), Hex(addr + size), typ, name})
+	for _, e := range bp.E820() {
+		l.E820 = append(l.E820, E820{Hex(e.Addr), Hex(e.Size), Hex(e.End()), e.Type, bootparams.E820TypeName(e.Type)})
 	}
 	return l, nil
 }
@@ -531,6 +493,15 @@ const (
 	maxACPIBytes  = 64 << 20
 )
 
+// tablePrefix is how much of a table decodeACPI looks at: the header and
+// the root table's entries (maxACPITables of 8 bytes), or the FADT's
+// DSDT/FACS pointers.
+const tablePrefix = 36 + 8*maxACPITables
+
+// readTable reads the table at addr: its header, its checksum (summed in
+// page-sized pieces, so a table that claims 16 MiB costs no 16 MiB of
+// memory) and the first tablePrefix bytes, which it returns. It returns a
+// nil prefix for a table it could not read.
 func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
 	t := ACPITable{Addr: Hex(addr), Via: via}
 	var hdr [36]byte
@@ -540,37 +511,44 @@ func readTable(mem *igvm.Memory, addr uint64, via string) (ACPITable, []byte) {
 	}
 	t.Signature = printable(hdr[:4])
 	t.Length = binary.LittleEndian.Uint32(hdr[4:])
-	if t.Signature == "FACS" {
-		// The FACS has no checksum and a shorter header.
-		if t.Length < 8 || t.Length > maxACPITable {
-			t.Problem = fmt.Sprintf("length %d out of range", t.Length)
-			return t, nil
-		}
-		body := make([]byte, t.Length)
-		if _, err := mem.ReadAt(body, int64(addr)); err != nil {
-			t.Problem = err.Error()
-			return t, nil
-		}
-		t.ChecksumOK = true
-		return t, body
+	facs := t.Signature == "FACS" // no checksum, a shorter header
+	minLen := uint32(36)
+	if facs {
+		minLen = 8
 	}
-	if t.Length < 36 || t.Length > maxACPITable {
+	if t.Length < minLen || t.Length > maxACPITable {
 		t.Problem = fmt.Sprintf("length %d out of range", t.Length)
 		return t, nil
 	}
-	body := make([]byte, t.Length)
-	if _, err := mem.ReadAt(body, int64(addr)); err != nil {
-		t.Problem = err.Error()
-		return t, nil
+	prefix := make([]byte, min(t.Length, tablePrefix))
+	var buf [igvm.PageSize4K]byte
+	var sum byte
+	for off := uint32(0); off < t.Length; {
+		chunk := buf[:min(uint32(len(buf)), t.Length-off)]
+		if _, err := mem.ReadAt(chunk, int64(addr)+int64(off)); err != nil {
+			t.Problem = err.Error()
+			return t, nil
+		}
+		if off < uint32(len(prefix)) {
+			copy(prefix[off:], chunk)
+		}
+		for _, c := range chunk {
+			sum += c
+		}
+		off += uint32(len(chunk))
 	}
-	t.Revision = body[8]
-	t.OEMID = printable(body[10:16])
-	t.OEMTableID = printable(body[16:24])
-	t.ChecksumOK = checksumOK(body)
+	if facs {
+		t.ChecksumOK = true
+		return t, prefix
+	}
+	t.Revision = prefix[8]
+	t.OEMID = printable(prefix[10:16])
+	t.OEMTableID = printable(prefix[16:24])
+	t.ChecksumOK = sum == 0
 	if !t.ChecksumOK {
 		t.Problem = "bad checksum"
 	}
-	return t, body
+	return t, prefix
 }
 
 func printable(b []byte) string {
@@ -607,7 +585,9 @@ func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
 		}
 		seen[addr] = true
 		t, body := readTable(mem, addr, via)
-		budget -= int64(len(body))
+		if body != nil {
+			budget -= int64(t.Length)
+		}
 		a.Tables = append(a.Tables, t)
 		return body
 	}
@@ -645,59 +625,37 @@ func decodeACPI(mem *igvm.Memory, rsdp uint64) (*ACPI, error) {
 	return a, nil
 }
 
-func decodeIDBlock(idx int, x *igvm.SNPIDBlock, policy *uint64) *IDBlock {
+func decodeIDBlock(idx int, x *igvm.SNPIDBlock, policy *snp.GuestPolicy) *IDBlock {
+	auth := x.IDAuth()
 	id := &IDBlock{
 		Index: idx, Mask: Hex(x.CompatibilityMask),
 		LD: hex.EncodeToString(x.LD[:]), FamilyID: hex.EncodeToString(x.FamilyID[:]), ImageID: hex.EncodeToString(x.ImageID[:]),
 		Version: x.Version, GuestSVN: x.GuestSVN,
 		IDKeyAlgorithm: x.IDKeyAlgorithm, IDKeyCurve: x.IDPublicKey.Curve,
-		IDKeyDigest:      keyDigest(x.IDPublicKey),
+		IDKeyDigest:      auth.IDKey.Digest().String(),
 		AuthorKeyEnabled: x.AuthorKeyEnabled, AuthorKeyAlgorithm: x.AuthorKeyAlgorithm,
 	}
-	if x.AuthorKeyEnabled != 0 {
-		id.AuthorKeyDigest = keyDigest(x.AuthorPublicKey)
+	if auth.HasAuthorKey() {
+		id.AuthorKeyDigest = auth.AuthorKey.Digest().String()
 	}
-	if policy != nil && x.IDKeyAlgorithm == 1 && x.IDPublicKey.Curve == 2 {
-		ok := verifyIDBlock(x, *policy)
+	if policy == nil {
+		return id
+	}
+	// The signatures are checked once the structure is one the firmware
+	// takes (algorithms, curves, keys on the curve); otherwise the problem
+	// is the structure.
+	err := auth.Verify(x.IDBlock(*policy))
+	var fe *snp.IDFormatError
+	switch {
+	case err == nil:
+		ok := true
 		id.SignatureValid = &ok
+	case errors.As(err, &fe):
+		id.Problem = err.Error()
+	default:
+		ok := false
+		id.SignatureValid = &ok
+		id.Problem = err.Error()
 	}
 	return id
-}
-
-// keyDigest is SHA-384 of the key in the SEV-SNP firmware ABI's 0x404-byte
-// public key format (curve u32, qx[72], qy[72], zeros), the value
-// attestation reports carry as ID_KEY_DIGEST / AUTHOR_KEY_DIGEST.
-func keyDigest(k igvm.SNPIDBlockPublicKey) string {
-	b := make([]byte, 0x404)
-	binary.LittleEndian.PutUint32(b, k.Curve)
-	copy(b[4:], k.QX[:])
-	copy(b[4+72:], k.QY[:])
-	s := sha512.Sum384(b)
-	return hex.EncodeToString(s[:])
-}
-
-// leInt decodes a little-endian integer.
-func leInt(b []byte) *big.Int {
-	r := slices.Clone(b)
-	slices.Reverse(r)
-	return new(big.Int).SetBytes(r)
-}
-
-// verifyIDBlock checks the ECDSA P-384/SHA-384 signature of the ID block
-// (ld, family_id, image_id, version, guest_svn, policy: 96 bytes, SEV-SNP
-// firmware ABI "ID_BLOCK").
-func verifyIDBlock(x *igvm.SNPIDBlock, policy uint64) bool {
-	msg := make([]byte, 0, 96)
-	msg = append(msg, x.LD[:]...)
-	msg = append(msg, x.FamilyID[:]...)
-	msg = append(msg, x.ImageID[:]...)
-	msg = binary.LittleEndian.AppendUint32(msg, x.Version)
-	msg = binary.LittleEndian.AppendUint32(msg, x.GuestSVN)
-	msg = binary.LittleEndian.AppendUint64(msg, policy)
-	pub := &ecdsa.PublicKey{Curve: elliptic.P384(), X: leInt(x.IDPublicKey.QX[:48]), Y: leInt(x.IDPublicKey.QY[:48])}
-	if !pub.Curve.IsOnCurve(pub.X, pub.Y) {
-		return false
-	}
-	d := sha512.Sum384(msg)
-	return ecdsa.Verify(pub, d[:], leInt(x.IDKeySignature.R[:]), leInt(x.IDKeySignature.S[:]))
 }

@@ -121,6 +121,9 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		p("  id key: algorithm %d, curve %d, digest %s", id.IDKeyAlgorithm, id.IDKeyCurve, id.IDKeyDigest)
 		p("  signature %s", sig)
+		if id.Problem != "" {
+			p("  problem: %s", id.Problem)
+		}
 		if id.AuthorKeyEnabled != 0 {
 			p("  author key: algorithm %d, digest %s", id.AuthorKeyAlgorithm, id.AuthorKeyDigest)
 		} else {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 )
 
 // Fixed ACPI addresses of igvm-tooling's layout.
@@ -55,9 +57,9 @@ type ACPI struct {
 
 // ACPITable is a table placed by ACPIFromTables.
 type ACPITable struct {
-	Signature string `json:"signature"`
-	Address   uint64 `json:"address"`
-	Length    int    `json:"length"`
+	Signature string        `json:"signature"`
+	Address   hexnum.Uint64 `json:"address"`
+	Length    int           `json:"length"`
 }
 
 // End is the first address after the last ACPI page: the end of the ACPI
@@ -424,7 +426,7 @@ func ACPIFromTables(tables map[string][]byte) (*ACPI, error) {
 	a.Tables = append(a.Tables, ACPITable{"RSD PTR ", RSDPAddress, len(rsdp)}, ACPITable{"XSDT", XSDTAddress, len(x)})
 	for _, s := range sigs {
 		put(where[s], bySig[s])
-		a.Tables = append(a.Tables, ACPITable{s, where[s], len(bySig[s])})
+		a.Tables = append(a.Tables, ACPITable{s, hexnum.Uint64(where[s]), len(bySig[s])})
 	}
 	gpas := make([]uint64, 0, len(mem))
 	for g := range mem {

@@ -43,7 +43,7 @@ func TestACPIFromDir(t *testing.T) {
 	want := map[string]uint64{"RSD PTR ": 0xe0000, "XSDT": 0x100000, "APIC": 0x101000, "DSDT": 0x101050,
 		"FACP": 0x108b02, "FACS": 0x108c16, "MCFG": 0x108c56, "TPM2": 0x108d22}
 	for _, tb := range a.Tables {
-		if want[tb.Signature] != tb.Address {
+		if want[tb.Signature] != uint64(tb.Address) {
 			t.Errorf("%s at %#x, want %#x", tb.Signature, tb.Address, want[tb.Signature])
 		}
 	}

@@ -2,6 +2,7 @@ package linuxboot
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -36,7 +37,7 @@ func bigKernel(tb testing.TB) *BzImage {
 
 // buildToFile builds and writes the IGVM to path, as the CLI does.
 func buildToFile(tb testing.TB, k *BzImage, initrd []byte, path string) int64 {
-	img, err := Build(k, Options{Cmdline: "console=ttyS0 panic=-1", Initrd: initrd, PvalidateOpt: true, EncryptedPage: true, SVME: true})
+	img, err := Build(context.Background(), k, Options{Cmdline: "console=ttyS0 panic=-1", Initrd: initrd, PvalidateOpt: true, EncryptedPage: true, SVME: true})
 	if err != nil {
 		tb.Fatal(err)
 	}

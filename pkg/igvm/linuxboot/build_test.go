@@ -2,6 +2,7 @@ package linuxboot
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"os"
 	"strings"
@@ -64,7 +65,7 @@ func checkBoot(t *testing.T, k *BzImage, img *Image, file []byte, cmdline string
 	}
 	bp := m.read(t, L.BootParams, bootParamsSize)
 	hdr := bytes.Clone(bp[0x1f1:0x26c])
-	want := bytes.Clone(k.RawHeader[:])
+	want := k.Header.Marshal()
 	// The fields the loader fills in.
 	for _, f := range []struct{ off, n int }{{0x210, 1}, {0x214, 4}, {0x218, 4}, {0x21c, 4}, {0x228, 4}, {0x238, 4}} {
 		copy(hdr[f.off-0x1f1:f.off-0x1f1+f.n], make([]byte, f.n))
@@ -147,14 +148,14 @@ func TestDebianKernel(t *testing.T) {
 	}
 	h := k.Header
 	t.Logf("Debian kernel: protocol %s, setup_sects %d, pref_address %#x, init_size %#x, payload %d bytes, cmdline_size %d, initrd_addr_max %#x",
-		ProtocolString(h.Version), h.SetupSects, h.PrefAddress, h.InitSize, len(k.Payload), h.CmdlineSize, h.InitrdAddrMax)
+		h.Protocol(), h.SetupSects, h.PrefAddress, h.InitSize, len(k.Payload), h.CmdlineSize, h.InitrdAddrMax)
 	if len(k.Payload) < 1<<20 {
 		t.Fatalf("payload of %d bytes: not a real kernel", len(k.Payload))
 	}
 	initrd := bytes.Repeat([]byte("initrd-bytes-"), 40000) // 520,000 B, not page aligned
 	cmdline := "console=ttyS0 root=/dev/vda1 ro panic=-1"
 	for _, pv := range []bool{true, false} {
-		img, err := Build(k, Options{Cmdline: cmdline, Initrd: initrd, PvalidateOpt: pv, EncryptedPage: true, SVME: true})
+		img, err := Build(context.Background(), k, Options{Cmdline: cmdline, Initrd: initrd, PvalidateOpt: pv, EncryptedPage: true, SVME: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -186,7 +187,7 @@ func TestSyntheticKernel(t *testing.T) {
 	}
 	for _, pv := range []bool{true, false} {
 		for _, initrd := range [][]byte{nil, bytes.Repeat([]byte{7}, 8192), bytes.Repeat([]byte{9}, 4097)} {
-			img, err := Build(k, Options{Cmdline: "quiet", Initrd: initrd, PvalidateOpt: pv})
+			img, err := Build(context.Background(), k, Options{Cmdline: "quiet", Initrd: initrd, PvalidateOpt: pv})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -240,13 +241,13 @@ func TestBuildErrors(t *testing.T) {
 		{"bad policy", k, Options{Policy: 0x1001f}, "bit 17"},
 	}
 	for _, tc := range cases {
-		_, err := Build(tc.k, tc.opts)
+		_, err := Build(context.Background(), tc.k, tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want it to contain %q", tc.name, err, tc.want)
 		}
 	}
 	// The initrd that just fits is accepted.
-	if _, err := Build(lowInitrdMax, Options{Initrd: make([]byte, 0)}); err != nil {
+	if _, err := Build(context.Background(), lowInitrdMax, Options{Initrd: make([]byte, 0)}); err != nil {
 		t.Errorf("empty initrd: %v", err)
 	}
 }

@@ -1,147 +1,138 @@
 package linuxboot
 
 import (
-	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
 )
 
-// Offsets and sizes of the x86 boot protocol (Documentation/arch/x86/boot.rst).
 const (
-	setupHeaderOffset = 0x1f1
-	// setupHeaderSize is the part of the setup header igvm-tooling copies
-	// into boot_params: 0x1f1 up to (not including) 0x26c, which covers
-	// kernel_info_offset (protocol 2.15).
-	setupHeaderSize = 0x7b
-	headerMagic     = 0x53726448 // "HdrS"
-	bootFlagMagic   = 0xaa55
-
 	// MinProtocol is the oldest boot protocol accepted: 2.12 added
 	// xloadflags, which tells whether the kernel has a 64-bit entry point.
 	MinProtocol = 0x020c
 
-	loadFlagLoadedHigh = 1 << 0 // LOADED_HIGH: protected-mode code at 0x100000
-	xlfKernel64        = 1 << 0 // XLF_KERNEL_64: 64-bit entry at +0x200
-	xlfCanBeAbove4G    = 1 << 1 // XLF_CAN_BE_LOADED_ABOVE_4G
-
 	minPrefAddress = 3 << 20 // igvm-tooling: "loading base cannot be below 3MB"
 )
-
-// SetupHeader is the setup header of a bzImage as igvm-tooling copies it
-// into boot_params (struct setup_header, bytes 0x1f1..0x26c of the file).
-// Field comments give the file offset.
-type SetupHeader struct {
-	SetupSects          uint8  // 0x1f1
-	RootFlags           uint16 // 0x1f2
-	SysSize             uint32 // 0x1f4
-	RAMSize             uint16 // 0x1f8
-	VidMode             uint16 // 0x1fa
-	RootDev             uint16 // 0x1fc
-	BootFlag            uint16 // 0x1fe, 0xAA55
-	Jump                uint16 // 0x200
-	Header              uint32 // 0x202, "HdrS"
-	Version             uint16 // 0x206, boot protocol version
-	RealmodeSwitch      uint32 // 0x208
-	StartSysSeg         uint16 // 0x20c
-	KernelVersion       uint16 // 0x20e
-	TypeOfLoader        uint8  // 0x210
-	LoadFlags           uint8  // 0x211
-	SetupMoveSize       uint16 // 0x212
-	Code32Start         uint32 // 0x214
-	RamdiskImage        uint32 // 0x218
-	RamdiskSize         uint32 // 0x21c
-	BootsectKludge      uint32 // 0x220
-	HeapEndPtr          uint16 // 0x224
-	ExtLoaderVer        uint8  // 0x226
-	ExtLoaderType       uint8  // 0x227
-	CmdLinePtr          uint32 // 0x228
-	InitrdAddrMax       uint32 // 0x22c, highest address the initrd may occupy
-	KernelAlignment     uint32 // 0x230
-	RelocatableKernel   uint8  // 0x234
-	MinAlignment        uint8  // 0x235
-	XLoadFlags          uint16 // 0x236
-	CmdlineSize         uint32 // 0x238, longest command line without the NUL
-	HardwareSubarch     uint32 // 0x23c
-	HardwareSubarchData uint64 // 0x240
-	PayloadOffset       uint32 // 0x248
-	PayloadLength       uint32 // 0x24c
-	SetupData           uint64 // 0x250
-	PrefAddress         uint64 // 0x258, preferred (here: the) load address
-	InitSize            uint32 // 0x260, memory the kernel needs from pref_address
-	HandoverOffset      uint32 // 0x264
-	KernelInfoOffset    uint32 // 0x268
-}
 
 // BzImage is a parsed bzImage: its setup header and the protected-mode
 // payload that is loaded at pref_address.
 type BzImage struct {
-	Header SetupHeader
-	// RawHeader is the header bytes as in the file, copied into boot_params.
-	RawHeader [setupHeaderSize]byte
+	// Header is the setup header as in the file; the layout copies it
+	// into boot_params.
+	Header bootparams.SetupHeader
 	// Payload is vmlinux.bin: the file after the (setup_sects+1)*512 bytes
-	// of real-mode setup code. It aliases the data given to ParseBzImage.
+	// of real-mode setup code. It aliases the data given to Parse.
 	Payload []byte
+
+	allowTruncated bool
 }
 
-// ErrNotBzImage is wrapped by every error for data that is not a bzImage.
+// ErrNotBzImage is matched (errors.Is) by the BzImageError of data that is
+// not a bzImage at all (too short for a setup header, no "HdrS", no boot
+// flag, a zImage).
 var ErrNotBzImage = errors.New("not a bzImage")
 
-// ProtocolString formats a boot protocol version as "2.15".
-func ProtocolString(v uint16) string { return fmt.Sprintf("%d.%02d", v>>8, v&0xff) }
+// BzImageError reports a kernel file that is not a bzImage, or one that
+// cannot be booted directly in 64-bit mode, naming the setup header field
+// and its file offset.
+type BzImageError struct {
+	Field  string // setup header field ("syssize", "pref_address", ...), "" for the file as a whole
+	Offset int64  // file offset of the field, -1 for the file as a whole
+	Msg    string
+	// NotBzImage is set when the data is not a bzImage at all.
+	NotBzImage bool
+}
 
-// ParseBzImage checks that data is a bzImage that can be booted directly in
-// 64-bit mode at its preferred address, as igvmgen does, and returns its
-// header and payload. The error says what is wrong with the file.
-func ParseBzImage(data []byte) (*BzImage, error) {
-	if len(data) < setupHeaderOffset+setupHeaderSize {
-		return nil, fmt.Errorf("%w: %d bytes, too short for a setup header (needs %d)", ErrNotBzImage, len(data), setupHeaderOffset+setupHeaderSize)
+func (e *BzImageError) Error() string {
+	if e.NotBzImage {
+		return "not a bzImage: " + e.Msg
 	}
-	k := &BzImage{}
-	copy(k.RawHeader[:], data[setupHeaderOffset:])
-	// A fixed-size struct read from a long enough buffer cannot fail.
-	_ = binary.Read(bytes.NewReader(k.RawHeader[:]), binary.LittleEndian, &k.Header)
+	return e.Msg
+}
+
+// Is makes errors.Is(err, ErrNotBzImage) true for data that is not a bzImage.
+func (e *BzImageError) Is(target error) bool { return target == ErrNotBzImage && e.NotBzImage }
+
+// BzImageOptions relax Parse for kernels a reference tool accepts although
+// they cannot boot.
+type BzImageOptions struct {
+	// AllowTruncated accepts a file shorter than its setup header's
+	// syssize says, down to one that ends inside its setup sectors (no
+	// payload at all), as igvmgen accepts igvm-tooling's 979-byte
+	// test_bzImage. Such a kernel cannot boot; this exists to reproduce
+	// those vectors.
+	AllowTruncated bool
+}
+
+// ParseBzImage checks that data is a complete bzImage that can be booted
+// directly in 64-bit mode at its preferred address, as igvmgen does, and
+// returns its header and payload (see BzImageOptions.Parse).
+func ParseBzImage(data []byte) (*BzImage, error) { return BzImageOptions{}.Parse(data) }
+
+// Parse checks data as ParseBzImage does, with the options. Errors are
+// *BzImageError.
+func (o BzImageOptions) Parse(data []byte) (*BzImage, error) {
+	const hdrEnd = bootparams.SetupHeaderOffset + bootparams.SetupHeaderSize
+	if len(data) < hdrEnd {
+		return nil, &BzImageError{Offset: -1, NotBzImage: true, Msg: fmt.Sprintf("%d bytes, too short for a setup header (needs %d)", len(data), hdrEnd)}
+	}
+	hp, err := bootparams.UnmarshalSetupHeader(data[bootparams.SetupHeaderOffset:])
+	if err != nil {
+		return nil, &BzImageError{Offset: bootparams.SetupHeaderOffset, NotBzImage: true, Msg: err.Error()}
+	}
+	k := &BzImage{Header: *hp, allowTruncated: o.AllowTruncated}
 	h := &k.Header
-	if h.Header != headerMagic {
-		return nil, fmt.Errorf("%w: no \"HdrS\" signature at offset 0x202", ErrNotBzImage)
+	bad := func(field string, off int64, format string, a ...any) error {
+		return &BzImageError{Field: field, Offset: off, Msg: fmt.Sprintf(format, a...)}
 	}
-	if h.BootFlag != bootFlagMagic {
-		return nil, fmt.Errorf("%w: boot_flag at 0x1fe is %#x, want 0xaa55", ErrNotBzImage, h.BootFlag)
+	if !h.HasMagic() {
+		return nil, &BzImageError{Field: "header", Offset: 0x202, NotBzImage: true, Msg: "no \"HdrS\" signature at offset 0x202"}
+	}
+	if h.BootFlag != bootparams.BootFlagMagic {
+		return nil, &BzImageError{Field: "boot_flag", Offset: 0x1fe, NotBzImage: true, Msg: fmt.Sprintf("boot_flag at 0x1fe is %#x, want 0xaa55", h.BootFlag)}
 	}
 	if h.Version < MinProtocol {
-		return nil, fmt.Errorf("boot protocol %s is too old: direct 64-bit boot needs %s or later (xloadflags, pref_address, init_size)", ProtocolString(h.Version), ProtocolString(MinProtocol))
+		return nil, bad("version", 0x206, "boot protocol %s is too old: direct 64-bit boot needs %s or later (xloadflags, pref_address, init_size)", h.Protocol(), bootparams.ProtocolString(MinProtocol))
 	}
-	if h.LoadFlags&loadFlagLoadedHigh == 0 {
-		return nil, fmt.Errorf("%w: a zImage (loadflags LOADED_HIGH clear), only bzImages are supported", ErrNotBzImage)
+	if h.LoadFlags&bootparams.LoadedHigh == 0 {
+		return nil, &BzImageError{Field: "loadflags", Offset: 0x211, NotBzImage: true, Msg: "a zImage (loadflags LOADED_HIGH clear), only bzImages are supported"}
 	}
-	if h.XLoadFlags&xlfKernel64 == 0 {
-		return nil, fmt.Errorf("kernel has no 64-bit entry point (xloadflags %#x lacks XLF_KERNEL_64)", h.XLoadFlags)
+	if h.XLoadFlags&bootparams.XLFKernel64 == 0 {
+		return nil, bad("xloadflags", 0x236, "kernel has no 64-bit entry point (xloadflags %#x lacks XLF_KERNEL_64)", h.XLoadFlags)
 	}
 	if h.SetupSects == 0 {
-		return nil, fmt.Errorf("setup_sects is 0 (pre-2.00 convention), not supported")
+		return nil, bad("setup_sects", 0x1f1, "setup_sects is 0 (pre-2.00 convention), not supported")
 	}
 	if h.PrefAddress <= minPrefAddress {
-		return nil, fmt.Errorf("pref_address %#x is not above 3 MiB", h.PrefAddress)
+		return nil, bad("pref_address", 0x258, "pref_address %#x is not above 3 MiB", h.PrefAddress)
 	}
 	if h.PrefAddress%pageSize != 0 || h.InitSize%pageSize != 0 {
-		return nil, fmt.Errorf("pref_address %#x and init_size %#x must be multiples of 4 KiB", h.PrefAddress, h.InitSize)
+		return nil, bad("pref_address", 0x258, "pref_address %#x and init_size %#x must be multiples of 4 KiB", h.PrefAddress, h.InitSize)
 	}
 	if a := h.KernelAlignment; a != 0 && a&(a-1) == 0 && h.PrefAddress%uint64(a) != 0 {
-		return nil, fmt.Errorf("pref_address %#x is not aligned to kernel_alignment %#x", h.PrefAddress, a)
+		return nil, bad("pref_address", 0x258, "pref_address %#x is not aligned to kernel_alignment %#x", h.PrefAddress, a)
 	}
 	if h.InitSize == 0 {
-		return nil, fmt.Errorf("init_size is 0")
+		return nil, bad("init_size", 0x260, "init_size is 0")
 	}
 	if h.PrefAddress+uint64(h.InitSize) > maxGuestAddress {
-		return nil, fmt.Errorf("pref_address %#x + init_size %#x ends above 4 GiB", h.PrefAddress, h.InitSize)
+		return nil, bad("init_size", 0x260, "pref_address %#x + init_size %#x ends above 4 GiB", h.PrefAddress, h.InitSize)
 	}
-	if off := (int(h.SetupSects) + 1) * 512; off < len(data) {
-		k.Payload = data[off:]
+	setupEnd := (int(h.SetupSects) + 1) * 512
+	if setupEnd < len(data) {
+		k.Payload = data[setupEnd:]
 	} else {
 		k.Payload = data[len(data):]
 	}
+	// syssize counts the protected-mode code in 16-byte units, rounded up
+	// (arch/x86/boot/tools/build.c; the CRC-32 is in it): a file shorter
+	// than that was cut.
+	if need := int64(h.SysSize)*16 - 15; int64(len(k.Payload)) < need && !o.AllowTruncated {
+		return nil, bad("syssize", 0x1f4, "truncated: syssize %#x says the protected-mode code after the %d setup bytes is %d bytes, the file has %d", h.SysSize, setupEnd, int64(h.SysSize)*16, len(k.Payload))
+	}
 	if uint64(len(k.Payload)) > uint64(h.InitSize) {
-		return nil, fmt.Errorf("payload of %d bytes is larger than init_size %#x", len(k.Payload), h.InitSize)
+		return nil, bad("init_size", 0x260, "payload of %d bytes is larger than init_size %#x", len(k.Payload), h.InitSize)
 	}
 	return k, nil
 }

@@ -23,8 +23,11 @@
 //	                          cc_blob, both unaligned
 //
 // Build computes this layout into an Image (a list of pages that refer to the
-// kernel and initrd bytes without copying them, and the initial VMSA);
-// ParseBzImage checks the kernel's setup header, and the ACPI functions make
-// the ACPI pages from compiled tables, from a pages file, or from the
-// built-in default.
+// kernel and initrd bytes without copying them, and the initial VMSA), and
+// Image.Write writes it as an IGVM file and returns a Result (what "igvm
+// build --json" prints). ParseBzImage checks the kernel's setup header (a
+// *BzImageError names the field at fault), Build the combination of inputs
+// (a *LayoutError names the input); the ACPI functions make the ACPI pages
+// from compiled tables, from a pages file, or from the built-in default.
+// The zero page is a pkg/bootparams struct.
 package linuxboot

@@ -1,9 +1,15 @@
 package linuxboot
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
+	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
 // compatMask is the compatibility mask of the one (SEV-SNP) platform.
@@ -42,4 +48,69 @@ func (img *Image) IGVM() *igvm.Builder {
 // WriteTo writes the image as a canonical IGVM file (see IGVM).
 func (img *Image) WriteTo(w io.Writer) (int64, error) {
 	return img.IGVM().WriteTo(w)
+}
+
+// Result describes an IGVM file Write wrote: what "imagebuilder igvm
+// build --json" prints. Addresses and registers are hex numbers in JSON.
+type Result struct {
+	Size         int64                  `json:"size"`
+	SHA256       string                 `json:"sha256"`
+	Pages        int                    `json:"pages"`
+	Policy       snp.GuestPolicy        `json:"policy"`
+	BootProtocol string                 `json:"boot_protocol"`
+	PrefAddress  hexnum.Uint64          `json:"pref_address"`
+	InitSize     hexnum.Uint64          `json:"init_size"`
+	KernelEntry  hexnum.Uint64          `json:"kernel_entry"`
+	PayloadBytes int                    `json:"payload_bytes"`
+	BootParams   hexnum.Uint64          `json:"boot_params"`
+	Cmdline      hexnum.Uint64          `json:"cmdline_gpa"`
+	CmdlineBytes int                    `json:"cmdline_bytes"`
+	Ramdisk      hexnum.Uint64          `json:"ramdisk_gpa"`
+	RamdiskSize  uint64                 `json:"ramdisk_size"`
+	CCBlob       hexnum.Uint64          `json:"cc_blob"`
+	End          hexnum.Uint64          `json:"end"`
+	ACPIEnd      hexnum.Uint64          `json:"acpi_end"`
+	E820         []bootparams.E820Entry `json:"e820"`
+	// ACPITables lists where each table was placed, when the ACPI pages
+	// were built from tables.
+	ACPITables []ACPITable `json:"acpi_tables,omitempty"`
+	VMSA       Registers   `json:"vmsa"`
+}
+
+// Registers are the initial registers of vCPU 0 that the layout sets.
+type Registers struct {
+	RIP         hexnum.Uint64 `json:"rip"`
+	RSP         hexnum.Uint64 `json:"rsp"`
+	RSI         hexnum.Uint64 `json:"rsi"`
+	CR0         hexnum.Uint64 `json:"cr0"`
+	CR3         hexnum.Uint64 `json:"cr3"`
+	CR4         hexnum.Uint64 `json:"cr4"`
+	EFER        hexnum.Uint64 `json:"efer"`
+	SEVFeatures hexnum.Uint64 `json:"sev_features"`
+}
+
+// Write writes the image as a canonical IGVM file to w, sequentially (w
+// may be a pipe), and describes what it wrote. It stops with ctx's error
+// soon after ctx is cancelled (w then holds a partial file).
+func (img *Image) Write(ctx context.Context, w io.Writer) (*Result, error) {
+	h := sha256.New()
+	n, err := img.IGVM().Write(ctx, io.MultiWriter(w, h))
+	if err != nil {
+		return nil, err
+	}
+	L, v := &img.Layout, &img.VMSA
+	r := &Result{
+		Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Pages: len(img.Pages), Policy: img.Policy,
+		BootProtocol: img.kernel.Protocol(), PrefAddress: hexnum.Uint64(img.kernel.PrefAddress), InitSize: hexnum.Uint64(img.kernel.InitSize),
+		KernelEntry: hexnum.Uint64(L.KernelEntry), PayloadBytes: L.PayloadBytes,
+		BootParams: hexnum.Uint64(L.BootParams), Cmdline: hexnum.Uint64(L.Cmdline), CmdlineBytes: L.CmdlineBytes,
+		Ramdisk: hexnum.Uint64(L.Ramdisk), RamdiskSize: L.RamdiskSize, CCBlob: hexnum.Uint64(L.CCBlob),
+		End: hexnum.Uint64(L.End), ACPIEnd: hexnum.Uint64(L.ACPIEnd), E820: L.E820, ACPITables: img.acpiTables,
+		VMSA: Registers{
+			RIP: hexnum.Uint64(v.RIP), RSP: hexnum.Uint64(v.RSP), RSI: hexnum.Uint64(v.RSI),
+			CR0: hexnum.Uint64(v.CR0), CR3: hexnum.Uint64(v.CR3), CR4: hexnum.Uint64(v.CR4),
+			EFER: hexnum.Uint64(v.EFER), SEVFeatures: hexnum.Uint64(v.SEVFeatures),
+		},
+	}
+	return r, nil
 }

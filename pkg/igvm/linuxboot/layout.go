@@ -1,9 +1,11 @@
 package linuxboot
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
@@ -32,29 +34,13 @@ const (
 	initPgtableSize = 0x7000  // TOP_PGT_SIZE + BOOT_PGT_SIZE
 	tssSize         = 104
 	gdtSize         = 56 // null, kernel code, user code, kernel data, user data, 16-byte TSS
-	bootParamsSize  = 4096
+	bootParamsSize  = bootparams.Size
 	ccBlobMagic     = 0x45444d41 // "AMDE"
 	maxGuestAddress = 1 << 32    // 32-bit boot_params pointers
 
 	pageEncrypted = 1 << 51 // the C-bit in igvm-tooling's page tables
 	pageRWUP      = 0x7     // present, writable, user
 	pagePS        = 0x80    // 1 GiB page
-
-	// e820 types.
-	E820RAM      = 1
-	E820Reserved = 2
-	E820ACPI     = 3
-)
-
-// Boot-params offsets (struct boot_params, arch/x86/include/uapi/asm/bootparam.h).
-const (
-	bpACPIRSDPAddr  = 0x070
-	bpCCBlobAddress = 0x13c
-	bpE820Entries   = 0x1e8
-	bpHdr           = setupHeaderOffset
-	bpE820Table     = 0x2d0
-	e820EntrySize   = 20
-	bpE820Max       = 128
 )
 
 // Options are the igvmgen options that change the layout.
@@ -76,11 +62,25 @@ type Options struct {
 	EncryptedPage bool
 	// SVME (-svme 1) sets EFER.SVME.
 	SVME bool
-	// AllowEmptyPayload accepts a kernel whose file ends inside its setup
-	// sectors, as igvm-tooling's 979-byte test_bzImage does. Such a kernel
-	// cannot boot; this exists for reproducing those vectors.
-	AllowEmptyPayload bool
 }
+
+// LayoutError reports inputs that cannot be laid out together, naming
+// the input at fault: "Kernel" (the BzImage), or the Options field
+// ("Cmdline", "Initrd", "ACPI", "Policy").
+type LayoutError struct {
+	Field string
+	Msg   string
+}
+
+func (e *LayoutError) Error() string { return e.Msg }
+
+func layoutErr(field, format string, a ...any) error {
+	return &LayoutError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Kata returns the options Kata Containers and Contrast build their pod VM
+// IGVM files with: igvmgen's -pvalidate_opt 1 -encrypted_page 1 -svme 1.
+func Kata() Options { return Options{PvalidateOpt: true, EncryptedPage: true, SVME: true} }
 
 // PageKind says what a page of the image is.
 type PageKind uint8
@@ -121,13 +121,6 @@ type Page struct {
 	Data []byte
 }
 
-// E820Entry is one boot_params e820 range.
-type E820Entry struct {
-	Addr uint64 `json:"addr"`
-	Size uint64 `json:"size"`
-	Type uint32 `json:"type"`
-}
-
 // Layout holds the addresses Build chose.
 type Layout struct {
 	KernelEntry  uint64 // pref_address + 0x200, the 64-bit entry
@@ -135,13 +128,14 @@ type Layout struct {
 	TSS, GDT     uint64
 	BootParams   uint64
 	Cmdline      uint64
+	CmdlineBytes int // without the NUL
 	Ramdisk      uint64
 	RamdiskSize  uint64
 	StackTop     uint64 // initial RSP
 	CCBlob       uint64
 	End          uint64 // first address after the last page
 	ACPIEnd      uint64
-	E820         []E820Entry
+	E820         []bootparams.E820Entry
 	PayloadBytes int
 }
 
@@ -153,6 +147,9 @@ type Image struct {
 	Pages  []Page
 	VMSA   snp.VMSA
 	Layout Layout
+
+	kernel     *bootparams.SetupHeader
+	acpiTables []ACPITable
 }
 
 // CPUIDLeaves are the CPUID functions (EAX, ECX inputs) igvmgen asks the
@@ -186,8 +183,17 @@ func CPUIDPage() []byte {
 
 func alignUp(x, a uint64) uint64 { return (x + a - 1) &^ (a - 1) }
 
-// Build lays out kernel k with opts as igvmgen does in boot mode x64.
-func Build(k *BzImage, opts Options) (*Image, error) {
+// ctxCheckPages is the number of pages laid out between two looks at the
+// context.
+const ctxCheckPages = 4096
+
+// Build lays out kernel k with opts as igvmgen does in boot mode x64. The
+// image refers to the kernel's and the initrd's bytes; write it with
+// Image.Write. Build stops with ctx's error soon after ctx is cancelled.
+func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	h := &k.Header
 	acpi := opts.ACPI
 	if acpi == nil {
@@ -198,34 +204,34 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 		policy = DefaultPolicy
 	}
 	if err := policy.Validate(); err != nil {
-		return nil, err
+		return nil, &LayoutError{Field: "Policy", Msg: err.Error()}
 	}
-	if len(k.Payload) == 0 && !opts.AllowEmptyPayload {
-		return nil, fmt.Errorf("bzImage has no protected-mode payload after its %d setup sectors", int(h.SetupSects)+1)
+	if len(k.Payload) == 0 && !k.allowTruncated {
+		return nil, layoutErr("Kernel", "bzImage has no protected-mode payload after its %d setup sectors", int(h.SetupSects)+1)
 	}
 	cmdline := opts.Cmdline
 	for i := 0; i < len(cmdline); i++ {
 		if cmdline[i] == 0 {
-			return nil, fmt.Errorf("command line holds a NUL byte at offset %d", i)
+			return nil, layoutErr("Cmdline", "command line holds a NUL byte at offset %d", i)
 		}
 	}
 	if uint64(len(cmdline)) > uint64(h.CmdlineSize) {
-		return nil, fmt.Errorf("command line is %d bytes, the kernel accepts at most %d (cmdline_size)", len(cmdline), h.CmdlineSize)
+		return nil, layoutErr("Cmdline", "command line is %d bytes, the kernel accepts at most %d (cmdline_size)", len(cmdline), h.CmdlineSize)
 	}
 	acpiEnd := acpi.End()
 	if acpiEnd <= XSDTAddress || acpiEnd > SNPPagesAddress {
-		return nil, fmt.Errorf("ACPI pages end at %#x, must be in (%#x, %#x]", acpiEnd, XSDTAddress, SNPPagesAddress)
+		return nil, layoutErr("ACPI", "ACPI pages end at %#x, must be in (%#x, %#x]", acpiEnd, XSDTAddress, SNPPagesAddress)
 	}
 	pref := h.PrefAddress
 	if pref < snpPagesEnd {
-		return nil, fmt.Errorf("pref_address %#x overlaps the SNP pages at [%#x, %#x)", pref, SNPPagesAddress, snpPagesEnd)
+		return nil, layoutErr("Kernel", "pref_address %#x overlaps the SNP pages at [%#x, %#x)", pref, SNPPagesAddress, snpPagesEnd)
 	}
 	vmlinuxSize := alignUp(uint64(len(k.Payload)), pageSize)
 	P := pref + uint64(h.InitSize)
 	stackLo := pref + vmlinuxSize + bootHeapSize
 	pgtLo := P - initPgtableSize
 	if opts.PvalidateOpt && (uint64(h.InitSize) < initPgtableSize || stackLo+bootStackSize > pgtLo) {
-		return nil, fmt.Errorf("payload of %d bytes leaves no room in init_size %#x for the boot heap, stack and page tables", len(k.Payload), h.InitSize)
+		return nil, layoutErr("Kernel", "payload of %d bytes leaves no room in init_size %#x for the boot heap, stack and page tables", len(k.Payload), h.InitSize)
 	}
 
 	L := Layout{
@@ -235,6 +241,7 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 		GDT:          P + 0x2000 + tssSize,
 		ACPIEnd:      acpiEnd,
 		PayloadBytes: len(k.Payload),
+		CmdlineBytes: len(cmdline),
 	}
 	L.BootParams = L.GDT + gdtSize
 	L.Cmdline = L.BootParams + bootParamsSize
@@ -245,29 +252,30 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	L.CCBlob = L.StackTop
 	L.End = alignUp(L.CCBlob+pageSize, pageSize)
 	if L.RamdiskSize > 0 && L.Ramdisk+L.RamdiskSize-1 > uint64(h.InitrdAddrMax) {
-		return nil, fmt.Errorf("initrd of %d bytes at %#x ends at %#x, above the kernel's initrd_addr_max %#x", L.RamdiskSize, L.Ramdisk, L.Ramdisk+L.RamdiskSize-1, h.InitrdAddrMax)
+		return nil, layoutErr("Initrd", "initrd of %d bytes at %#x ends at %#x, above the kernel's initrd_addr_max %#x", L.RamdiskSize, L.Ramdisk, L.Ramdisk+L.RamdiskSize-1, h.InitrdAddrMax)
 	}
 	if L.End > maxGuestAddress {
-		return nil, fmt.Errorf("layout ends at %#x, above 4 GiB (initrd of %d bytes too large)", L.End, L.RamdiskSize)
+		return nil, layoutErr("Initrd", "layout ends at %#x, above 4 GiB (initrd of %d bytes too large)", L.End, L.RamdiskSize)
 	}
 
 	// e820, as igvmgen's _setup_e820 / _setup_e820_opt.
+	const ram, reserved, acpiType = bootparams.E820RAM, bootparams.E820Reserved, bootparams.E820ACPI
 	if opts.PvalidateOpt {
-		L.E820 = []E820Entry{
-			{0, 0, E820RAM},
-			{0xa0000, 0x100000 - 0xa0000, E820Reserved},
-			{0x100000, acpiEnd - 0x100000, E820ACPI},
-			{pref, vmlinuxSize, E820RAM},
-			{stackLo, bootStackSize, E820RAM},
-			{pgtLo, initPgtableSize, E820RAM},
-			{P, L.End - P, E820RAM},
+		L.E820 = []bootparams.E820Entry{
+			{Addr: 0, Size: 0, Type: ram},
+			{Addr: 0xa0000, Size: 0x100000 - 0xa0000, Type: reserved},
+			{Addr: 0x100000, Size: acpiEnd - 0x100000, Type: acpiType},
+			{Addr: pref, Size: vmlinuxSize, Type: ram},
+			{Addr: stackLo, Size: bootStackSize, Type: ram},
+			{Addr: pgtLo, Size: initPgtableSize, Type: ram},
+			{Addr: P, Size: L.End - P, Type: ram},
 		}
 	} else {
-		L.E820 = []E820Entry{
-			{0, 0xa0000, E820RAM},
-			{0xa0000, 0x100000 - 0xa0000, E820Reserved},
-			{0x100000, acpiEnd - 0x100000, E820ACPI},
-			{pref, L.End - pref, E820RAM},
+		L.E820 = []bootparams.E820Entry{
+			{Addr: 0, Size: 0xa0000, Type: ram},
+			{Addr: 0xa0000, Size: 0x100000 - 0xa0000, Type: reserved},
+			{Addr: 0x100000, Size: acpiEnd - 0x100000, Type: acpiType},
+			{Addr: pref, Size: L.End - pref, Type: ram},
 		}
 	}
 
@@ -291,23 +299,19 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	binary.LittleEndian.PutUint64(gdt[0x28:], (tssSize-1)|(tss&0xffffff)<<16|0x8b<<40|(tss>>24&0xff)<<56)
 	binary.LittleEndian.PutUint32(gdt[0x30:], uint32(tss>>32))
 
-	bp := head[L.BootParams-P : L.BootParams-P+bootParamsSize]
-	copy(bp[bpHdr:], k.RawHeader[:])
-	bp[0x210] = 0xff                                                 // type_of_loader
-	binary.LittleEndian.PutUint32(bp[0x214:], uint32(L.KernelEntry)) // code32_start
-	binary.LittleEndian.PutUint32(bp[0x218:], uint32(L.Ramdisk))     // ramdisk_image
-	binary.LittleEndian.PutUint32(bp[0x21c:], uint32(L.RamdiskSize)) // ramdisk_size
-	binary.LittleEndian.PutUint32(bp[0x228:], uint32(L.Cmdline))     // cmd_line_ptr
-	binary.LittleEndian.PutUint32(bp[0x238:], uint32(len(cmdline)))  // cmdline_size
-	binary.LittleEndian.PutUint64(bp[bpACPIRSDPAddr:], RSDPAddress)
-	binary.LittleEndian.PutUint32(bp[bpCCBlobAddress:], uint32(L.CCBlob))
-	bp[bpE820Entries] = byte(len(L.E820))
-	for i, e := range L.E820 {
-		b := bp[bpE820Table+e820EntrySize*i:]
-		binary.LittleEndian.PutUint64(b[0:], e.Addr)
-		binary.LittleEndian.PutUint64(b[8:], e.Size)
-		binary.LittleEndian.PutUint32(b[16:], e.Type)
+	// boot_params: the kernel's setup header with what the loader fills
+	// in. Everything lies below 4 GiB, so the ext_ fields stay zero.
+	bp := bootparams.BootParams{Hdr: k.Header, ACPIRSDPAddr: RSDPAddress, CCBlobAddress: uint32(L.CCBlob)}
+	bp.Hdr.TypeOfLoader = 0xff // undefined loader
+	bp.Hdr.Code32Start = uint32(L.KernelEntry)
+	bp.Hdr.RamdiskImage = uint32(L.Ramdisk)
+	bp.Hdr.RamdiskSize = uint32(L.RamdiskSize)
+	bp.Hdr.CmdLinePtr = uint32(L.Cmdline)
+	bp.Hdr.CmdlineSize = uint32(len(cmdline)) // igvmgen writes the line's length here
+	if err := bp.SetE820(L.E820); err != nil {
+		return nil, err
 	}
+	copy(head[L.BootParams-P:], bp.Marshal())
 	copy(head[L.Cmdline-P:], cmdline)
 
 	// The area from the initrd's last whole page to the end: the initrd's
@@ -322,13 +326,22 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	binary.LittleEndian.PutUint64(cc[24:], CPUIDPageGPA)
 	binary.LittleEndian.PutUint32(cc[32:], pageSize)
 
-	img := &Image{Policy: policy, Layout: L}
+	img := &Image{Policy: policy, Layout: L, kernel: &k.Header, acpiTables: acpi.Tables}
 	img.VMSA = vmsa(&L, opts)
 
 	// Pages, ascending.
 	n := estimatePages(&L, pref, P, vmlinuxSize, opts.PvalidateOpt)
 	pages := make([]Page, 0, n)
+	var ctxErr error
 	add := func(gpa uint64, data []byte) {
+		if ctxErr != nil {
+			return
+		}
+		if len(pages)%ctxCheckPages == 0 {
+			if ctxErr = ctx.Err(); ctxErr != nil {
+				return
+			}
+		}
 		if data != nil && isZero(data) {
 			data = nil
 		}
@@ -391,6 +404,9 @@ func Build(k *BzImage, opts Options) (*Image, error) {
 	}
 	for gpa := tailStart; gpa < L.End; gpa += pageSize {
 		add(gpa, tail[gpa-tailStart:gpa-tailStart+pageSize])
+	}
+	if ctxErr != nil {
+		return nil, ctxErr
 	}
 	img.Pages = pages
 	return img, nil

@@ -1,0 +1,70 @@
+package podvm_test
+
+import (
+	"fmt"
+	"log"
+
+	"github.com/imagebuilder/imagebuilder/pkg/podvm"
+)
+
+// Load the demo config: paths come back resolved against the file's
+// directory and the cache, defaults fill the rest.
+func ExampleLoad() {
+	epoch := int64(1700000000) // as if SOURCE_DATE_EPOCH were set
+	cfg, err := podvm.Load("../../examples/podvm.yaml", podvm.LoadOptions{
+		CacheDir:        "/var/cache/imagebuilder",
+		SourceDateEpoch: &epoch,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	full := cfg.Defaulted()
+	s := full.Spec
+	fmt.Println(s.Kernel.Deb.Written)
+	fmt.Println(s.Kernel.Deb.Resolved)
+	fmt.Println(s.Kernel.Modules, s.Initrd.Compression, s.Rootfs.Seed, s.Cmdline.Root)
+	fmt.Println(*s.SourceDateEpoch, "from the", cfg.Source.SourceDateEpochFrom)
+	for _, t := range s.Measurements.Targets {
+		fmt.Println(t.Name, t.Platform)
+	}
+	// Output:
+	// ${IMAGEBUILDER_CACHE}/debian-kernel/linux-image-amd64.deb
+	// /var/cache/imagebuilder/debian-kernel/linux-image-amd64.deb
+	// [virtio_pci virtio_blk dm-verity erofs] zstd demo ibroot
+	// 1700000000 from the environment
+	// aks-clh-snp igvm-mshv
+}
+
+// A config error names the file, the line and the field.
+func ExampleParse() {
+	_, err := podvm.Parse([]byte(`apiVersion: imagebuilder/v1alpha1
+kind: PodVMImage
+metadata: {name: demo}
+spec:
+  kernel: {deb: k.deb}
+  rootfs:
+    agent: kata-agent
+    sources:
+      - oci-layout:debian
+      - oci:ubuntu
+`), "podvm.yaml", "/src", podvm.LoadOptions{})
+	fmt.Println(err)
+	// Output:
+	// podvm.yaml:10: spec.rootfs.sources[1]: unknown source scheme "oci:", did you mean oci-layout:? (want oci-layout:DIR[:TAG|@sha256:DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, dir:PATH, tar:FILE, or a registry reference [docker://]REGISTRY/REPO[:TAG][@sha256:DIGEST])
+}
+
+// The canonical JSON of a part of the config, as a stage cache key hashes
+// it.
+func ExampleCanonicalJSON() {
+	cfg, err := podvm.Load("../../examples/podvm.yaml", podvm.LoadOptions{CacheDir: "/cache"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := podvm.CanonicalJSON(cfg.Defaulted().Spec.Cmdline)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(b))
+	// Output:
+	// {"parameters":["console=ttyS0","panic=-1"],"root":"ibroot"}
+}

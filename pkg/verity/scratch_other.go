@@ -1,0 +1,5 @@
+//go:build !linux
+
+package verity
+
+func tempScratch(dir string) (scratchFile, error) { return namedScratch(dir) }
