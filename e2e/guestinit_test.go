@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -47,24 +48,6 @@ func TestGuestInitBoot(t *testing.T) {
 	}
 
 	// The initrd: modules for virtio-blk, dm-verity and erofs, and /init.
-	ms, err := initrd.OpenModules(kernel.ModulesDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mods, err := ms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := initrd.New()
-	if err := a.AddModules(ms, mods); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.AddFile(initBin, "init", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := initrd.AddInitSkeleton(a); err != nil {
-		t.Fatal(err)
-	}
 	// zstd for two boots, gzip (our parallel deflate) for the other two:
 	// the kernel's own decompressors must unpack both.
 	imgs := map[initrd.Compression]string{}
@@ -74,7 +57,11 @@ func TestGuestInitBoot(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = initrd.Build(f, a, initrd.BuildOptions{Compression: c})
+		_, err = initrd.Build(context.Background(), initrd.Config{
+			Modules:     initrd.Modules{Dir: kernel.ModulesDir, Names: []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"}},
+			Init:        initrd.Init{Path: initBin, Skeleton: true},
+			Compression: c,
+		}, f)
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}
