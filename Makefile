@@ -19,7 +19,7 @@ TESTFLAGS ?= -timeout 40m
 E2EFLAGS  ?= -timeout 30m
 FUZZTIME  ?= 10s
 
-.PHONY: all build test test-short e2e deps bench fuzz demo lint clean
+.PHONY: all build test test-short e2e deps bench fuzz demo lint golden clean
 
 all: build
 
@@ -54,6 +54,11 @@ demo: build
 	@scripts/demo.sh
 
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# golden rewrites every golden file from what the tests compute now
+# (internal/golden); review the diff before committing it.
+golden:
+	IMAGEBUILDER_UPDATE_GOLDEN=1 $(GO) test -short -count=1 ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/internal/golden"
 	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
@@ -76,7 +77,7 @@ func TestSmallImage(t *testing.T) {
 
 	// Golden sha256 of the whole disk image.
 	sum := sha256File(t, img)
-	if os.Getenv("UPDATE_GOLDEN") != "" {
+	if golden.Update() {
 		writeFile(t, goldenFile, []byte(sum+"  small fixture (internal/rootfstest.SmallLayers), seed imagebuilder-test, SOURCE_DATE_EPOCH=1700000000\n"))
 	}
 	g, err := os.ReadFile(goldenFile)
@@ -84,7 +85,7 @@ func TestSmallImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := strings.Fields(string(g))[0]; sum != want {
-		t.Errorf("rootfs.img sha256 %s, golden %s", sum, want)
+		t.Errorf("rootfs.img sha256 %s, golden %s; %s", sum, want, golden.Hint)
 	}
 
 	// Inspect agrees with the description and checks the root hash.
