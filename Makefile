@@ -2,6 +2,8 @@
 #
 #   make demo    run the main job on a built-in default
 #   make test    install what the tests need (Debian packages), run all tests
+#                (go test ./..., which includes the VM boots of e2e/)
+#   make e2e     install the same, run only the end-to-end VM boots (e2e/)
 #
 # Every Go binary of ours is built with -trimpath, no VCS stamping, an empty
 # build id and CGO disabled, so two builds of one tree give the same bytes.
@@ -13,9 +15,11 @@ REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git 
 GOBUILD    = CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
              -ldflags='-buildid= -s -w -X main.revision=$(REVISION)'
 TESTFLAGS ?= -timeout 40m
+# Each e2e VM has its own timeout (at most 5 min); their sum stays below this.
+E2EFLAGS  ?= -timeout 30m
 FUZZTIME  ?= 10s
 
-.PHONY: all build test test-short deps bench fuzz demo lint clean
+.PHONY: all build test test-short e2e deps bench fuzz demo lint golden clean
 
 all: build
 
@@ -33,6 +37,9 @@ deps:
 test: deps
 	$(GO) test $(TESTFLAGS) ./...
 
+e2e: deps
+	$(GO) test $(E2EFLAGS) ./e2e/...
+
 test-short:
 	$(GO) test -short ./...
 
@@ -46,6 +53,11 @@ demo: build
 	@scripts/demo.sh
 
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+# golden rewrites every golden file from what the tests compute now
+# (internal/golden); review the diff before committing it.
+golden:
+	IMAGEBUILDER_UPDATE_GOLDEN=1 $(GO) test -short -count=1 ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -35,10 +36,10 @@ func TestInitrdCLI(t *testing.T) {
 		{"spec syntax error", []string{"initrd", "build", "--dir", tree, "--spec", badSpec, "-o", out}, exitFailure, "bad.spec:3: device type \"q\""},
 		{"escaping --file", []string{"initrd", "build", "--file", filepath.Join(dir, "init") + ":../../init", "-o", out}, exitFailure, "escapes the archive root"},
 		{"bad --file", []string{"initrd", "build", "--file", "onlysrc", "-o", out}, exitUsage, "want SRC:DST[:MODE]"},
-		{"missing -o", []string{"initrd", "build", "--dir", tree}, exitUsage, "-o/--output is required"},
+		{"missing -o", []string{"initrd", "build", "--dir", tree}, exitUsage, `required flag(s) "output" not set (see 'imagebuilder initrd build --help')`},
 		{"module without dir", []string{"initrd", "build", "--module", "erofs", "-o", out}, exitUsage, "--module needs --modules-dir"},
-		{"bad early cpio (fails after the output is opened)", []string{"initrd", "build", "--dir", tree, "--early-cpio", spec, "-o", out}, exitFailure, "early cpio: cpio: truncated header at offset 0"},
-		{"bad epoch", []string{"initrd", "build", "--dir", tree, "-o", out}, exitFailure, "SOURCE_DATE_EPOCH"},
+		{"bad early cpio (fails after the output is opened)", []string{"initrd", "build", "--dir", tree, "--early-cpio", spec, "-o", out}, exitFailure, "early cpio " + spec + ": cpio: truncated header at offset 0"},
+		{"bad epoch", []string{"initrd", "build", "--dir", tree, "-o", out}, exitUsage, "SOURCE_DATE_EPOCH"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.name == "bad epoch" {
@@ -77,7 +78,7 @@ func contentOf(t *testing.T, img, name string) string {
 	}
 	defer fh.Close()
 	var got string
-	err = initrd.Walk(fh, func(h *initrd.Header, _ string, r io.Reader) error {
+	err = initrd.Walk(context.Background(), fh, func(h *initrd.Header, _ initrd.Segment, r io.Reader) error {
 		if h.Name == name {
 			b, err := io.ReadAll(r)
 			got = string(b)

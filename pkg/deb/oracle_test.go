@@ -139,20 +139,20 @@ func TestKernelPackage(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(k.ModulesDir, "modules.dep")); err == nil {
 		t.Errorf("the package now ships modules.dep: the note in ExtractKernel is out of date")
 	}
-	ms, err := initrd.OpenModules(k.ModulesDir)
+	ms, err := initrd.OpenModules(context.Background(), k.ModulesDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mods, err := ms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
+	mods, err := ms.Resolve(context.Background(), []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The same modules as from the fixture's depmod'ed tree.
-	ref, err := initrd.OpenModules(fix.ModulesDir)
+	ref, err := initrd.OpenModules(context.Background(), fix.ModulesDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	refMods, err := ref.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
+	refMods, err := ref.Resolve(context.Background(), []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
 	if err != nil {
 		t.Fatal(err)
 	}

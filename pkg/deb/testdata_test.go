@@ -1,16 +1,13 @@
 package deb
 
 import (
-	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/golden"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.deb")
-
-// TestTestdata checks (or with -update writes) the small packages the
+// TestTestdata checks (or with make golden writes) the small packages the
 // examples read: made by makeDeb, so the bytes are fixed by this file.
 func TestTestdata(t *testing.T) {
 	ctl := func(pkg string) []byte {
@@ -39,17 +36,6 @@ func TestTestdata(t *testing.T) {
 		}),
 	}
 	for name, b := range debs {
-		p := filepath.Join("testdata", name)
-		if *update {
-			os.MkdirAll("testdata", 0o755)
-			if err := os.WriteFile(p, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		old, err := os.ReadFile(p)
-		if err != nil || !bytes.Equal(old, b) {
-			t.Errorf("%s differs from what this test makes (%v): go test ./pkg/deb -run TestTestdata -args -update", p, err)
-		}
+		golden.Check(t, filepath.Join("testdata", name), b)
 	}
 }

@@ -16,12 +16,18 @@ import (
 // Compression names an initramfs compression the Linux kernel can unpack.
 type Compression string
 
-// The supported compressions.
+// The compressions Build writes (and Walk reads).
 const (
 	None Compression = "none"
 	Gzip Compression = "gzip"
 	Zstd Compression = "zstd"
 )
+
+// XZ is a compression Walk reads but Build does not write.
+const XZ Compression = "xz"
+
+// Compressions lists the names ParseCompression accepts.
+var Compressions = []string{string(None), string(Gzip), string(Zstd)}
 
 // ParseCompression checks a compression name.
 func ParseCompression(s string) (Compression, error) {
@@ -29,7 +35,30 @@ func ParseCompression(s string) (Compression, error) {
 	case None, Gzip, Zstd:
 		return c, nil
 	}
-	return "", fmt.Errorf("initrd: unknown compression %q (want none, gzip or zstd)", s)
+	return "", fmt.Errorf("unknown compression %q (want none, gzip or zstd)", s)
+}
+
+// CheckLevel says whether level (0 for the default) is valid for c:
+// 1..9 for gzip, 1..22 for zstd, only 0 for none.
+func CheckLevel(c Compression, level int) error {
+	if level == 0 {
+		return nil
+	}
+	switch c {
+	case Gzip:
+		if level < 1 || level > 9 {
+			return fmt.Errorf("gzip level %d out of range 1..9", level)
+		}
+	case Zstd:
+		if level < 1 || level > 22 {
+			return fmt.Errorf("zstd level %d out of range 1..22", level)
+		}
+	case None:
+		return fmt.Errorf("level %d given without compression", level)
+	default:
+		return fmt.Errorf("unknown compression %q (want none, gzip or zstd)", c)
+	}
+	return nil
 }
 
 // DefaultLevel is the level used when 0 is given: the defaults of the gzip
@@ -58,6 +87,9 @@ const gzipBlockSize = 1 << 20
 // frame from klauspost's encoder, whose concurrency overlaps block
 // compression with output but keeps every block's history.
 func NewCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, error) {
+	if err := CheckLevel(c, level); err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
 	if level == 0 {
 		level = DefaultLevel(c)
 	}
@@ -65,14 +97,8 @@ func NewCompressor(w io.Writer, c Compression, level int) (io.WriteCloser, error
 	case None:
 		return nopCloser{w}, nil
 	case Gzip:
-		if level < 1 || level > 9 {
-			return nil, fmt.Errorf("initrd: gzip level %d out of range 1..9", level)
-		}
 		return newParallelGzip(w, level), nil
 	case Zstd:
-		if level < 1 || level > 22 {
-			return nil, fmt.Errorf("initrd: zstd level %d out of range 1..22", level)
-		}
 		enc, err := zstd.NewWriter(w,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
 			zstd.WithEncoderConcurrency(min(runtime.GOMAXPROCS(0), 4)),
@@ -113,13 +139,19 @@ type result struct {
 	err error
 }
 
-var bufPool = sync.Pool{New: func() any { return make([]byte, 0, gzipBlockSize) }}
+// bufPool holds *[]byte block buffers (a pointer, so that Put does not
+// allocate).
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, gzipBlockSize); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) { b = b[:0]; bufPool.Put(&b) }
 
 func newParallelGzip(w io.Writer, level int) *parallelGzip {
 	z := &parallelGzip{
 		w:     w,
 		level: level,
-		buf:   bufPool.Get().([]byte)[:0],
+		buf:   getBuf(),
 		sem:   make(chan struct{}, max(runtime.GOMAXPROCS(0), 1)),
 		queue: make(chan chan result, 64),
 		done:  make(chan error, 1),
@@ -192,7 +224,7 @@ func (z *parallelGzip) submit(final bool) {
 			z.dict = z.dict[len(z.dict)-32<<10:]
 		}
 	}
-	z.buf = bufPool.Get().([]byte)[:0]
+	z.buf = getBuf()
 	ch := make(chan result, 1)
 	z.queue <- ch
 	z.sem <- struct{}{}
@@ -210,7 +242,7 @@ func (z *parallelGzip) submit(final bool) {
 				err = fw.Flush()
 			}
 		}
-		bufPool.Put(in[:0])
+		putBuf(in)
 		ch <- result{b: out.b, err: err}
 	}()
 }
@@ -218,6 +250,18 @@ func (z *parallelGzip) submit(final bool) {
 type sliceWriter struct{ b []byte }
 
 func (s *sliceWriter) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
+
+// abort stops without compressing what is buffered: only the blocks
+// already being compressed are waited for (one per CPU at most), so that a
+// cancelled build stops quickly.
+func (z *parallelGzip) abort() {
+	if z.closed {
+		return
+	}
+	z.closed = true
+	close(z.queue)
+	<-z.done
+}
 
 // Close compresses what is left, writes the trailer and waits for all
 // pieces to be written.

@@ -2,7 +2,9 @@ package initrd
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,4 +141,32 @@ func makeKO(kv ...string) []byte {
 	sh(1, 1, 1, infoOff, modinfo.Len()) // .modinfo PROGBITS
 	sh(2, 10, 3, strOff, len(shstr))    // .shstrtab STRTAB
 	return out
+}
+
+// buildBytes writes a with opts and returns the bytes.
+func buildBytes(t testing.TB, a *Archive, opts WriteOptions) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if _, err := a.Write(context.Background(), &b, opts); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// mustAdd adds sources to a.
+func mustAdd(t testing.TB, a *Archive, srcs ...Source) {
+	t.Helper()
+	for _, s := range srcs {
+		if err := s.AddTo(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// walkAll walks b and calls fn with each header and segment.
+func walkAll(b []byte, fn func(h *Header, seg Segment)) error {
+	return Walk(context.Background(), bytes.NewReader(b), func(h *Header, seg Segment, _ io.Reader) error {
+		fn(h, seg)
+		return nil
+	})
 }

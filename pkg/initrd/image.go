@@ -10,43 +10,66 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
-// AddImage adds the merged tree of sources (OCI layouts and archives,
-// docker archives, registry images, directories, tar files: the syntax of
-// source.Kinds), layered in order by source.Flatten with
-// its whiteout and hostile-layer rules. Whiteouts act inside these sources
+// Image is the merged tree of image sources (OCI layouts and archives,
+// docker archives, registry images, images the caller holds, directories,
+// tar files: pkg/source), layered in order by source.Flatten with its
+// whiteout and hostile-layer rules. Whiteouts act inside these sources
 // only; the result then replaces earlier archive entries of the same paths
 // like any other source. Owners are the image's own and are kept (as in a
 // spec file); extended attributes are dropped, since newc cannot store
-// them; the image's root directory entry is not stored.
+// them; the image's root directory entry is not stored. What each source
+// resolved to (manifest, config and layer digests) is in Result.Images.
 //
 // File contents are read once, in layer order, into an unlinked temporary
 // file (in $TMPDIR) that the archive's entries read from when written.
-func (a *Archive) AddImage(sources []string, opts source.Options) error {
-	ctx := context.TODO() // the initrd build has no context yet
-	name := strings.Join(sources, " + ")
-	srcs := make([]source.Source, len(sources))
-	for i, s := range sources {
-		var err error
-		if srcs[i], err = source.Parse(s); err != nil {
-			return fmt.Errorf("initrd: image %s: %w", name, err)
-		}
+type Image struct {
+	// Sources are layered in order, bottom first (source.Parse reads
+	// the string forms, source.FromImage takes a v1.Image).
+	Sources []source.Source
+	// Options say how they are read (platform, registry cache,
+	// credentials); Options.Upper is not used.
+	Options source.Options
+}
+
+func (im Image) String() string {
+	names := make([]string, len(im.Sources))
+	for i, s := range im.Sources {
+		names[i] = s.String()
 	}
-	flat, err := source.Flatten(ctx, srcs, opts)
+	return "image " + strings.Join(names, " + ")
+}
+
+// AddTo adds the image's tree (Image is a Source).
+func (im Image) AddTo(ctx context.Context, a *Archive) error {
+	return a.addImage(ctx, im.Sources, im.Options)
+}
+
+func (a *Archive) addImage(ctx context.Context, sources []source.Source, opts source.Options) error {
+	names := make([]string, len(sources))
+	for i, s := range sources {
+		names[i] = s.String()
+	}
+	name := strings.Join(names, " + ")
+	if len(opts.Upper) > 0 {
+		return fmt.Errorf("image %s: Options.Upper is not used by an initrd (add Dir, File or Entry sources after it)", name)
+	}
+	flat, err := source.Flatten(ctx, sources, opts)
 	if err != nil {
-		return fmt.Errorf("initrd: image %s: %w", name, err)
+		return fmt.Errorf("image %s: %w", name, err)
 	}
 	for _, e := range flat.Entries {
 		if e.Mode&TypeMask == TypeReg && e.Size > MaxFileSize {
-			return fmt.Errorf("initrd: image %s: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Path, e.Size, int64(MaxFileSize))
+			return fmt.Errorf("image %s: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Path, e.Size, int64(MaxFileSize))
 		}
 	}
 	spool, err := os.CreateTemp("", "imagebuilder-initrd-*")
 	if err != nil {
-		return fmt.Errorf("initrd: %w", err)
+		return fmt.Errorf("image %s: %w", name, err)
 	}
 	// Unlinked at once: the open file lives as long as the entries that
-	// read from it, and nothing is left behind.
+	// read from it (until Archive.Close), and nothing is left behind.
 	os.Remove(spool.Name())
+	a.closers = append(a.closers, spool)
 	offsets := make(map[int]int64, len(flat.Entries))
 	var off int64
 	err = flat.Contents(ctx, func(i int, r io.Reader) error {
@@ -63,8 +86,9 @@ func (a *Archive) AddImage(sources []string, opts source.Options) error {
 	})
 	if err != nil {
 		spool.Close()
-		return fmt.Errorf("initrd: image %s: %w", name, err)
+		return fmt.Errorf("image %s: %w", name, err)
 	}
+	a.images = append(a.images, flat.Sources...)
 	nlink := map[int]int{}
 	for _, e := range flat.Entries {
 		nlink[e.Inode]++
@@ -87,9 +111,9 @@ func (a *Archive) AddImage(sources []string, opts source.Options) error {
 				e.LinkGroup = fmt.Sprintf("image:%s:%d", spool.Name(), fe.Inode)
 			}
 		}
-		if err := a.Add(e); err != nil {
+		if err := a.add(e); err != nil {
 			spool.Close()
-			return fmt.Errorf("%w (from image %s)", err, name)
+			return fmt.Errorf("image %s: %w", name, err)
 		}
 	}
 	return nil

@@ -3,9 +3,9 @@ package initrd
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +56,20 @@ func tarBytes(t *testing.T, ents []tarEnt) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// imageOf is the Image source of the source strings refs.
+func imageOf(t *testing.T, refs ...string) Image {
+	t.Helper()
+	var im Image
+	for _, r := range refs {
+		s, err := source.Parse(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im.Sources = append(im.Sources, s)
+	}
+	return im
 }
 
 // writeOCILayout writes a linux/amd64 image of the given layers as an OCI
@@ -110,15 +124,9 @@ func TestAddImage(t *testing.T) {
 	}
 
 	a := New()
-	if err := a.AddDir(src, ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.AddImage([]string{"oci-layout:" + lay + ":v1"}, source.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.AddFile(override, "etc/extra", 0o640); err != nil {
-		t.Fatal(err)
-	}
+	defer a.Close()
+	mustAdd(t, a, Dir{Path: src}, imageOf(t, "oci-layout:"+lay+":v1"),
+		File{Src: override, Dst: "etc/extra", Mode: source.Perm(0o640)})
 
 	want := filepath.Join(dir, "want")
 	mk := func(name, body string, mode os.FileMode) {
@@ -140,26 +148,16 @@ func TestAddImage(t *testing.T) {
 
 	// Deterministic: a second build from a fresh archive, in another
 	// working directory, gives the same bytes, pinned by a golden sha256.
-	var first bytes.Buffer
-	if err := Build(&first, a, BuildOptions{Compression: None}); err != nil {
-		t.Fatal(err)
-	}
+	first := bytes.NewBuffer(buildBytes(t, a, WriteOptions{Compression: None}))
 	wd, _ := os.Getwd()
 	os.Chdir(dir)
-	a2 := New()
-	err := a2.AddDir(src, "")
-	if err == nil {
-		err = a2.AddImage([]string{"oci-layout:" + lay + ":v1"}, source.Options{})
-	}
-	if err == nil {
-		err = a2.AddFile(override, "etc/extra", 0o640)
-	}
+	// The same sources through Build, with relative paths.
+	var second bytes.Buffer
+	_, err := Build(context.Background(), Config{Compression: None, Sources: []Source{
+		Dir{Path: "src"}, imageOf(t, "oci-layout:layout:v1"),
+		File{Src: "override", Dst: "etc/extra", Mode: source.Perm(0o640)}}}, &second)
 	os.Chdir(wd)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var second bytes.Buffer
-	if err := Build(&second, a2, BuildOptions{Compression: None}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(first.Bytes(), second.Bytes()) {
@@ -172,10 +170,7 @@ func TestAddImage(t *testing.T) {
 
 	for _, comp := range []Compression{None, Zstd} {
 		t.Run(string(comp), func(t *testing.T) {
-			var b bytes.Buffer
-			if err := Build(&b, a, BuildOptions{Compression: comp}); err != nil {
-				t.Fatal(err)
-			}
+			b := bytes.NewBuffer(buildBytes(t, a, WriteOptions{Compression: comp}))
 			img := filepath.Join(t.TempDir(), "initrd.img")
 			os.WriteFile(img, b.Bytes(), 0o644)
 			out := t.TempDir()
@@ -192,9 +187,8 @@ func TestAddImage(t *testing.T) {
 			diffTrees(t, treeInfo(t, want), treeInfo(t, out))
 			// Owners from the image are kept; host files are 0:0.
 			owners := map[string]uint32{}
-			err := Walk(bytes.NewReader(b.Bytes()), func(h *Header, _ string, _ io.Reader) error {
+			err := walkAll(b.Bytes(), func(h *Header, _ Segment) {
 				owners[h.Name] = h.UID
-				return nil
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -219,7 +213,7 @@ func TestAddImageHostile(t *testing.T) {
 		{tarEnt{name: "dangling", typ: tar.TypeLink, link: "missing"}, "does not exist"},
 	} {
 		lay := writeOCILayout(t, filepath.Join(dir, c.ent.name[:1]+c.want[:3]), tarBytes(t, []tarEnt{c.ent}))
-		err := New().AddImage([]string{"oci-layout:" + lay}, source.Options{})
+		err := imageOf(t, "oci-layout:"+lay).AddTo(context.Background(), New())
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "layer 1/1") {
 			t.Errorf("%s: got %v, want an error with %q naming the layer", c.ent.name, err, c.want)
 		}

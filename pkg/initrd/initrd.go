@@ -5,16 +5,26 @@
 // by an uncompressed early cpio (CPU microcode), and with kernel modules
 // resolved from a modules tree together with a load order for the init.
 //
-// Entries come from directories (AddDir), single files (AddFile), the
-// kernel's gen_init_cpio spec format (AddSpec), OCI images and the other
-// sources of pkg/rootfs (AddImage), or are added directly (Add);
-// later sources replace earlier entries of the same path. Write emits them
-// sorted by path, parents first, with inode numbers assigned in that order,
-// every mtime set to one timestamp (SOURCE_DATE_EPOCH) and owners 0:0 unless
-// asked to keep them.
+// Build takes a Config, the whole description of an initramfs: its
+// sources in order (Dir, SpecFile, File, Image, or Entry values; later
+// sources replace earlier entries of the same path), then kernel Modules,
+// then the Init program, the Early archive, the compression and the
+// timestamp. It streams the archive to an io.Writer and returns a Result
+// (entries, modules in load order, size and sha256 of what it wrote).
+// Entries are written sorted by path, parents first, with inode numbers
+// assigned in that order, every mtime set to one timestamp
+// (SOURCE_DATE_EPOCH) and owners 0:0 unless asked to keep them.
+//
+// Walk reads any initramfs the kernel accepts (uncompressed, gzip, zstd or
+// xz segments, concatenated) with work and memory bounded by the input,
+// never by a size it declares.
+//
+// The lower layer, Archive, is a set of entries keyed by path that a
+// program can fill and write itself.
 package initrd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +32,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // File type bits of Entry.Mode (the values of the st_mode S_IF* constants).
@@ -41,20 +53,22 @@ const (
 // 32 bits).
 const MaxFileSize = 1<<32 - 1
 
-// Entry is one file of the archive.
+// Entry is one file of the archive. An Entry is also a Source: in
+// Config.Sources it adds itself.
 type Entry struct {
 	// Path is the slash-separated path inside the archive, relative to its
 	// root (no leading "/", no "." or ".." elements).
 	Path string
 	// Mode holds the file type (Type*) and permission bits (PermMask).
 	Mode uint32
-	// UID and GID are the owners; WriteCPIO stores 0:0 unless
+	// UID and GID are the owners; they are stored as 0:0 unless
 	// WriteOptions.KeepOwners or KeepOwner is set.
 	UID, GID uint32
 	// KeepOwner stores UID and GID whatever WriteOptions says (entries of a
 	// spec file, which states owners explicitly).
 	KeepOwner bool
-	// Size is the length of a regular file's content.
+	// Size is the length of a regular file's content; with Data and no
+	// Open, 0 means len(Data).
 	Size int64
 	// Linkname is a symlink's target.
 	Linkname string
@@ -80,6 +94,8 @@ func (e *Entry) typ() uint32 { return e.Mode & TypeMask }
 // call New.
 type Archive struct {
 	entries map[string]*Entry
+	closers []io.Closer       // temporary files of Image sources
+	images  []source.Resolved // what Image sources resolved to
 }
 
 // New returns an empty archive.
@@ -87,13 +103,14 @@ func New() *Archive { return &Archive{entries: map[string]*Entry{}} }
 
 // CleanPath turns a path given by a user or a source ("/bin/sh", "./bin/sh",
 // "bin//sh") into the archive form ("bin/sh"). It fails for an empty path,
-// the root itself and paths that escape the root with "..".
+// the root itself, and (with an *InsecurePathError) for paths that escape
+// the root with ".." or hold a NUL byte.
 func CleanPath(p string) (string, error) {
 	if p == "" {
 		return "", errors.New("empty path")
 	}
 	if strings.IndexByte(p, 0) >= 0 {
-		return "", fmt.Errorf("path %q contains a NUL byte", p)
+		return "", &InsecurePathError{Path: p, Reason: "contains a NUL byte"}
 	}
 	// Reject ".." that would climb above the root before cleaning hides it.
 	depth := 0
@@ -103,7 +120,7 @@ func CleanPath(p string) (string, error) {
 		case "..":
 			depth--
 			if depth < 0 {
-				return "", fmt.Errorf("path %q escapes the archive root", p)
+				return "", &InsecurePathError{Path: p, Reason: "escapes the archive root"}
 			}
 		default:
 			depth++
@@ -122,32 +139,50 @@ func CleanPath(p string) (string, error) {
 // Add puts e into the archive, replacing an entry of the same path. Missing
 // parent directories are created (mode 0755) when the archive is written.
 func (a *Archive) Add(e Entry) error {
-	p, err := CleanPath(e.Path)
-	if err != nil {
+	if err := a.add(e); err != nil {
 		return fmt.Errorf("initrd: %w", err)
 	}
+	return nil
+}
+
+// AddTo adds the entry to a (Entry is a Source).
+func (e Entry) AddTo(_ context.Context, a *Archive) error { return a.add(e) }
+
+func (e Entry) String() string { return "entry " + e.Path }
+
+func (a *Archive) add(e Entry) error {
+	p, err := CleanPath(e.Path)
+	if err != nil {
+		if e.Source != "" {
+			return fmt.Errorf("%s: %w", e.Source, err)
+		}
+		return err
+	}
 	e.Path = p
+	if e.typ() == TypeReg && e.Open == nil && e.Size == 0 {
+		e.Size = int64(len(e.Data))
+	}
 	switch e.typ() {
 	case TypeReg:
 		if e.Size < 0 {
-			return fmt.Errorf("initrd: %s: negative size", p)
+			return fmt.Errorf("%s: negative size", p)
 		}
 		if e.Size > MaxFileSize {
-			return fmt.Errorf("initrd: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", describe(&e), e.Size, int64(MaxFileSize))
+			return fmt.Errorf("%s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", describe(&e), e.Size, int64(MaxFileSize))
 		}
 		if e.Open == nil && int64(len(e.Data)) != e.Size {
-			return fmt.Errorf("initrd: %s: size %d but %d bytes of data", p, e.Size, len(e.Data))
+			return fmt.Errorf("%s: size %d but %d bytes of data", p, e.Size, len(e.Data))
 		}
 	case TypeSymlink:
 		if e.Linkname == "" {
-			return fmt.Errorf("initrd: %s: symlink without a target", p)
+			return fmt.Errorf("%s: symlink without a target", p)
 		}
 		if len(e.Linkname) > 4095 {
-			return fmt.Errorf("initrd: %s: symlink target longer than 4095 bytes", p)
+			return fmt.Errorf("%s: symlink target longer than 4095 bytes", p)
 		}
 	case TypeDir, TypeChar, TypeBlock, TypeFifo, TypeSocket:
 	default:
-		return fmt.Errorf("initrd: %s: unknown file type %#o", p, e.typ())
+		return fmt.Errorf("%s: unknown file type %#o", p, e.typ())
 	}
 	if old, ok := a.entries[p]; ok && old.typ() == TypeDir && e.typ() != TypeDir {
 		// Replacing a directory by a file drops what was below it.
@@ -167,6 +202,19 @@ func describe(e *Entry) string {
 		return fmt.Sprintf("%s (from %s)", e.Path, e.Source)
 	}
 	return e.Path
+}
+
+// Close releases the temporary files that Image sources keep their
+// contents in; the archive cannot be written after it.
+func (a *Archive) Close() error {
+	var first error
+	for _, c := range a.closers {
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	a.closers = nil
+	return first
 }
 
 // Len returns the number of entries added (without implied parents).

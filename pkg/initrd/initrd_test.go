@@ -2,9 +2,9 @@ package initrd
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -17,15 +17,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 )
-
-func buildBytes(t *testing.T, a *Archive, opts BuildOptions) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	if err := Build(&b, a, opts); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
 
 // treeInfo describes a tree for comparison: path -> type/mode/content/link
 // target, plus which paths share an inode.
@@ -98,9 +89,7 @@ func TestGNUCpioExtracts(t *testing.T) {
 	src := t.TempDir()
 	makeTree(t, src, time.Unix(1234567890, 0))
 	a := New()
-	if err := a.AddDir(src, ""); err != nil {
-		t.Fatal(err)
-	}
+	mustAdd(t, a, Dir{Path: src})
 	want := treeInfo(t, src)
 	const epoch = 1700000000
 	for _, c := range []struct {
@@ -110,7 +99,7 @@ func TestGNUCpioExtracts(t *testing.T) {
 		t.Run(string(c.comp), func(t *testing.T) {
 			needTool(t, c.decomp[0])
 			img := filepath.Join(t.TempDir(), "initrd.img")
-			if err := os.WriteFile(img, buildBytes(t, a, BuildOptions{Compression: c.comp, WriteOptions: WriteOptions{MTime: epoch}}), 0o644); err != nil {
+			if err := os.WriteFile(img, buildBytes(t, a, WriteOptions{Compression: c.comp, SourceDateEpoch: epoch}), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			dst := t.TempDir()
@@ -138,11 +127,9 @@ func TestListMatchesCpio(t *testing.T) {
 	src := t.TempDir()
 	makeTree(t, src, time.Unix(99, 0))
 	a := New()
-	if err := a.AddDir(src, ""); err != nil {
-		t.Fatal(err)
-	}
+	mustAdd(t, a, Dir{Path: src})
 	AddInitSkeleton(a)
-	raw := buildBytes(t, a, BuildOptions{Compression: None})
+	raw := buildBytes(t, a, WriteOptions{Compression: None})
 	cmd := exec.Command("cpio", "-tvn", "--quiet")
 	cmd.Stdin = bytes.NewReader(raw)
 	ref, err := cmd.Output()
@@ -150,10 +137,9 @@ func TestListMatchesCpio(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ours []string
-	gz := buildBytes(t, a, BuildOptions{Compression: Gzip})
-	if err := Walk(bytes.NewReader(gz), func(h *Header, comp string, _ io.Reader) error {
+	gz := buildBytes(t, a, WriteOptions{Compression: Gzip})
+	if err := walkAll(gz, func(h *Header, _ Segment) {
 		ours = append(ours, FormatEntry(h))
-		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +181,7 @@ var goldenSHA256 = map[Compression]string{
 
 func TestGolden(t *testing.T) {
 	for _, c := range []Compression{None, Gzip, Zstd} {
-		b := buildBytes(t, goldenArchive(t), BuildOptions{Compression: c})
+		b := buildBytes(t, goldenArchive(t), WriteOptions{Compression: c})
 		sum := sha256.Sum256(b)
 		got := hex.EncodeToString(sum[:])
 		if got != goldenSHA256[c] {
@@ -209,15 +195,13 @@ func TestGOMAXPROCS(t *testing.T) {
 	src := t.TempDir()
 	makeTree(t, src, time.Unix(5, 0))
 	a := New()
-	if err := a.AddDir(src, ""); err != nil {
-		t.Fatal(err)
-	}
+	mustAdd(t, a, Dir{Path: src})
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	for _, c := range []Compression{Gzip, Zstd} {
 		var first []byte
 		for _, n := range []int{1, 2, 8} {
 			runtime.GOMAXPROCS(n)
-			b := buildBytes(t, a, BuildOptions{Compression: c})
+			b := buildBytes(t, a, WriteOptions{Compression: c})
 			if first == nil {
 				first = b
 			} else if !bytes.Equal(b, first) {
@@ -245,27 +229,23 @@ func TestSortParentsFirst(t *testing.T) {
 func TestEarlyCPIO(t *testing.T) {
 	early := New()
 	early.Add(Entry{Path: "kernel/x86/microcode/AuthenticAMD.bin", Mode: TypeReg | 0o644, Size: 5, Data: []byte("ucode")})
-	var eb bytes.Buffer
-	if _, err := early.WriteCPIO(&eb, WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	eb := bytes.NewBuffer(buildBytes(t, early, WriteOptions{Compression: None}))
 	main := goldenArchive(t)
 	for _, c := range []Compression{None, Gzip, Zstd} {
-		b := buildBytes(t, main, BuildOptions{Compression: c, Early: eb.Bytes()})
+		b := buildBytes(t, main, WriteOptions{Compression: c, Early: eb.Bytes()})
 		if !bytes.HasPrefix(b, eb.Bytes()) {
 			t.Fatalf("%s: early archive is not a byte-identical prefix", c)
 		}
 		var names []string
-		Walk(bytes.NewReader(b), func(h *Header, comp string, _ io.Reader) error {
-			names = append(names, comp+":"+h.Name)
-			return nil
+		walkAll(b, func(h *Header, seg Segment) {
+			names = append(names, string(seg.Compression)+":"+h.Name)
 		})
 		if names[0] != "none:kernel" || !strings.Contains(strings.Join(names, " "), string(c)+":init") {
 			t.Errorf("%s: segments read back as %v", c, names)
 		}
 	}
 	var out bytes.Buffer
-	err := Build(&out, main, BuildOptions{Compression: Gzip, Early: []byte("not a cpio archive at all")})
+	_, err := main.Write(context.Background(), &out, WriteOptions{Compression: Gzip, Early: []byte("not a cpio archive at all")})
 	if err == nil || !strings.Contains(err.Error(), "early cpio") {
 		t.Errorf("bad early archive: %v", err)
 	}
@@ -275,10 +255,7 @@ func TestEarlyCPIO(t *testing.T) {
 // accepts them: a zstd segment is no longer required to be the last one,
 // and a cpio archive may span adjacent zstd frames (one segment).
 func TestWalkSegments(t *testing.T) {
-	var raw bytes.Buffer
-	if _, err := goldenArchive(t).WriteCPIO(&raw, WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	raw := bytes.NewBuffer(buildBytes(t, goldenArchive(t), WriteOptions{Compression: None}))
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderCRC(true))
 	if err != nil {
 		t.Fatal(err)
@@ -290,15 +267,14 @@ func TestWalkSegments(t *testing.T) {
 	img.Write(enc.EncodeAll(raw.Bytes()[half:], nil))
 	img.Write([]byte{0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 'a', 'b', 'c'}) // skippable frame
 	img.Write(make([]byte, 8))                                           // padding
-	img.Write(buildBytes(t, goldenArchive(t), BuildOptions{Compression: Zstd}))
-	img.Write(buildBytes(t, goldenArchive(t), BuildOptions{Compression: Gzip}))
+	img.Write(buildBytes(t, goldenArchive(t), WriteOptions{Compression: Zstd}))
+	img.Write(buildBytes(t, goldenArchive(t), WriteOptions{Compression: Gzip}))
 	img.Write(raw.Bytes())
 	var comps []string
-	if err := Walk(bytes.NewReader(img.Bytes()), func(h *Header, comp string, _ io.Reader) error {
+	if err := walkAll(img.Bytes(), func(h *Header, seg Segment) {
 		if h.Name == "init" {
-			comps = append(comps, comp)
+			comps = append(comps, string(seg.Compression))
 		}
-		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -306,8 +282,8 @@ func TestWalkSegments(t *testing.T) {
 		t.Errorf("segments read: %q, want none zstd zstd gzip none", got)
 	}
 	// A truncated zstd frame is an error, not a short listing.
-	z := buildBytes(t, goldenArchive(t), BuildOptions{Compression: Zstd})
-	if err := Walk(bytes.NewReader(z[:len(z)-10]), func(*Header, string, io.Reader) error { return nil }); err == nil {
+	z := buildBytes(t, goldenArchive(t), WriteOptions{Compression: Zstd})
+	if err := walkAll(z[:len(z)-10], func(*Header, Segment) {}); err == nil {
 		t.Error("truncated zstd segment: no error")
 	}
 }

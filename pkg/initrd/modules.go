@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -29,14 +31,17 @@ const LoadOrderPath = "etc/initrd/modules.order"
 // Module is one kernel module chosen for the archive.
 type Module struct {
 	// Name is the module name ("dm_verity": dashes become underscores).
-	Name string
+	Name string `json:"name"`
+	// Path is where the module is stored in the archive, uncompressed
+	// ("lib/modules/VERSION/kernel/drivers/md/dm-verity.ko").
+	Path string `json:"path"`
 	// Rel is the module file relative to the modules directory, as found
 	// (possibly .ko.xz, .ko.zst or .ko.gz).
-	Rel string
+	Rel string `json:"file"`
 	// Optional is set for modules pulled in only as soft dependencies.
-	Optional bool
+	Optional bool `json:"optional,omitempty"`
 	// NeededBy names the module that pulled this one in ("" if requested).
-	NeededBy string
+	NeededBy string `json:"needed_by,omitempty"`
 }
 
 // ArchivePath is where the module is stored in the archive (uncompressed).
@@ -78,26 +83,61 @@ type modinfo struct {
 	aliases []string
 }
 
-// OpenModules indexes the modules directory dir, whose base name is the
-// kernel version. modules.dep, modules.alias and modules.builtin are used
-// when present; otherwise dependencies come from each module's .modinfo.
-func OpenModules(dir string) (*ModuleSet, error) {
+// kernelRelease matches the base name of a lib/modules/VERSION tree: a
+// kernel release as `uname -r` prints it ("6.1.0-57-amd64").
+var kernelRelease = regexp.MustCompile(`^[0-9]+\.[0-9]+[0-9A-Za-z._+~-]*$`)
+
+// OpenModules indexes the modules tree dir, a lib/modules/VERSION
+// directory (its base name is the kernel release; it holds the kernel/
+// tree or depmod's and kbuild's modules.* files). modules.dep,
+// modules.alias and modules.builtin are used when present; otherwise
+// dependencies come from each module's .modinfo. A directory that is not
+// such a tree is an error matching ErrNotModulesTree.
+func OpenModules(ctx context.Context, dir string) (*ModuleSet, error) {
+	ms, err := openModules(ctx, dir)
+	if err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
+	return ms, nil
+}
+
+func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("initrd: modules: %w", err)
+		return nil, fmt.Errorf("modules directory: %w", err)
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("initrd: modules: %s is not a directory", dir)
+		return nil, fmt.Errorf("modules directory %s: %w (not a directory)", dir, ErrNotModulesTree)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return nil, fmt.Errorf("initrd: modules: %w", err)
+		return nil, fmt.Errorf("modules directory %s: %w", dir, err)
 	}
-	ms := &ModuleSet{Dir: dir, Version: filepath.Base(abs), files: map[string]string{},
+	version := filepath.Base(abs)
+	if !kernelRelease.MatchString(version) {
+		return nil, fmt.Errorf("modules directory %s: %w (its name %q is not a kernel release)", dir, ErrNotModulesTree, version)
+	}
+	marker := false
+	for _, m := range []string{"kernel", "modules.order", "modules.builtin", "modules.dep"} {
+		if _, err := os.Stat(filepath.Join(dir, m)); err == nil {
+			marker = true
+			break
+		}
+	}
+	if !marker {
+		return nil, fmt.Errorf("modules directory %s: %w (no kernel/, modules.order, modules.builtin or modules.dep in it)", dir, ErrNotModulesTree)
+	}
+	ms := &ModuleSet{Dir: dir, Version: version, files: map[string]string{},
 		deps: map[string][]string{}, builtin: map[string]bool{}, info: map[string]modinfo{}}
+	n := 0
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if n++; n%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		if d.IsDir() || !isModFile(p) {
 			return nil
@@ -117,7 +157,7 @@ func OpenModules(dir string) (*ModuleSet, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("initrd: modules: %w", err)
+		return nil, fmt.Errorf("modules directory %s: %w", dir, err)
 	}
 	if f, err := os.Open(filepath.Join(dir, "modules.dep")); err == nil {
 		defer f.Close()
@@ -138,7 +178,7 @@ func OpenModules(dir string) (*ModuleSet, error) {
 			ms.deps[n] = d
 		}
 		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("initrd: modules.dep: %w", err)
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.dep"), err)
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
@@ -172,13 +212,13 @@ func (ms *ModuleSet) modinfo(n string) (modinfo, error) {
 	if mi, ok := ms.info[n]; ok {
 		return mi, nil
 	}
-	b, err := ms.ReadModule(n)
+	b, err := ms.readModule(n)
 	if err != nil {
 		return modinfo{}, err
 	}
 	mi, err := parseModinfo(b)
 	if err != nil {
-		return modinfo{}, fmt.Errorf("initrd: module %s (%s): %w", n, ms.files[n], err)
+		return modinfo{}, fmt.Errorf("module %s (%s): %w", n, ms.files[n], err)
 	}
 	ms.info[n] = mi
 	return mi, nil
@@ -231,50 +271,67 @@ func parseModinfo(b []byte) (modinfo, error) {
 	return mi, nil
 }
 
+// maxModule bounds a module's uncompressed size (the largest in a Debian
+// kernel, amdgpu, is about 20 MiB).
+const maxModule = 256 << 20
+
 // ReadModule returns the uncompressed ELF bytes of the module named n.
 func (ms *ModuleSet) ReadModule(n string) ([]byte, error) {
+	b, err := ms.readModule(n)
+	if err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
+	return b, nil
+}
+
+func (ms *ModuleSet) readModule(n string) ([]byte, error) {
 	rel, ok := ms.files[n]
 	if !ok {
-		return nil, fmt.Errorf("initrd: module %s not found in %s", n, ms.Dir)
+		return nil, &ModuleNotFoundError{Name: n, Dir: ms.Dir}
 	}
 	name := filepath.Join(ms.Dir, filepath.FromSlash(rel))
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, fmt.Errorf("initrd: module %s: %w", n, err)
+		return nil, fmt.Errorf("module %s: %w", n, err)
 	}
 	defer f.Close()
 	var r io.Reader = f
 	switch {
 	case strings.HasSuffix(rel, ".xz"):
-		xr, err := xz.NewReader(f)
+		br := bufio.NewReader(f)
+		xr, err := xz.ReaderConfig{SingleStream: true}.NewReader(newXZStream(br))
 		if err != nil {
-			return nil, fmt.Errorf("initrd: module %s: %w", rel, err)
+			return nil, fmt.Errorf("module %s: %w", rel, err)
 		}
 		r = xr
 	case strings.HasSuffix(rel, ".zst"):
-		zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(newZstdFrames(bufio.NewReader(f)), zstd.WithDecoderConcurrency(1),
+			zstd.WithDecoderMaxWindow(MaxWindow))
 		if err != nil {
-			return nil, fmt.Errorf("initrd: module %s: %w", rel, err)
+			return nil, fmt.Errorf("module %s: %w", rel, err)
 		}
 		defer zr.Close()
 		r = zr
 	case strings.HasSuffix(rel, ".gz"):
 		gr, err := gzip.NewReader(f)
 		if err != nil {
-			return nil, fmt.Errorf("initrd: module %s: %w", rel, err)
+			return nil, fmt.Errorf("module %s: %w", rel, err)
 		}
 		r = gr
 	}
-	b, err := io.ReadAll(r)
+	b, err := io.ReadAll(io.LimitReader(r, maxModule+1))
 	if err != nil {
-		return nil, fmt.Errorf("initrd: module %s: %w", rel, err)
+		return nil, fmt.Errorf("module %s: %w", rel, err)
+	}
+	if len(b) > maxModule {
+		return nil, fmt.Errorf("module %s: larger than %d MiB uncompressed", rel, maxModule>>20)
 	}
 	return b, nil
 }
 
 // lookup finds the modules a name or alias stands for. found is false when
 // nothing matches; builtin is set when it is built into the kernel.
-func (ms *ModuleSet) lookup(name string) (mods []string, builtin bool, err error) {
+func (ms *ModuleSet) lookup(ctx context.Context, name string) (mods []string, builtin bool, err error) {
 	n := modName(name)
 	if _, ok := ms.files[n]; ok {
 		return []string{n}, false, nil
@@ -286,8 +343,13 @@ func (ms *ModuleSet) lookup(name string) (mods []string, builtin bool, err error
 		// No modules.alias: read the aliases of every module once.
 		ms.aliases = map[string][]string{}
 		for _, m := range sortedKeys(ms.files) {
+			if err := ctx.Err(); err != nil {
+				ms.aliases = nil
+				return nil, false, err
+			}
 			mi, err := ms.modinfo(m)
 			if err != nil {
+				ms.aliases = nil
 				return nil, false, err
 			}
 			for _, a := range mi.aliases {
@@ -317,8 +379,17 @@ func (ms *ModuleSet) lookup(name string) (mods []string, builtin bool, err error
 // .modinfo depends=) and soft pre-dependencies (.modinfo softdep= pre:,
 // marked Optional). Modules built into the kernel are skipped. The order
 // depends only on the request order and the modules tree. A module that
-// cannot be found is an error naming it and the module that needed it.
-func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
+// cannot be found is a *ModuleNotFoundError naming it and the module that
+// needed it.
+func (ms *ModuleSet) Resolve(ctx context.Context, names []string) ([]Module, error) {
+	mods, err := ms.resolve(ctx, names)
+	if err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
+	return mods, nil
+}
+
+func (ms *ModuleSet) resolve(ctx context.Context, names []string) ([]Module, error) {
 	var out []Module
 	state := map[string]int{} // 1 visiting, 2 done
 	index := map[string]int{}
@@ -332,9 +403,12 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 			}
 			return nil
 		case 1:
-			return fmt.Errorf("initrd: module dependency cycle: %s", strings.Join(append(chain, n), " -> "))
+			return fmt.Errorf("module dependency cycle: %s", strings.Join(append(chain, n), " -> "))
 		}
 		state[n] = 1
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		mi, err := ms.modinfo(n)
 		if err != nil {
 			if by != "" {
@@ -343,7 +417,7 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 			return err
 		}
 		for _, s := range mi.softpre {
-			mods, _, err := ms.lookup(s)
+			mods, _, err := ms.lookup(ctx, s)
 			if err != nil {
 				return err
 			}
@@ -364,7 +438,7 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 			}
 		}
 		for _, d := range deps {
-			mods, builtin, err := ms.lookup(d)
+			mods, builtin, err := ms.lookup(ctx, d)
 			if err != nil {
 				return err
 			}
@@ -373,7 +447,7 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 					state[n] = 2
 					return nil
 				}
-				return fmt.Errorf("initrd: module %s, needed by %s, not found in %s", d, n, ms.Dir)
+				return &ModuleNotFoundError{Name: d, NeededBy: n, Dir: ms.Dir}
 			}
 			for _, m := range mods {
 				if err := visit(m, n, optional, append(chain, n)); err != nil {
@@ -383,11 +457,13 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 		}
 		state[n] = 2
 		index[n] = len(out)
-		out = append(out, Module{Name: n, Rel: ms.files[n], Optional: optional, NeededBy: by})
+		m := Module{Name: n, Rel: ms.files[n], Optional: optional, NeededBy: by}
+		m.Path = m.ArchivePath(ms.Version)
+		out = append(out, m)
 		return nil
 	}
 	for _, name := range names {
-		mods, builtin, err := ms.lookup(name)
+		mods, builtin, err := ms.lookup(ctx, name)
 		if err != nil {
 			return nil, err
 		}
@@ -395,7 +471,7 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 			if builtin {
 				continue
 			}
-			return nil, fmt.Errorf("initrd: module %s (requested) not found in %s", name, ms.Dir)
+			return nil, &ModuleNotFoundError{Name: name, Dir: ms.Dir}
 		}
 		for _, m := range mods {
 			if err := visit(m, "", false, nil); err != nil {
@@ -406,18 +482,28 @@ func (ms *ModuleSet) Resolve(names []string) ([]Module, error) {
 	return out, nil
 }
 
-// AddModules adds the modules (uncompressed) and the load order file to the
-// archive.
-func (a *Archive) AddModules(ms *ModuleSet, mods []Module) error {
+// AddModules adds the modules (uncompressed) and the load order file
+// (LoadOrderPath) to the archive.
+func (a *Archive) AddModules(ctx context.Context, ms *ModuleSet, mods []Module) error {
+	if err := a.addModules(ctx, ms, mods); err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	return nil
+}
+
+func (a *Archive) addModules(ctx context.Context, ms *ModuleSet, mods []Module) error {
 	var order bytes.Buffer
 	order.WriteString("# kernel modules to load, in order (imagebuilder initrd)\n")
 	for _, m := range mods {
-		b, err := ms.ReadModule(m.Name)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := ms.readModule(m.Name)
 		if err != nil {
 			return err
 		}
 		p := m.ArchivePath(ms.Version)
-		if err := a.Add(Entry{Path: p, Mode: TypeReg | 0o644, Size: int64(len(b)), Data: b,
+		if err := a.add(Entry{Path: p, Mode: TypeReg | 0o644, Size: int64(len(b)), Data: b,
 			Source: filepath.Join(ms.Dir, m.Rel)}); err != nil {
 			return err
 		}
@@ -427,5 +513,5 @@ func (a *Archive) AddModules(ms *ModuleSet, mods []Module) error {
 		}
 		order.WriteByte('\n')
 	}
-	return a.Add(Entry{Path: LoadOrderPath, Mode: TypeReg | 0o644, Size: int64(order.Len()), Data: order.Bytes()})
+	return a.add(Entry{Path: LoadOrderPath, Mode: TypeReg | 0o644, Size: int64(order.Len()), Data: order.Bytes()})
 }

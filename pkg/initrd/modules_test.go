@@ -2,6 +2,7 @@ package initrd
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,12 +80,13 @@ func names(mods []Module) string {
 }
 
 func TestResolveModules(t *testing.T) {
+	ctx := context.Background()
 	for _, withDep := range []bool{false, true} {
-		ms, err := OpenModules(fakeModules(t, withDep))
+		ms, err := OpenModules(ctx, fakeModules(t, withDep))
 		if err != nil {
 			t.Fatal(err)
 		}
-		mods, err := ms.Resolve([]string{"virtio", "dm-verity", "erofs"})
+		mods, err := ms.Resolve(ctx, []string{"virtio", "dm-verity", "erofs"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,32 +101,32 @@ func TestResolveModules(t *testing.T) {
 		}
 		// needs-missing is not in modules.dep (a stale one): its own
 		// .modinfo still counts.
-		_, err = ms.Resolve([]string{"needs-missing"})
+		_, err = ms.Resolve(ctx, []string{"needs-missing"})
 		if err == nil || !strings.Contains(err.Error(), "module no_such_mod, needed by needs_missing, not found in") {
 			t.Errorf("modules.dep=%v: missing dependency: %v", withDep, err)
 		}
 		if withDep {
 			// modules.dep names a file that is not in the tree.
 			os.Remove(filepath.Join(ms.Dir, "kernel/lib/reed_solomon/reed_solomon.ko"))
-			ms, err := OpenModules(ms.Dir)
+			ms, err := OpenModules(ctx, ms.Dir)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = ms.Resolve([]string{"dm-verity"})
+			_, err = ms.Resolve(ctx, []string{"dm-verity"})
 			if err == nil || !strings.Contains(err.Error(), "reed_solomon.ko: no such file or directory (needed by dm_verity)") {
 				t.Errorf("modules.dep names a missing file: %v", err)
 			}
 			continue
 		}
-		if _, err := ms.Resolve([]string{"nonesuch"}); err == nil || !strings.Contains(err.Error(), "module nonesuch (requested) not found") {
+		if _, err := ms.Resolve(ctx, []string{"nonesuch"}); err == nil || !strings.Contains(err.Error(), "module nonesuch (requested) not found") {
 			t.Errorf("missing module: %v", err)
 		}
-		if _, err := ms.Resolve([]string{"a"}); err == nil || !strings.Contains(err.Error(), "cycle: a -> b -> a") {
+		if _, err := ms.Resolve(ctx, []string{"a"}); err == nil || !strings.Contains(err.Error(), "cycle: a -> b -> a") {
 			t.Errorf("cycle: %v", err)
 		}
 		// The archive holds the modules uncompressed and the load order.
 		a := New()
-		if err := a.AddModules(ms, mods); err != nil {
+		if err := a.AddModules(ctx, ms, mods); err != nil {
 			t.Fatal(err)
 		}
 		var order string
@@ -150,11 +152,12 @@ func TestResolveModules(t *testing.T) {
 // Debian kernel tree (scripts/fixtures/debian-kernel.sh); the order is the
 // one that boots (docs: rootfs.md).
 func TestDebianModules(t *testing.T) {
-	ms, err := OpenModules(fixtures.DebianKernel(t).ModulesDir)
+	ctx := context.Background()
+	ms, err := OpenModules(ctx, fixtures.DebianKernel(t).ModulesDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mods, err := ms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
+	mods, err := ms.Resolve(ctx, []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,11 +194,11 @@ func TestDebianModules(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	zms, err := OpenModules(zdir)
+	zms, err := OpenModules(ctx, zdir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	zmods, err := zms.Resolve([]string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
+	zmods, err := zms.Resolve(ctx, []string{"virtio_pci", "virtio_blk", "dm-verity", "erofs"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ package initrd
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,15 +24,6 @@ const (
 	newcHeaderLen = 110
 	trailerName   = "TRAILER!!!"
 )
-
-// WriteOptions control how entries are stored.
-type WriteOptions struct {
-	// MTime is the modification time of every entry, in seconds since the
-	// Unix epoch (SOURCE_DATE_EPOCH).
-	MTime int64
-	// KeepOwners keeps each entry's UID and GID; otherwise all are 0:0.
-	KeepOwners bool
-}
 
 // newcHeader is the decoded form of a newc header.
 type newcHeader struct {
@@ -88,21 +80,18 @@ func (c *cpioWriter) header(h newcHeader, name string) error {
 	return c.write(zeros[:1+pad4(newcHeaderLen+int64(len(name))+1)])
 }
 
-// WriteCPIO writes the archive as an uncompressed newc cpio to w and
-// returns the number of bytes written. Entries are sorted (see Entries),
+// writeCPIO writes the archive as an uncompressed newc cpio to w, calling
+// onHeader for every entry written. Entries are sorted (see Entries),
 // inode numbers count from 1 in that order, hard links share an inode
 // whose content is stored with the last name, directories carry the link
 // count 2 + their subdirectories, and the file system device is 0:0.
-func (a *Archive) WriteCPIO(w io.Writer, opts WriteOptions) (int64, error) {
-	if opts.MTime < 0 || opts.MTime > 1<<32-1 {
-		return 0, fmt.Errorf("initrd: mtime %d does not fit the newc 32-bit field", opts.MTime)
-	}
+func (a *Archive) writeCPIO(ctx context.Context, w io.Writer, opts WriteOptions, onHeader func(*Header)) error {
 	entries := a.Entries()
 	types := make(map[string]uint32, len(entries))
 	for _, e := range entries {
 		types[e.Path] = e.typ()
 		if d := path.Dir(e.Path); d != "." && types[d] != TypeDir {
-			return 0, fmt.Errorf("initrd: %s: parent %s is not a directory", describe(e), d)
+			return fmt.Errorf("%s: parent %s is not a directory", describe(e), d)
 		}
 	}
 	// Hard link groups: inode of the first name, content on the last.
@@ -133,7 +122,10 @@ func (a *Archive) WriteCPIO(w io.Writer, opts WriteOptions) (int64, error) {
 	var ino uint32
 	buf := make([]byte, 256<<10)
 	for _, e := range entries {
-		h := newcHeader{Mode: e.Mode, MTime: uint32(opts.MTime), NLink: 1}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h := newcHeader{Mode: e.Mode, MTime: uint32(opts.SourceDateEpoch), NLink: 1}
 		if opts.KeepOwners || e.KeepOwner {
 			h.UID, h.GID = e.UID, e.GID
 		}
@@ -167,33 +159,41 @@ func (a *Archive) WriteCPIO(w io.Writer, opts WriteOptions) (int64, error) {
 		}
 		h.FileSize = uint32(size)
 		if err := cw.header(h, e.Path); err != nil {
-			return cw.n, err
+			return err
 		}
 		if open != nil {
-			if err := copyContent(cw, e, open, buf); err != nil {
-				return cw.n, err
+			if err := copyContent(ctx, cw, e, open, buf); err != nil {
+				return err
 			}
 		} else if err := cw.write(data); err != nil {
-			return cw.n, err
+			return err
 		}
 		if err := cw.write(zeros[:pad4(size)]); err != nil {
-			return cw.n, err
+			return err
+		}
+		if onHeader != nil {
+			onHeader(&Header{Name: e.Path, Ino: h.Ino, Mode: h.Mode, UID: h.UID, GID: h.GID, NLink: h.NLink,
+				MTime: int64(h.MTime), Size: size, RDevMajor: h.RDevMajor, RDevMinor: h.RDevMinor, Linkname: e.Linkname})
 		}
 	}
 	if err := cw.header(newcHeader{NLink: 1}, trailerName); err != nil {
-		return cw.n, err
+		return err
 	}
-	return cw.n, cw.w.Flush()
+	return cw.w.Flush()
 }
 
-func copyContent(cw *cpioWriter, e *Entry, open func() (io.ReadCloser, error), buf []byte) error {
+// copyContent copies a file's content, checking ctx between chunks.
+func copyContent(ctx context.Context, cw *cpioWriter, e *Entry, open func() (io.ReadCloser, error), buf []byte) error {
 	r, err := open()
 	if err != nil {
-		return fmt.Errorf("initrd: %s: %w", describe(e), err)
+		return fmt.Errorf("%s: %w", describe(e), err)
 	}
 	defer r.Close()
 	left := e.Size
 	for left > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		n := int64(len(buf))
 		if n > left {
 			n = left
@@ -205,9 +205,9 @@ func copyContent(cw *cpioWriter, e *Entry, open func() (io.ReadCloser, error), b
 		left -= int64(m)
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return fmt.Errorf("initrd: %s: content shorter than its size %d", describe(e), e.Size)
+				return fmt.Errorf("%s: content shorter than its size %d", describe(e), e.Size)
 			}
-			return fmt.Errorf("initrd: %s: %w", describe(e), err)
+			return fmt.Errorf("%s: %w", describe(e), err)
 		}
 	}
 	return nil
@@ -236,6 +236,7 @@ type Reader struct {
 	off      int64 // bytes consumed
 	left     int64 // unread bytes of the current entry's data plus padding
 	dataLeft int64 // unread bytes of the current entry's data
+	name     string
 	err      error
 }
 
@@ -277,36 +278,46 @@ func parseHex(b []byte) (uint32, bool) {
 	return v, true
 }
 
+// fail records and returns a format error at offset off.
+func (r *Reader) fail(off int64, format string, args ...any) error {
+	r.err = &FormatError{Offset: off, Msg: fmt.Sprintf(format, args...)}
+	return r.err
+}
+
 // Next advances to the next entry and returns its header; it returns
 // io.EOF after the trailer. The entry's content can be read from the Reader
-// until the next call.
+// until the next call. Malformed input gives a *FormatError. Memory use
+// does not depend on the sizes a header declares: names and symlink
+// targets are at most 4096 bytes, file contents are streamed.
 func (r *Reader) Next() (*Header, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
 	if r.left > 0 {
 		if err := r.skip(r.left); err != nil {
-			r.err = fmt.Errorf("cpio: truncated entry data at offset %d", r.off)
-			return nil, r.err
+			if !isEOF(err) {
+				return nil, r.ioError(err)
+			}
+			return nil, r.fail(r.off, "truncated entry data")
 		}
 		r.left, r.dataLeft = 0, 0
 	}
 	start := r.off
 	var b [newcHeaderLen]byte
 	if err := r.read(b[:]); err != nil {
-		r.err = fmt.Errorf("cpio: truncated header at offset %d", start)
-		return nil, r.err
+		if !isEOF(err) {
+			return nil, r.ioError(err)
+		}
+		return nil, r.fail(start, "truncated header")
 	}
 	if string(b[:6]) != "070701" && string(b[:6]) != "070702" {
-		r.err = fmt.Errorf("cpio: no newc magic at offset %d", start)
-		return nil, r.err
+		return nil, r.fail(start, "no newc magic (070701 or 070702)")
 	}
 	var f [13]uint32
 	for i := range f {
 		v, ok := parseHex(b[6+8*i : 14+8*i])
 		if !ok {
-			r.err = fmt.Errorf("cpio: bad hex field in header at offset %d", start)
-			return nil, r.err
+			return nil, r.fail(start, "bad hex field %d in header", i+1)
 		}
 		f[i] = v
 	}
@@ -314,17 +325,17 @@ func (r *Reader) Next() (*Header, error) {
 		Size: int64(f[6]), DevMajor: f[7], DevMinor: f[8], RDevMajor: f[9], RDevMinor: f[10]}
 	nameSize := int64(f[11])
 	if nameSize < 1 || nameSize > 4096 {
-		r.err = fmt.Errorf("cpio: bad name size %d at offset %d", nameSize, start)
-		return nil, r.err
+		return nil, r.fail(start, "bad name size %d", nameSize)
 	}
 	name := make([]byte, nameSize+pad4(newcHeaderLen+nameSize))
 	if err := r.read(name); err != nil {
-		r.err = fmt.Errorf("cpio: truncated name at offset %d", start)
-		return nil, r.err
+		if !isEOF(err) {
+			return nil, r.ioError(err)
+		}
+		return nil, r.fail(start, "truncated name")
 	}
 	if name[nameSize-1] != 0 {
-		r.err = fmt.Errorf("cpio: name not NUL-terminated at offset %d", start)
-		return nil, r.err
+		return nil, r.fail(start, "name not NUL-terminated")
 	}
 	h.Name = string(name[:nameSize-1])
 	if h.Name == trailerName {
@@ -332,25 +343,39 @@ func (r *Reader) Next() (*Header, error) {
 		return nil, io.EOF
 	}
 	if h.Mode&TypeMask == TypeSymlink {
-		if h.Size > 4096 {
-			r.err = fmt.Errorf("cpio: symlink %s target of %d bytes", h.Name, h.Size)
-			return nil, r.err
+		if h.Size > 4095 {
+			return nil, r.fail(start, "symlink %q with a target of %d bytes (at most 4095)", h.Name, h.Size)
 		}
 		t := make([]byte, h.Size+pad4(h.Size))
 		if err := r.read(t); err != nil {
-			r.err = fmt.Errorf("cpio: truncated symlink target of %s", h.Name)
-			return nil, r.err
+			if !isEOF(err) {
+				return nil, r.ioError(err)
+			}
+			return nil, r.fail(start, "truncated target of symlink %q", h.Name)
 		}
 		h.Linkname = string(t[:h.Size])
 		return h, nil
 	}
 	r.left = h.Size + pad4(h.Size)
 	r.dataLeft = h.Size
+	r.name = h.Name
 	return h, nil
 }
 
-// Read reads the content of the current regular file.
+func isEOF(err error) bool { return err == io.EOF || err == io.ErrUnexpectedEOF }
+
+// ioError records an error of the underlying reader (not of the data).
+func (r *Reader) ioError(err error) error {
+	r.err = err
+	return err
+}
+
+// Read reads the content of the current regular file. Content cut short
+// by the end of the input is a *FormatError.
 func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	if r.dataLeft <= 0 {
 		return 0, io.EOF
 	}
@@ -362,9 +387,12 @@ func (r *Reader) Read(p []byte) (int, error) {
 	r.dataLeft -= int64(n)
 	r.left -= int64(n)
 	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
+		return n, r.fail(r.off, "truncated content of %q (%d bytes missing)", r.name, r.dataLeft)
 	}
-	return n, err
+	if err != nil {
+		return n, r.ioError(err)
+	}
+	return n, nil
 }
 
 // Offset returns the number of bytes consumed so far.

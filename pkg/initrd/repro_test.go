@@ -2,6 +2,7 @@ package initrd
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -18,12 +19,9 @@ func TestReproHelper(t *testing.T) {
 	if src == "" {
 		t.Skip("helper process only")
 	}
-	a := New()
-	if err := a.AddDir(src, ""); err != nil {
-		t.Fatal(err)
-	}
 	var b bytes.Buffer
-	if err := Build(&b, a, BuildOptions{Compression: Compression(os.Getenv("INITRD_HELPER_COMP")), WriteOptions: WriteOptions{MTime: 1700000000}}); err != nil {
+	if _, err := Build(context.Background(), Config{Sources: []Source{Dir{Path: src}},
+		Compression: Compression(os.Getenv("INITRD_HELPER_COMP")), SourceDateEpoch: 1700000000}, &b); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(out, b.Bytes(), 0o644); err != nil {

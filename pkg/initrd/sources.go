@@ -2,6 +2,8 @@ package initrd
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,32 +18,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// AddDir adds the tree under the host directory root, placed under prefix
-// in the archive ("" for the archive root). Symlinks are stored as symlinks,
-// never followed; files with several links inside the tree become hard
-// links; device nodes, fifos and sockets are kept. Host owners are recorded
-// (and stored only with WriteOptions.KeepOwners); timestamps are not.
-func (a *Archive) AddDir(root, prefix string) error {
+// AddTo adds the tree (Dir is a Source).
+func (d Dir) AddTo(ctx context.Context, a *Archive) error {
+	if err := a.addDir(ctx, d.Path, d.Prefix); err != nil {
+		return fmt.Errorf("dir %s: %w", d.Path, err)
+	}
+	return nil
+}
+
+func (d Dir) String() string { return "dir " + d.Path }
+
+func (a *Archive) addDir(ctx context.Context, root, prefix string) error {
 	st, err := os.Stat(root)
 	if err != nil {
-		return fmt.Errorf("initrd: %w", err)
+		return err
 	}
 	if !st.IsDir() {
-		return fmt.Errorf("initrd: %s is not a directory", root)
+		return errors.New("not a directory")
 	}
 	pre := ""
 	if prefix != "" && prefix != "/" && prefix != "." {
 		if pre, err = CleanPath(prefix); err != nil {
-			return fmt.Errorf("initrd: prefix: %w", err)
+			return fmt.Errorf("prefix: %w", err)
 		}
 	}
+	n := 0
 	return filepath.WalkDir(root, func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return fmt.Errorf("initrd: %w", err)
+			return err
+		}
+		if n++; n%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 		}
 		rel, err := filepath.Rel(root, name)
 		if err != nil {
-			return fmt.Errorf("initrd: %w", err)
+			return err
 		}
 		arch := path.Join(pre, filepath.ToSlash(rel))
 		if arch == "." || arch == "" {
@@ -49,13 +62,13 @@ func (a *Archive) AddDir(root, prefix string) error {
 		}
 		fi, err := d.Info()
 		if err != nil {
-			return fmt.Errorf("initrd: %w", err)
+			return err
 		}
 		e, err := entryFromHost(name, arch, fi)
 		if err != nil {
 			return err
 		}
-		return a.Add(e)
+		return a.add(e)
 	})
 }
 
@@ -64,7 +77,7 @@ func (a *Archive) AddDir(root, prefix string) error {
 func entryFromHost(name, arch string, fi fs.FileInfo) (Entry, error) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return Entry{}, fmt.Errorf("initrd: %s: no Unix file information", name)
+		return Entry{}, fmt.Errorf("%s: no Unix file information", name)
 	}
 	e := Entry{
 		Path:   arch,
@@ -77,7 +90,7 @@ func entryFromHost(name, arch string, fi fs.FileInfo) (Entry, error) {
 	case TypeReg:
 		e.Size = fi.Size()
 		if e.Size > MaxFileSize {
-			return Entry{}, fmt.Errorf("initrd: %s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Size, int64(MaxFileSize))
+			return Entry{}, fmt.Errorf("%s: size %d exceeds the newc limit of %d bytes (4 GiB - 1)", name, e.Size, int64(MaxFileSize))
 		}
 		e.Open = fileSource(name, e.Size)
 		if uint64(st.Nlink) > 1 {
@@ -86,7 +99,7 @@ func entryFromHost(name, arch string, fi fs.FileInfo) (Entry, error) {
 	case TypeSymlink:
 		t, err := os.Readlink(name)
 		if err != nil {
-			return Entry{}, fmt.Errorf("initrd: %w", err)
+			return Entry{}, err
 		}
 		e.Linkname = t
 	case TypeChar, TypeBlock:
@@ -95,50 +108,55 @@ func entryFromHost(name, arch string, fi fs.FileInfo) (Entry, error) {
 	return e, nil
 }
 
-// AddFile adds the host file src (symlinks followed) at dst in the archive.
-// mode, when not negative, replaces the file's permission bits.
-func (a *Archive) AddFile(src, dst string, mode int) error {
+// AddTo adds the file (File is a Source).
+func (f File) AddTo(_ context.Context, a *Archive) error {
+	if f.Mode != nil && *f.Mode > PermMask {
+		return fmt.Errorf("file %s: mode %#o is not a permission (07777)", f.Src, *f.Mode)
+	}
+	e, err := hostFileEntry(f.Src, f.Dst, f.Mode)
+	if err == nil {
+		err = a.add(e)
+	}
+	if err != nil {
+		return fmt.Errorf("file %s: %w", f.Src, err)
+	}
+	return nil
+}
+
+func (f File) String() string { return "file " + f.Src + " as " + f.Dst }
+
+// hostFileEntry describes the host file src (symlinks followed) as the
+// regular file dst; mode, when not nil, replaces its permission bits.
+func hostFileEntry(src, dst string, mode *uint32) (Entry, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
-		return fmt.Errorf("initrd: %w", err)
+		return Entry{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("initrd: %s is not a regular file", src)
+		return Entry{}, errors.New("not a regular file")
 	}
 	e, err := entryFromHost(src, dst, fi)
 	if err != nil {
-		return err
+		return Entry{}, err
 	}
 	e.LinkGroup = ""
-	if mode >= 0 {
-		if mode > PermMask {
-			return fmt.Errorf("initrd: %s: mode %#o out of range", src, mode)
-		}
-		e.Mode = TypeReg | uint32(mode)
+	if mode != nil {
+		e.Mode = TypeReg | *mode&PermMask
 	}
-	return a.Add(e)
+	return e, nil
 }
 
-// ParseFileArg parses the CLI form SRC:DST[:MODE] (MODE octal).
-func ParseFileArg(s string) (src, dst string, mode int, err error) {
-	parts := strings.Split(s, ":")
-	mode = -1
-	switch len(parts) {
-	case 2:
-	case 3:
-		m, perr := strconv.ParseUint(parts[2], 8, 32)
-		if perr != nil || m > PermMask {
-			return "", "", 0, fmt.Errorf("--file %q: mode %q is not an octal permission", s, parts[2])
-		}
-		mode = int(m)
-	default:
-		return "", "", 0, fmt.Errorf("--file %q: want SRC:DST[:MODE]", s)
+// AddTo adds the spec's entries (SpecFile is a Source).
+func (s SpecFile) AddTo(ctx context.Context, a *Archive) error {
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return fmt.Errorf("spec %w", err)
 	}
-	if parts[0] == "" || parts[1] == "" {
-		return "", "", 0, fmt.Errorf("--file %q: want SRC:DST[:MODE]", s)
-	}
-	return parts[0], parts[1], mode, nil
+	defer f.Close()
+	return a.addSpec(ctx, f, s.Path, filepath.Dir(s.Path))
 }
+
+func (s SpecFile) String() string { return "spec " + s.Path }
 
 // AddSpec adds the entries of a spec in the format of the kernel's
 // usr/gen_init_cpio:
@@ -153,23 +171,36 @@ func ParseFileArg(s string) (src, dst string, mode int, err error) {
 // Modes are octal; '#' starts a comment line. A relative <location> is
 // taken relative to baseDir (the spec file's directory, so the result does
 // not depend on the working directory). specName names the spec in errors,
-// which carry the line number. Owners given in the spec are stored as given.
-func (a *Archive) AddSpec(r io.Reader, specName, baseDir string) error {
+// which are *SpecError values carrying the line number. Owners given in the
+// spec are stored as given.
+func (a *Archive) AddSpec(ctx context.Context, r io.Reader, specName, baseDir string) error {
+	if err := a.addSpec(ctx, r, specName, baseDir); err != nil {
+		return fmt.Errorf("initrd: %w", err)
+	}
+	return nil
+}
+
+func (a *Archive) addSpec(ctx context.Context, r io.Reader, specName, baseDir string) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	line := 0
 	for sc.Scan() {
 		line++
+		if line%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
 		text := strings.TrimSpace(sc.Text())
 		if text == "" || text[0] == '#' {
 			continue
 		}
 		if err := a.specLine(text, specName, line, baseDir); err != nil {
-			return fmt.Errorf("initrd: %s:%d: %w", specName, line, err)
+			return &SpecError{Name: specName, Line: line, Err: err}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("initrd: %s:%d: %w", specName, line+1, err)
+		return &SpecError{Name: specName, Line: line + 1, Err: err}
 	}
 	return nil
 }
@@ -251,13 +282,13 @@ func (a *Archive) specLine(text, specName string, line int, baseDir string) erro
 			for _, l := range f[6:] {
 				le := e
 				le.Path = l
-				if err := a.Add(le); err != nil {
+				if err := a.add(le); err != nil {
 					return err
 				}
 			}
 		}
 	}
-	return a.Add(e)
+	return a.add(e)
 }
 
 // WriteSpec writes the archive's entries (implied parents included) as a

@@ -2,6 +2,7 @@ package initrd
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,7 @@ file /init init.sh 755 0 0
 dir /home/user 700 1000 1000
 `
 	a := New()
-	if err := a.AddSpec(strings.NewReader(spec), "test.spec", dir); err != nil {
+	if err := a.AddSpec(context.Background(), strings.NewReader(spec), "test.spec", dir); err != nil {
 		t.Fatal(err)
 	}
 	var s1 bytes.Buffer
@@ -51,7 +52,7 @@ dir /sbin 755 0 0
 		t.Errorf("spec written:\n%s\nwant:\n%s", s1.String(), want)
 	}
 	b := New()
-	if err := b.AddSpec(bytes.NewReader(s1.Bytes()), "again.spec", "/nonexistent"); err != nil {
+	if err := b.AddSpec(context.Background(), bytes.NewReader(s1.Bytes()), "again.spec", "/nonexistent"); err != nil {
 		t.Fatal(err)
 	}
 	var s2 bytes.Buffer
@@ -59,8 +60,8 @@ dir /sbin 755 0 0
 	if s2.String() != s1.String() {
 		t.Errorf("second round trip differs:\n%s", s2.String())
 	}
-	x1 := buildBytes(t, a, BuildOptions{Compression: None})
-	x2 := buildBytes(t, b, BuildOptions{Compression: None})
+	x1 := buildBytes(t, a, WriteOptions{Compression: None})
+	x2 := buildBytes(t, b, WriteOptions{Compression: None})
 	if !bytes.Equal(x1, x2) {
 		t.Error("archives from the spec and its round trip differ")
 	}

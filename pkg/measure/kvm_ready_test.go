@@ -3,19 +3,15 @@ package measure
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/golden"
 	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/measure/kvm-ready.igvm")
 
 const goldenDir = "../../testdata/measure"
 
@@ -70,20 +66,8 @@ func kvmReadyIGVM(t testing.TB) []byte {
 // and CS.L without CR0.PG), so the kvm profile names those rules.
 func TestKVMReadyFixture(t *testing.T) {
 	ready := kvmReadyIGVM(t)
-	path := filepath.Join(goldenDir, "kvm-ready.igvm")
-	if *update {
-		if err := os.WriteFile(path, ready, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	committed, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(committed, ready) {
-		t.Fatalf("%s differs from the file built from d03 (sha256 %x); run go test -run TestKVMReadyFixture -update", path, sha256.Sum256(ready))
-	}
-	_, err = MeasureIGVMFile(context.Background(), bytes.NewReader(ready), int64(len(ready)), Options{Profile: ProfileKVM})
+	golden.Check(t, filepath.Join(goldenDir, "kvm-ready.igvm"), ready)
+	_, err := MeasureIGVMFile(context.Background(), bytes.NewReader(ready), int64(len(ready)), Options{Profile: ProfileKVM})
 	var ce *KVMCheckError
 	if !errors.As(err, &ce) {
 		t.Fatalf("error %v, want a KVMCheckError", err)

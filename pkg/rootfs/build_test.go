@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -14,68 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/internal/golden"
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
-
-// smallLayers is the fixed small fixture: two layers that use whiteouts, an
-// opaque directory, hard links, symlinks, device nodes, a FIFO, xattrs,
-// large ids, setuid bits, files across block boundaries and a directory
-// over several blocks.
-func smallLayers(t testing.TB) [][]byte {
-	many := []tent{{name: "usr/share/many", typ: tar.TypeDir}}
-	for i := range 300 {
-		many = append(many, tent{name: fmt.Sprintf("usr/share/many/entry-with-a-rather-long-name-%03d", i), body: fmt.Sprint(i)})
-	}
-	base := append([]tent{
-		{name: "./", typ: tar.TypeDir},
-		{name: "bin/", typ: tar.TypeDir},
-		{name: "bin/sh", mode: 0o755, body: "original shell"},
-		{name: "bin/sh-link", typ: tar.TypeLink, link: "bin/sh"},
-		{name: "bin/ping", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
-		{name: "bin/su", mode: 0o4755, body: "su"},
-		{name: "dev/", typ: tar.TypeDir},
-		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
-		{name: "dev/sda", typ: tar.TypeBlock, mode: 0o660, major: 8, minor: 0, gid: 6},
-		{name: "dev/big", typ: tar.TypeChar, mode: 0o600, major: 511, minor: 70000},
-		{name: "run/initctl", typ: tar.TypeFifo, mode: 0o600},
-		{name: "etc/", typ: tar.TypeDir},
-		{name: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n"},
-		{name: "etc/old/", typ: tar.TypeDir},
-		{name: "etc/old/a", body: "a"},
-		{name: "etc/old/sub/b", body: "b"},
-		{name: "home/user/notes", uid: 1000, gid: 70000, mode: 0o600, body: "large gid"},
-		{name: "usr/lib/block", body: strings.Repeat("x", 4096)},
-		{name: "usr/lib/tail", body: strings.Repeat("y", 10000)},
-		{name: "usr/lib/bigtail", body: strings.Repeat("z", 8192+3000)},
-		{name: "usr/lib/empty"},
-		{name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
-		{name: "usr/lib/longlink", typ: tar.TypeSymlink, link: strings.Repeat("d/", 1500) + "end"},
-		{name: "usr/lib/replaced-by-file/", typ: tar.TypeDir},
-		{name: "usr/lib/replaced-by-file/inner", body: "gone"},
-	}, many...)
-	top := []tent{
-		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"}, // to a lower layer's file
-		{name: "bin/sh-before", typ: tar.TypeLink, link: "bin/sh"},   // keeps the old shell...
-		{name: "etc/.wh.passwd"},
-		{name: "etc/passwd.new", body: "new"},
-		{name: "etc/old/.wh..wh..opq"},
-		{name: "etc/old/c", body: "c"},
-		{name: "bin/sh", mode: 0o755, body: "new shell"}, // ...which this replaces
-		{name: "usr/lib/replaced-by-file", body: "now a file"},
-		{name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
-		{name: "etc/hosts", body: "127.0.0.1 localhost\n"},
-		{name: "etc/hosts-link", typ: tar.TypeLink, link: "etc/hosts"},
-		{name: "bin/", typ: tar.TypeDir, mode: 0o700},
-	}
-	return [][]byte{mkTar(t, base), mkTar(t, top)}
-}
 
 // smallBuild writes the small fixture's layers as tar files in dir and
 // returns build options for them.
 func smallBuild(t testing.TB, dir string) (Options, *model) {
 	var opts Options
 	m := newModel()
-	for i, l := range smallLayers(t) {
+	for i, l := range rootfstest.SmallLayers(t) {
 		p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), l)
 		opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 		m.applyTar(t, l)
@@ -125,19 +73,19 @@ func TestSmallImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, readBack(t, img), m.describe())
+	rootfstest.CompareTrees(t, rootfstest.ReadBack(t, img), m.describe())
 
 	// Golden sha256 of the whole disk image.
 	sum := sha256File(t, img)
-	if os.Getenv("UPDATE_GOLDEN") != "" {
-		writeFile(t, goldenFile, []byte(sum+"  small fixture of pkg/rootfs/build_test.go (smallLayers), seed imagebuilder-test, SOURCE_DATE_EPOCH=1700000000\n"))
+	if golden.Update() {
+		writeFile(t, goldenFile, []byte(sum+"  small fixture (internal/rootfstest.SmallLayers), seed imagebuilder-test, SOURCE_DATE_EPOCH=1700000000\n"))
 	}
 	g, err := os.ReadFile(goldenFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := strings.Fields(string(g))[0]; sum != want {
-		t.Errorf("rootfs.img sha256 %s, golden %s", sum, want)
+		t.Errorf("rootfs.img sha256 %s, golden %s; %s", sum, want, golden.Hint)
 	}
 
 	// Inspect agrees with the description and checks the root hash.

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // TestCollisions pins how names that meet in one layer or across layers
@@ -70,7 +72,7 @@ func TestCollisions(t *testing.T) {
 			if _, err := buildFile(t, opts, img); err != nil {
 				t.Fatal(err)
 			}
-			got := readBack(t, img)
+			got := rootfstest.ReadBack(t, img)
 			for p, want := range c.want {
 				if want == "" {
 					if d, ok := got[p]; ok {
@@ -156,7 +158,7 @@ func TestFileFlagOverDirectory(t *testing.T) {
 	if _, err := buildFile(t, opts, img); err != nil {
 		t.Fatal(err)
 	}
-	if got := readBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
+	if got := rootfstest.ReadBack(t, img); got["/etc/kata/agent.toml"] == "" || got["/etc/machine-id"] == "" {
 		t.Errorf("--file into a directory: %v", got)
 	}
 }

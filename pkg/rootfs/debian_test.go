@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/fixtures"
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // debianFixture returns the cache directory of the Debian bookworm minbase
@@ -42,8 +43,8 @@ func TestDebianSystemd(t *testing.T) {
 	m.applyTar(t, tarball)
 	tarball = nil
 	m.applyTar(t, additions(t, agent))
-	got := readBack(t, img)
-	compareTrees(t, got, m.describe())
+	got := rootfstest.ReadBack(t, img)
+	rootfstest.CompareTrees(t, got, m.describe())
 	for p, want := range map[string]string{
 		"/usr/sbin/init":                     "-> /lib/systemd/systemd",
 		"/etc/systemd/system/default.target": "-> /usr/lib/systemd/system/kata-containers.target",

@@ -365,8 +365,3 @@ func (im *erofsImage) finish(w io.WriterAt) error {
 	}
 	return nil
 }
-
-// xattrPrefix splits an xattr name into erofs's prefix index and suffix.
-func xattrPrefix(name string) (index uint8, suffix string, ok bool) {
-	return erofs.XattrPrefixIndex(name)
-}

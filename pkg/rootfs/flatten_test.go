@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
@@ -55,7 +56,7 @@ func describeFlat(t testing.TB, f *source.Flat) map[string]string {
 			desc += fmt.Sprintf(" dev=%d:%d", e.DevMajor, e.DevMinor)
 		}
 		if len(e.Xattrs) > 0 {
-			desc += fmt.Sprintf(" xattrs=%q", sortedXattrs(e.Xattrs))
+			desc += fmt.Sprintf(" xattrs=%q", rootfstest.SortedXattrs(e.Xattrs))
 		}
 		out[path.Join("/", e.Path)] = desc
 	}
@@ -78,7 +79,7 @@ func lessPathElems(x, y string) bool {
 // device, xattrs) followed by a directory and a tar, layered in order.
 func TestFlatten(t *testing.T) {
 	dir := t.TempDir()
-	layers := smallLayers(t)
+	layers := rootfstest.SmallLayers(t)
 	layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", layers)
 	extra := mkTar(t, []tent{{name: "etc/hostname", body: "pod\n"}, {name: ".wh.tmp"}})
 	writeFile(t, filepath.Join(dir, "extra.tar"), extra)
@@ -93,7 +94,7 @@ func TestFlatten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, describeFlat(t, f), m.describe())
+	rootfstest.CompareTrees(t, describeFlat(t, f), m.describe())
 
 	// The same hostile-layer rules as Build.
 	bad := mkTar(t, []tent{{name: "a/../../etc/passwd", body: "x"}})

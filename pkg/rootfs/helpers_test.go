@@ -7,17 +7,14 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
-	erofs "github.com/erofs/go-erofs"
-	"github.com/imagebuilder/imagebuilder/pkg/gpt"
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // tent is one entry of a test tar.
@@ -128,82 +125,6 @@ func sha256File(t testing.TB, p string) string {
 	h := sha256.New()
 	io.Copy(h, f)
 	return fmt.Sprintf("%x", h.Sum(nil))
-}
-
-// readBack lists the erofs of partition 1 of a disk image through go-erofs:
-// path -> "mode uid:gid size nlink link sha256(content) xattrs". Directory
-// sizes are left out (an encoding detail); nlink is left out for
-// directories too.
-func readBack(t testing.TB, img string) map[string]string {
-	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	tab, err := gpt.Read(f, fi.Size(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts := tab.Partitions
-	r := io.NewSectionReader(f, parts[0].Offset, parts[0].Size)
-	fsys, err := erofs.Open(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		st := info.Sys().(*erofs.Stat)
-		mode := unixMode(st.Mode)
-		desc := fmt.Sprintf("%06o %d:%d", mode, st.UID, st.GID)
-		switch mode & sIFMT {
-		case sIFDIR:
-		case sIFLNK:
-			l, err := fs.ReadLink(fsys, p)
-			if err != nil {
-				return err
-			}
-			desc += " -> " + l
-		case sIFREG:
-			b, err := fs.ReadFile(fsys, p)
-			if err != nil {
-				return err
-			}
-			if int64(len(b)) != info.Size() {
-				return fmt.Errorf("%s: read %d bytes, size %d", p, len(b), info.Size())
-			}
-			desc += fmt.Sprintf(" size=%d nlink=%d sha=%x", len(b), st.Nlink, sha256.Sum256(b))
-		case sIFCHR, sIFBLK:
-			ma, mi := decodeDev(st.Rdev)
-			desc += fmt.Sprintf(" dev=%d:%d", ma, mi)
-		}
-		if len(st.Xattrs) > 0 {
-			desc += fmt.Sprintf(" xattrs=%q", sortedXattrs(st.Xattrs))
-		}
-		out[path.Join("/", p)] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func sortedXattrs(x map[string]string) []string {
-	var s []string
-	for k, v := range x {
-		s = append(s, k+"="+v)
-	}
-	sort.Strings(s)
-	return s
 }
 
 // flatten is the reference model of a tree: it applies the entries of
@@ -352,7 +273,7 @@ func (m *model) describe() map[string]string {
 			desc += fmt.Sprintf(" dev=%d:%d", f.dev[0], f.dev[1])
 		}
 		if len(f.xattrs) > 0 {
-			desc += fmt.Sprintf(" xattrs=%q", sortedXattrs(f.xattrs))
+			desc += fmt.Sprintf(" xattrs=%q", rootfstest.SortedXattrs(f.xattrs))
 		}
 		out[p] = desc
 	}
@@ -377,30 +298,6 @@ func additions(t testing.TB, agent string) []byte {
 		{name: "etc/machine-id", mode: 0o444},
 		{name: "etc/fstab", body: fstab},
 	})
-}
-
-func compareTrees(t testing.TB, got, want map[string]string) {
-	t.Helper()
-	var bad []string
-	for p, w := range want {
-		if g, ok := got[p]; !ok {
-			bad = append(bad, "missing "+p+": "+w)
-		} else if g != w {
-			bad = append(bad, fmt.Sprintf("%s: got %s, want %s", p, g, w))
-		}
-	}
-	for p, g := range got {
-		if _, ok := want[p]; !ok {
-			bad = append(bad, "unexpected "+p+": "+g)
-		}
-	}
-	sort.Strings(bad)
-	if len(bad) > 0 {
-		if len(bad) > 20 {
-			bad = append(bad[:20], fmt.Sprintf("... and %d more", len(bad)-20))
-		}
-		t.Fatalf("tree differs from the model:\n%s", strings.Join(bad, "\n"))
-	}
 }
 
 // needTool returns the path of a command; it skips when absent, except in

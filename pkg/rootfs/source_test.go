@@ -29,6 +29,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/internal/ocitest"
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
 // writeLayout writes an OCI image layout with the given (uncompressed) layer
@@ -162,7 +163,7 @@ func tarDir(t testing.TB, dir, out string) {
 
 func TestSourceKinds(t *testing.T) {
 	dir := t.TempDir()
-	layers := smallLayers(t)
+	layers := rootfstest.SmallLayers(t)
 	agent := fakeAgent(t, dir)
 	m := newModel()
 	for _, l := range layers {
@@ -204,7 +205,7 @@ func TestSourceKinds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			compareTrees(t, readBack(t, out), want)
+			rootfstest.CompareTrees(t, rootfstest.ReadBack(t, out), want)
 			sums = append(sums, sha256File(t, out))
 		})
 	}
@@ -225,10 +226,10 @@ func TestSourceKinds(t *testing.T) {
 	if _, err := buildFile(t, Options{Sources: srcs(t, "oci-layout:"+multi+":multi"), Platform: "linux/arm64", Agent: agent, Seed: "s"}, out); err != nil {
 		t.Fatal(err)
 	}
-	if got := readBack(t, out); got["/arm"] == "" || got["/bin/sh"] != "" {
+	if got := rootfstest.ReadBack(t, out); got["/arm"] == "" || got["/bin/sh"] != "" {
 		t.Errorf("linux/arm64 did not pick the arm64 image")
 	}
-	if got := readBack(t, buildOK(t, Options{Sources: srcs(t, "oci-layout:"+flat+":flat"), Platform: "linux/arm64", Agent: agent, Seed: "s"}, filepath.Join(dir, "flat-arm.img"))); got["/arm"] == "" {
+	if got := rootfstest.ReadBack(t, buildOK(t, Options{Sources: srcs(t, "oci-layout:"+flat+":flat"), Platform: "linux/arm64", Agent: agent, Seed: "s"}, filepath.Join(dir, "flat-arm.img"))); got["/arm"] == "" {
 		t.Errorf("linux/arm64 did not pick the arm64 entry of a flat index")
 	}
 	if _, err := buildFile(t, Options{Sources: srcs(t, "oci-layout:"+flat+":flat"), Platform: "linux/s390x", Agent: agent, Seed: "s"}, filepath.Join(dir, "none.img")); err == nil || !strings.Contains(err.Error(), `no image for linux/s390x named "flat"`) {
@@ -257,7 +258,7 @@ func TestRegistry(t *testing.T) {
 	host := strings.TrimPrefix(srv.URL, "http://")
 
 	dir := t.TempDir()
-	layers := smallLayers(t)
+	layers := rootfstest.SmallLayers(t)
 	img := ocitest.Image(t, nil, layers...)
 	ref, err := name.ParseReference(host + "/pod/base:v1")
 	if err != nil {
@@ -278,7 +279,7 @@ func TestRegistry(t *testing.T) {
 		m.applyTar(t, l)
 	}
 	m.applyTar(t, additions(t, agent))
-	compareTrees(t, readBack(t, out), m.describe())
+	rootfstest.CompareTrees(t, rootfstest.ReadBack(t, out), m.describe())
 
 	ls, _ := img.Layers()
 	for _, l := range ls {
@@ -362,7 +363,7 @@ func TestHostile(t *testing.T) {
 
 	t.Run("corrupted blob", func(t *testing.T) {
 		dir := t.TempDir()
-		layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", smallLayers(t))
+		layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", rootfstest.SmallLayers(t))
 		var manifest struct {
 			Layers []struct{ Digest string }
 		}
@@ -380,7 +381,7 @@ func TestHostile(t *testing.T) {
 	})
 	t.Run("wrong architecture", func(t *testing.T) {
 		dir := t.TempDir()
-		layout := writeLayout(t, filepath.Join(dir, "layout"), "arm64", smallLayers(t))
+		layout := writeLayout(t, filepath.Join(dir, "layout"), "arm64", rootfstest.SmallLayers(t))
 		opts := Options{Sources: srcs(t, "oci-layout:"+layout), Agent: fakeAgent(t, dir), Seed: "s"}
 		hostileBuild(t, dir, opts, "image is for linux/arm64, not linux/amd64")
 	})

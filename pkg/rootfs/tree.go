@@ -80,10 +80,6 @@ func encodeDev(major, minor uint32) uint32 {
 	return (minor & 0xff) | (major << 8) | ((minor &^ 0xff) << 12)
 }
 
-func decodeDev(d uint32) (major, minor uint32) {
-	return (d & 0xfff00) >> 8, (d & 0xff) | ((d >> 12) & 0xfff00)
-}
-
 // sortedNames returns the names of a directory's children in byte order.
 func sortedNames(n *inode) []string {
 	names := make([]string, 0, len(n.children))

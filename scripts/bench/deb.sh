@@ -21,7 +21,7 @@ t2=$(now)
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 ours=$(awk '/^BenchmarkExtractKernelDeb/ { printf "%.3f", $3 / 1e9 }' "$work/bench.out")
 ref=$(calc "$t2 - $t1")
-printf '%s: %d bytes; %d CPUs; load average %s\n' "$(basename "$deb")" "$(stat -c %s "$deb")" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)"
+printf '%s: %d bytes; %d CPUs\n' "$(basename "$deb")" "$(stat -c %s "$deb")" "$(nproc)"
 printf 'pkg/deb Extract:  %6.2f s  peak RSS %d MiB (test binary)\n' "$ours" "$(($(cat "$work/rss") / 1024))"
 printf 'dpkg-deb -x:      %6.2f s\n' "$ref"
 printf 'ratio (dpkg-deb / pkg/deb): %.2fx\n' "$(calc "$ref / $ours")"

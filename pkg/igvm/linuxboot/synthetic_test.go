@@ -1,15 +1,12 @@
 package linuxboot
 
 import (
-	"bytes"
 	"encoding/binary"
-	"flag"
 	"math/rand/v2"
-	"os"
 	"testing"
-)
 
-var updateSynthetic = flag.Bool("update-synthetic", false, "rewrite testdata/igvm/inputs/synthetic-bzImage")
+	"github.com/imagebuilder/imagebuilder/internal/golden"
+)
 
 const syntheticPath = "../../../testdata/igvm/inputs/synthetic-bzImage"
 
@@ -32,19 +29,8 @@ func syntheticBzImage() []byte {
 // The committed file is what syntheticBzImage makes.
 func TestSyntheticBzImageFile(t *testing.T) {
 	want := syntheticBzImage()
-	if *updateSynthetic {
-		if err := os.WriteFile(syntheticPath, want, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := os.ReadFile(syntheticPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatal("testdata/igvm/inputs/synthetic-bzImage differs from syntheticBzImage (go test ./pkg/igvm/linuxboot -run TestSyntheticBzImageFile -args -update-synthetic)")
-	}
-	if _, err := ParseBzImage(got); err != nil {
+	golden.Check(t, syntheticPath, want)
+	if _, err := ParseBzImage(want); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,0 +1,283 @@
+// Package rootfstest holds what the tests of pkg/rootfs and the e2e boots
+// share: the fixed small fixture (two tar layers that exercise every
+// layering rule and inode kind) and a reading of a built disk's erofs
+// through github.com/erofs/go-erofs, a reader independent of ours, in one
+// text form per file that the tests compare.
+//
+// The form of a file, keyed by its absolute path, is
+//
+//	MODE UID:GID[ -> TARGET| size=N nlink=N sha=SHA256| dev=MAJOR:MINOR][ xattrs=[...]]
+//
+// with MODE the st_mode in six octal digits. Directory sizes and link
+// counts are left out (a detail of the encoding).
+package rootfstest
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"testing"
+
+	goerofs "github.com/erofs/go-erofs"
+	"github.com/imagebuilder/imagebuilder/pkg/erofs"
+	"github.com/imagebuilder/imagebuilder/pkg/gpt"
+)
+
+// entry is one entry of a fixture tar.
+type entry struct {
+	name   string
+	typ    byte
+	mode   int64
+	uid    int
+	gid    int
+	body   string
+	link   string
+	major  int64
+	minor  int64
+	xattrs map[string]string
+}
+
+// SmallLayers returns the fixed small fixture: two uncompressed tar layers,
+// bottom first, that use whiteouts, an opaque directory, hard links (also
+// to a lower layer's file), symlinks (one of 3000 bytes), device nodes, a
+// FIFO, xattrs, large ids, setuid bits, files across block boundaries and a
+// directory over several blocks. pkg/rootfs pins the digest of the disk it
+// builds from them (testdata/rootfs/small.sha256), so their bytes must not
+// change.
+func SmallLayers(t testing.TB) [][]byte {
+	t.Helper()
+	many := []entry{{name: "usr/share/many", typ: tar.TypeDir}}
+	for i := range 300 {
+		many = append(many, entry{name: fmt.Sprintf("usr/share/many/entry-with-a-rather-long-name-%03d", i), body: fmt.Sprint(i)})
+	}
+	base := append([]entry{
+		{name: "./", typ: tar.TypeDir},
+		{name: "bin/", typ: tar.TypeDir},
+		{name: "bin/sh", mode: 0o755, body: "original shell"},
+		{name: "bin/sh-link", typ: tar.TypeLink, link: "bin/sh"},
+		{name: "bin/ping", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
+		{name: "bin/su", mode: 0o4755, body: "su"},
+		{name: "dev/", typ: tar.TypeDir},
+		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
+		{name: "dev/sda", typ: tar.TypeBlock, mode: 0o660, major: 8, minor: 0, gid: 6},
+		{name: "dev/big", typ: tar.TypeChar, mode: 0o600, major: 511, minor: 70000},
+		{name: "run/initctl", typ: tar.TypeFifo, mode: 0o600},
+		{name: "etc/", typ: tar.TypeDir},
+		{name: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n"},
+		{name: "etc/old/", typ: tar.TypeDir},
+		{name: "etc/old/a", body: "a"},
+		{name: "etc/old/sub/b", body: "b"},
+		{name: "home/user/notes", uid: 1000, gid: 70000, mode: 0o600, body: "large gid"},
+		{name: "usr/lib/block", body: strings.Repeat("x", 4096)},
+		{name: "usr/lib/tail", body: strings.Repeat("y", 10000)},
+		{name: "usr/lib/bigtail", body: strings.Repeat("z", 8192+3000)},
+		{name: "usr/lib/empty"},
+		{name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
+		{name: "usr/lib/longlink", typ: tar.TypeSymlink, link: strings.Repeat("d/", 1500) + "end"},
+		{name: "usr/lib/replaced-by-file/", typ: tar.TypeDir},
+		{name: "usr/lib/replaced-by-file/inner", body: "gone"},
+	}, many...)
+	top := []entry{
+		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"}, // to a lower layer's file
+		{name: "bin/sh-before", typ: tar.TypeLink, link: "bin/sh"},   // keeps the old shell...
+		{name: "etc/.wh.passwd"},
+		{name: "etc/passwd.new", body: "new"},
+		{name: "etc/old/.wh..wh..opq"},
+		{name: "etc/old/c", body: "c"},
+		{name: "bin/sh", mode: 0o755, body: "new shell"}, // ...which this replaces
+		{name: "usr/lib/replaced-by-file", body: "now a file"},
+		{name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
+		{name: "etc/hosts", body: "127.0.0.1 localhost\n"},
+		{name: "etc/hosts-link", typ: tar.TypeLink, link: "etc/hosts"},
+		{name: "bin/", typ: tar.TypeDir, mode: 0o700},
+	}
+	return [][]byte{writeTar(t, base), writeTar(t, top)}
+}
+
+// writeTar writes entries as a PAX tar; a zero mode is 0644 (0755 for a
+// directory).
+func writeTar(t testing.TB, ents []entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range ents {
+		typ := e.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		mode := e.mode
+		if mode == 0 {
+			mode = 0o644
+			if typ == tar.TypeDir {
+				mode = 0o755
+			}
+		}
+		h := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid,
+			Linkname: e.link, Devmajor: e.major, Devminor: e.minor, Format: tar.FormatPAX}
+		if typ == tar.TypeReg {
+			h.Size = int64(len(e.body))
+		}
+		for k, v := range e.xattrs {
+			if h.PAXRecords == nil {
+				h.PAXRecords = map[string]string{}
+			}
+			h.PAXRecords["SCHILY.xattr."+k] = v
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if typ == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// ReadBack lists the erofs of partition 1 of the disk image img through
+// go-erofs, path -> form (see the package comment).
+func ReadBack(t testing.TB, img string) map[string]string {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := gpt.Read(f, fi.Size(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tab.Partitions) == 0 {
+		t.Fatalf("%s: no partitions", img)
+	}
+	p := tab.Partitions[0]
+	fsys, err := goerofs.Open(io.NewSectionReader(f, p.Offset, p.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := info.Sys().(*goerofs.Stat)
+		mode := unixMode(st.Mode)
+		desc := fmt.Sprintf("%06o %d:%d", mode, st.UID, st.GID)
+		switch mode & erofs.S_IFMT {
+		case erofs.S_IFLNK:
+			l, err := fs.ReadLink(fsys, p)
+			if err != nil {
+				return err
+			}
+			desc += " -> " + l
+		case erofs.S_IFREG:
+			b, err := fs.ReadFile(fsys, p)
+			if err != nil {
+				return err
+			}
+			if int64(len(b)) != info.Size() {
+				return fmt.Errorf("%s: read %d bytes, size %d", p, len(b), info.Size())
+			}
+			desc += fmt.Sprintf(" size=%d nlink=%d sha=%x", len(b), st.Nlink, sha256.Sum256(b))
+		case erofs.S_IFCHR, erofs.S_IFBLK:
+			// The kernel's new_decode_dev.
+			ma, mi := (st.Rdev&0xfff00)>>8, (st.Rdev&0xff)|((st.Rdev>>12)&0xfff00)
+			desc += fmt.Sprintf(" dev=%d:%d", ma, mi)
+		}
+		if len(st.Xattrs) > 0 {
+			desc += fmt.Sprintf(" xattrs=%q", SortedXattrs(st.Xattrs))
+		}
+		out[path.Join("/", p)] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SortedXattrs returns x as name=value strings in name order.
+func SortedXattrs(x map[string]string) []string {
+	s := make([]string, 0, len(x))
+	for k, v := range x {
+		s = append(s, k+"="+v)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// unixMode converts go-erofs's fs.FileMode back to st_mode bits.
+func unixMode(m fs.FileMode) uint32 {
+	u := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		u |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		u |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		u |= 0o1000
+	}
+	switch {
+	case m.IsDir():
+		u |= erofs.S_IFDIR
+	case m&fs.ModeSymlink != 0:
+		u |= erofs.S_IFLNK
+	case m&fs.ModeCharDevice != 0:
+		u |= erofs.S_IFCHR
+	case m&fs.ModeDevice != 0:
+		u |= erofs.S_IFBLK
+	case m&fs.ModeNamedPipe != 0:
+		u |= erofs.S_IFIFO
+	case m&fs.ModeSocket != 0:
+		u |= erofs.S_IFSOCK
+	default:
+		u |= erofs.S_IFREG
+	}
+	return u
+}
+
+// CompareTrees fails the test with the differences (the first 20) between
+// two listings in the package's form.
+func CompareTrees(t testing.TB, got, want map[string]string) {
+	t.Helper()
+	var bad []string
+	for p, w := range want {
+		if g, ok := got[p]; !ok {
+			bad = append(bad, "missing "+p+": "+w)
+		} else if g != w {
+			bad = append(bad, fmt.Sprintf("%s: got %s, want %s", p, g, w))
+		}
+	}
+	for p, g := range got {
+		if _, ok := want[p]; !ok {
+			bad = append(bad, "unexpected "+p+": "+g)
+		}
+	}
+	sort.Strings(bad)
+	if len(bad) > 0 {
+		if len(bad) > 20 {
+			bad = append(bad[:20], fmt.Sprintf("... and %d more", len(bad)-20))
+		}
+		t.Fatalf("trees differ (got, want):\n%s", strings.Join(bad, "\n"))
+	}
+}
