@@ -3,6 +3,7 @@ package linuxboot
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -122,6 +123,50 @@ func TestKVMLayout(t *testing.T) {
 		if v.TR.Base != v.LDTR.Base || v.TR.Base != img.Layout.TSS {
 			t.Errorf("TR.base %#x, LDTR.base %#x, TSS %#x", v.TR.Base, v.LDTR.Base, img.Layout.TSS)
 		}
+		checkCPUState(t, memoryOf(t, buf.Bytes()), v, kata)
+	}
+}
+
+// checkCPUState walks the image as the CPU would at the first
+// instruction: the page tables at CR3 map RIP, RSP and boot_params to
+// themselves (with the C-bit when the layout sets it), and the GDT holds
+// the descriptors the segment registers and TR name, with their bases and
+// attributes.
+func checkCPUState(t *testing.T, m guestMemory, v *snp.VMSA, cbit bool) {
+	t.Helper()
+	const c = uint64(1) << 51
+	if (v.CR3&c != 0) != cbit {
+		t.Errorf("CR3 %#x: C-bit %v, want %v", v.CR3, v.CR3&c != 0, cbit)
+	}
+	u64 := func(gpa uint64) uint64 { return binary.LittleEndian.Uint64(m.read(t, gpa, 8)) }
+	for _, va := range []uint64{v.RIP, v.RSP - 8, v.RSI} {
+		pml4e := u64(v.CR3&^c&^0xfff + (va>>39&0x1ff)*8)
+		if pml4e&1 == 0 || (pml4e&c != 0) != cbit {
+			t.Fatalf("%#x: PML4 entry %#x", va, pml4e)
+		}
+		pdpte := u64(pml4e&^c&0x000ffffffffff000 + (va>>30&0x1ff)*8)
+		if pdpte&0x81 != 0x81 || (pdpte&c != 0) != cbit {
+			t.Fatalf("%#x: PDPT entry %#x is not a present 1 GiB page", va, pdpte)
+		}
+		if pa := pdpte&^c&0x000fffffc0000000 | va&0x3fffffff; pa != va {
+			t.Errorf("%#x maps to %#x, not to itself", va, pa)
+		}
+	}
+	gdt := m.read(t, v.GDTR.Base, int(v.GDTR.Limit)+1)
+	desc := func(sel uint16) uint64 { return binary.LittleEndian.Uint64(gdt[sel&^7:]) }
+	attrib := func(d uint64) uint16 { return uint16(d>>40&0xff) | uint16(d>>52&0xf)<<8 }
+	for _, s := range []struct {
+		name string
+		seg  snp.Segment
+	}{{"cs", v.CS}, {"ds", v.DS}, {"es", v.ES}, {"ss", v.SS}} {
+		if d := desc(s.seg.Selector); attrib(d) != s.seg.Attrib {
+			t.Errorf("%s selector %#x: GDT attributes %#x, register %#x", s.name, s.seg.Selector, attrib(d), s.seg.Attrib)
+		}
+	}
+	d := desc(v.TR.Selector)
+	base := d>>16&0xffffff | (d>>56&0xff)<<24 | uint64(binary.LittleEndian.Uint32(gdt[v.TR.Selector+8:]))<<32
+	if base != v.TR.Base || attrib(d)&0xff != v.TR.Attrib {
+		t.Errorf("TR: GDT descriptor base %#x attrib %#x, register base %#x attrib %#x", base, attrib(d), v.TR.Base, v.TR.Attrib)
 	}
 }
 
