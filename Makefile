@@ -35,7 +35,6 @@ deps:
 	@scripts/testdeps.sh
 
 test: deps
-	python3 scripts/measure/kvm_testfiles.py --check testdata
 	$(GO) test $(TESTFLAGS) ./...
 
 e2e: deps

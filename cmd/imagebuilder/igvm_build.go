@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +18,7 @@ import (
 func init() { registerSub("igvm", newIgvmBuildCmd) }
 
 type igvmBuildFlags struct {
+	layout                  layoutFlag
 	kernel, initrd, cmdline string
 	acpiDir, acpiPages      string
 	policy                  policyFlag
@@ -32,7 +34,7 @@ type igvmBuildFlags struct {
 func newIgvmBuildCmd() *cobra.Command {
 	f := igvmBuildFlags{policy: policyFlag{hexFlag{v: uint64(linuxboot.DefaultPolicy), set: true}}}
 	cmd := &cobra.Command{
-		Use:   "build --kernel bzImage [--initrd F] [--cmdline \"...\"] [--kata] -o podvm.igvm",
+		Use:   "build --kernel bzImage [--initrd F] [--cmdline \"...\"] [--kata] [--layout mshv|kvm] -o podvm.igvm",
 		Short: "Lay out a Linux bzImage, initrd and command line as an IGVM file for a direct SEV-SNP boot",
 		Long: `Build an IGVM file that boots a Linux bzImage directly (64-bit entry) as an
 SEV-SNP guest, with the same pages and launch digest as Microsoft
@@ -42,6 +44,19 @@ tables at 0xE0000/0x100000, the CPUID, secrets and parameter pages at
 tables, GDT, boot_params with the command line and e820, the initrd and the
 SEV cc_blob. No ID block is added (see "igvm sign"). Identical inputs give
 identical bytes.
+
+--layout names the hypervisor loader the file is for:
+
+  mshv  (default) igvmgen's layout above, for cloud-hypervisor on
+        Microsoft's hypervisor; its mshv digest equals igvmgen's.
+  kvm   for QEMU >= 10.1 (-object igvm-cfg) on KVM (host >= 6.11): the same
+        guest memory without the parameter page, and vCPU 0's VP context
+        last, at 0xFFFFFFFFF000, holding exactly the register values KVM
+        measures (EFER.SVME, CR0.ET, CR4.MCE, TR.base = LDTR.base, x87
+        FCW 0x37f and MXCSR 0x1f80, sev_features 0x1), so "igvm inspect"
+        shows the measured VMSA. It satisfies the kvm profile of "measure"
+        with no override. The kvm digests follow the QEMU and Linux sources;
+        no attestation report has confirmed them yet.
 
 The kernel's setup header is checked first (boot protocol 2.12 or later,
 64-bit entry, pref_address above 3 MiB, init_size, cmdline_size,
@@ -67,6 +82,7 @@ line then goes to stderr).`,
 		},
 	}
 	fl := cmd.Flags()
+	fl.Var(&f.layout, "layout", "the hypervisor loader the layout is for: mshv (igvmgen's, default) or kvm (QEMU >= 10.1 on KVM)")
 	fl.StringVar(&f.kernel, "kernel", "", "bzImage to boot")
 	fl.StringVar(&f.initrd, "initrd", "", "initial ramdisk (optional)")
 	fl.StringVar(&f.cmdline, "cmdline", "", "kernel command line")
@@ -81,6 +97,7 @@ line then goes to stderr).`,
 	addJSONFlag(cmd, &f.json)
 	fl.BoolVar(&f.allowTruncated, "allow-truncated", false, "accept a kernel file shorter than its syssize says (igvm-tooling's test_bzImage; such a kernel cannot boot)")
 	_ = fl.MarkHidden("allow-truncated")
+	completeValues(cmd, "layout", "mshv", "kvm")
 	requiredFlag(cmd, "kernel")
 	requiredFlag(cmd, "output")
 	return cmd
@@ -124,6 +141,7 @@ func runIgvmBuild(cmd *cobra.Command, f *igvmBuildFlags) error {
 		return commandErr(cmd, "--kernel "+f.kernel, err)
 	}
 	opts := linuxboot.Options{
+		Layout:        f.layout.v,
 		Cmdline:       f.cmdline,
 		Policy:        snp.GuestPolicy(f.policy.v),
 		PvalidateOpt:  f.pvalidateOpt,
@@ -190,8 +208,22 @@ func runIgvmBuild(cmd *cobra.Command, f *igvmBuildFlags) error {
 	if f.initrd != "" {
 		initrd = fmt.Sprintf("initrd %d bytes", res.RamdiskSize)
 	}
-	printSummary(summary, f.output, res.Size, res.SHA256, fmt.Sprintf("%d pages", res.Pages),
+	printSummary(summary, f.output, res.Size, res.SHA256, "layout "+res.Layout.String(), fmt.Sprintf("%d pages", res.Pages),
 		"kernel protocol "+res.BootProtocol, fmt.Sprintf("cmdline %d bytes", res.CmdlineBytes), initrd, "policy "+hexnum.Uint64(res.Policy).String())
+	return nil
+}
+
+// layoutFlag is --layout: a linuxboot layout kind.
+type layoutFlag struct{ v linuxboot.LayoutKind }
+
+func (l *layoutFlag) String() string { return l.v.String() }
+func (l *layoutFlag) Type() string   { return "mshv|kvm" }
+func (l *layoutFlag) Set(s string) error {
+	v, err := linuxboot.ParseLayoutKind(s)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "linuxboot: "))
+	}
+	l.v = v
 	return nil
 }
 

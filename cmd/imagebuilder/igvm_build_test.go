@@ -5,13 +5,17 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/fixtures"
+	"github.com/imagebuilder/imagebuilder/internal/kvmmodel"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/measure"
 )
 
 // testBzImage makes a small bzImage (protocol 2.15) with a payload.
@@ -86,6 +90,8 @@ func TestIgvmBuildCLI(t *testing.T) {
 		{"no kernel", []string{}, exitUsage, "--kernel is required"},
 		{"bad policy", []string{"--kernel", kernel, "--policy", "x"}, exitUsage, "--policy"},
 		{"policy without bit 17", []string{"--kernel", kernel, "--policy", "0"}, exitUsage, "bit 17"},
+		{"ok kvm layout", []string{"--kernel", kernel, "--initrd", initrd, "--kata", "--layout", "kvm"}, exitOK, ""},
+		{"bad layout", []string{"--kernel", kernel, "--layout", "xen"}, exitUsage, `invalid argument "xen" for "--layout" flag: unknown layout "xen" (want mshv or kvm)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -223,6 +229,48 @@ func TestIgvmBuildVectorD03(t *testing.T) {
 	for i := range a {
 		if a[i].desc != b[i].desc || !bytes.Equal(a[i].data, b[i].data) {
 			t.Fatalf("directive %d: %s differs from igvmgen's %s (or its contents do)", i, a[i].desc, b[i].desc)
+		}
+	}
+}
+
+// The Debian kernel fixture with an initrd, laid out with --layout kvm:
+// the file passes QEMU's and KVM's checks with no override (measure igvm
+// --profile kvm says nothing on stderr, and KVM measures the file's own
+// VMSA), reference-values lists its kvm digests for 1 to 8 vCPUs, and the
+// independent model (scripts/measure/kvm_model.py) computes the same
+// digests for the file.
+func TestIgvmBuildKVMDebian(t *testing.T) {
+	k := fixtures.DebianKernel(t)
+	file := filepath.Join(t.TempDir(), "debian-kvm.igvm")
+	code, _, stderr := runCaptured(t, "igvm", "build", "--layout", "kvm", "--kata", "--kernel", k.Vmlinuz,
+		"--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz", "--cmdline", "console=ttyS0 panic=-1", "-o", file)
+	if code != exitOK {
+		t.Fatalf("igvm build: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := runCaptured(t, "measure", "igvm", file, "--profile", "kvm", "--explain")
+	if code != exitOK || stderr != "" || !strings.Contains(stdout, "vCPU 0 VMSA: KVM measures the file's values") {
+		t.Fatalf("measure igvm --profile kvm: exit %d, stderr %q\n%s", code, stderr, stdout)
+	}
+	code, stdout, stderr = runCaptured(t, "measure", "reference-values", file, "--profile", "kvm", "--cpu", "EPYC-Milan",
+		"--vcpus", "1,2,3,4,5,6,7,8", "-o", "-")
+	if code != exitOK || stderr != "" {
+		t.Fatalf("reference-values: exit %d, stderr %q", code, stderr)
+	}
+	var rv measure.ReferenceValues
+	if err := json.Unmarshal([]byte(stdout), &rv); err != nil {
+		t.Fatal(err)
+	}
+	if len(rv.Entries) != 1 || len(rv.Entries[0].ByVCPUs) != 8 || rv.Entries[0].Hypothetical {
+		t.Fatalf("reference values %s", stdout)
+	}
+	m := kvmmodel.Measure(t, file, 8, "EPYC-Milan")
+	if m.Hypothetical || m.Digest == nil {
+		t.Fatalf("the model refuses the file: %v", m.Violations)
+	}
+	want := m.VMSADigests()
+	for i, e := range rv.Entries[0].ByVCPUs {
+		if e.VCPUs != i+1 || e.Digest.String() != want[i] {
+			t.Errorf("%d vCPUs: reference-values %s, the model %s", e.VCPUs, e.Digest, want[i])
 		}
 	}
 }

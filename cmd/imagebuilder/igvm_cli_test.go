@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/pkg/measure"
 )
 
 // A bzImage cut inside its protected-mode code (its setup header's
@@ -170,7 +172,7 @@ func TestIgvmStdoutAndSummary(t *testing.T) {
 	}
 	b, _ := os.ReadFile(file)
 	sum := sha256.Sum256(b)
-	want := regexp.MustCompile(`^` + regexp.QuoteMeta(file) + `: \d+ bytes, sha256 ` + hex.EncodeToString(sum[:]) + `, \d+ pages, kernel protocol 2\.15, cmdline 13 bytes, policy 0x3001f\n$`)
+	want := regexp.MustCompile(`^` + regexp.QuoteMeta(file) + `: \d+ bytes, sha256 ` + hex.EncodeToString(sum[:]) + `, layout mshv, \d+ pages, kernel protocol 2\.15, cmdline 13 bytes, policy 0x3001f\n$`)
 	if !want.MatchString(stdout) {
 		t.Errorf("igvm build summary %q", stdout)
 	}
@@ -208,7 +210,7 @@ func TestIgvmStdoutAndSummary(t *testing.T) {
 func TestVCPUsList(t *testing.T) {
 	ovmf := "../../testdata/measure/ovmf/ovmf_AmdSev_suffix.bin"
 	for _, base := range [][]string{
-		{"measure", "igvm", kvmReady, "--profile", "kvm", "--cpu", "genoa"},
+		{"measure", "igvm", kvmLayoutFile(t), "--profile", "kvm", "--cpu", "genoa"},
 		{"measure", "ovmf", "--ovmf", ovmf, "--cpu", "genoa"},
 	} {
 		code, stdout, stderr := runCaptured(t, append(base, "--vcpus", "1,2", "--vcpus", "4")...)
@@ -257,7 +259,7 @@ func TestFlagSpellings(t *testing.T) {
 	if outs[0] != outs[1] || outs[0] != outs[2] {
 		t.Errorf("spellings differ: %q", outs)
 	}
-	a := []string{"measure", "igvm", kvmReady, "--profile", "kvm"}
+	a := []string{"measure", "igvm", kvmLayoutFile(t), "--profile", "kvm"}
 	_, hexOut, _ := runCaptured(t, append(a, "--guest-features", "0x21")...)
 	_, decOut, _ := runCaptured(t, append(a, "--guest-features", "33")...)
 	if hexOut == "" || hexOut != decOut {
@@ -322,8 +324,9 @@ func TestReferenceValuesOnIgvmBuildOutput(t *testing.T) {
 	code, stdout, stderr := runCaptured(t, "measure", "reference-values", file, "-o", "-")
 	var rv struct {
 		Entries []struct {
-			Profile string   `json:"profile"`
-			Skipped []string `json:"kvm_checks_skipped"`
+			Profile      string                 `json:"profile"`
+			Hypothetical bool                   `json:"hypothetical"`
+			Skipped      []measure.KVMViolation `json:"kvm_checks_skipped"`
 		} `json:"reference_values"`
 		Skipped []struct {
 			Profile, Reason string
@@ -336,17 +339,17 @@ func TestReferenceValuesOnIgvmBuildOutput(t *testing.T) {
 		!strings.Contains(rv.Skipped[0].Reason, "0xfffffffff000") {
 		t.Errorf("reference values %s", stdout)
 	}
-	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "warning: measure reference-values: "+file+": no kvm values: VMSA at GPA 0x803000") {
+	if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "warning: measure reference-values: "+file+": no kvm values: QEMU/KVM would refuse this launch: qemu:check_vmsa_supported: vCPU 0: VMSA at GPA 0x803000") {
 		t.Errorf("stderr %q", stderr)
 	}
 	if code, _, stderr := runCaptured(t, "measure", "reference-values", file, "--profile", "kvm", "-o", "-"); code != exitFailure || !strings.Contains(stderr, "0xfffffffff000") {
 		t.Errorf("--profile kvm: exit %d %q", code, stderr)
 	}
 	code, stdout, stderr = runCaptured(t, "measure", "reference-values", file, "--skip-kvm-checks", "--cpu", "milan", "-o", "-")
-	if code != exitOK || json.Unmarshal([]byte(stdout), &rv) != nil || len(rv.Entries) != 2 || len(rv.Entries[1].Skipped) == 0 || len(rv.Entries[0].Skipped) != 0 {
+	if code != exitOK || json.Unmarshal([]byte(stdout), &rv) != nil || len(rv.Entries) != 2 || len(rv.Entries[1].Skipped) == 0 || !rv.Entries[1].Hypothetical || len(rv.Entries[0].Skipped) != 0 {
 		t.Fatalf("--skip-kvm-checks: exit %d %s", code, stdout)
 	}
-	if !strings.Contains(stderr, "kvm digests are hypothetical (--skip-kvm-checks)") {
+	if !strings.Contains(stderr, "HYPOTHETICAL kvm digests (--skip-kvm-checks)") {
 		t.Errorf("--skip-kvm-checks stderr %q", stderr)
 	}
 }

@@ -40,7 +40,11 @@ The firmware refuses to launch the guest if the digest or policy differ.
 
 The digest is the one the hypervisor named by --profile measures (see
 "imagebuilder measure igvm"): mshv (default; independent of the vCPU count)
-or kvm (give --vcpus and, for more than one, --cpu).
+or kvm (give --vcpus and, for more than one, --cpu; a file QEMU or KVM
+would refuse is an error naming the rule, "igvm build --layout kvm" makes
+one they accept). The kvm digests follow the QEMU and Linux sources; no
+attestation report has confirmed them yet, so an ID block signed for kvm
+may carry a digest the hardware does not report.
 
 --key is the ID key, an ECDSA P-384 private key in PEM (SEC1 "EC PRIVATE
 KEY" as "openssl ecparam -name secp384r1 -genkey" writes it, with or

@@ -65,7 +65,7 @@ func TestIgvmSignCLI(t *testing.T) {
 	}
 	// Key-less, kvm profile, in place on a copy.
 	inplace := filepath.Join(dir, "c.igvm")
-	orig, err := os.ReadFile("../../testdata/measure/kvm-ready.igvm")
+	orig, err := os.ReadFile(kvmLayoutFile(t))
 	if err != nil {
 		t.Fatal(err)
 	}

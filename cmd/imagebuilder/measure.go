@@ -41,18 +41,31 @@ named by --profile measures it:
   mshv  cloud-hypervisor on Microsoft's hypervisor (Azure): pages sorted by
         GPA, pages without data as NORMAL zero pages, the file's VMSA at its
         own GPA. Equals igvm-tooling's igvmgen digest; --vcpus does not matter.
-  kvm   cloud-hypervisor or QEMU on KVM: directive order, pages without data
-        as ZERO pages, then one KVM-built VMSA per vCPU at 0xFFFFFFFFF000
-        (vCPU 0 from the file, the others from reset state with the CPU
-        model's signature). Like coconut-svsm igvmmeasure --native-zero; the
-        rules of its --check-kvm are errors unless --skip-kvm-checks, which
-        marks the digest hypothetical. The kvm digests follow the QEMU and
-        Linux sources; no attestation report has confirmed them yet.
+  kvm   QEMU >= 10.1 (-object igvm-cfg) on KVM, host kernel >= 6.11: pages in
+        the order QEMU's IGVM loader hands them over (a parameter insert
+        before a still-open run of pages), pages without data as NORMAL zero
+        pages, then one VMSA per vCPU at 0xFFFFFFFFF000 as KVM rebuilds it
+        from the registers QEMU set: vCPU 0 from the file's VP context
+        (EFER gains SVME, CR0 ET and loses CD/NW, CR4 gains MCE, TR.base
+        becomes LDTR.base, x87 FCW/MXCSR become KVM's, ...; --explain lists
+        each field), the others from QEMU's reset state with the CPU model's
+        signature. A file QEMU or KVM would refuse (VMSA not at
+        0xFFFFFFFFF000, fields QEMU does not synchronise, restricted
+        injection, long mode without paging, a directive QEMU does not
+        handle, ...) is an error naming the rule (exit 1); --skip-kvm-checks
+        measures it anyway, marked HYPOTHETICAL ("hypothetical" and
+        "kvm_checks_skipped" in the JSON, a warning on stderr). Host kernels
+        before 6.11 are hypothetical too.
+
+The kvm digests follow the QEMU and Linux sources (docs/kvm-measurement.md);
+they have not been checked against an attestation report from hardware.
 
 --vcpus takes a list: one digest is printed per count ("N vCPUs: DIGEST"
-lines when there are several). --explain lists the measured regions in
-order with the digest after each. --json prints the result as an object (an
-array of them for several counts).`,
+lines when there are several). --explain lists the PAGE_INFO records in
+order, as runs of pages with the digest after each, and for kvm the fields
+of vCPU 0's VMSA that KVM measures with other values than the file holds
+(field, file value, measured value). --json prints the result as an object
+(an array of them for several counts).`,
 		Example: `  imagebuilder measure igvm podvm.igvm --profile mshv
   imagebuilder measure igvm podvm.igvm --profile kvm --vcpus 1,2,4 --cpu genoa --json`,
 		Args: exactArgs(1),
@@ -86,6 +99,9 @@ array of them for several counts).`,
 			}
 			stderr := cmd.ErrOrStderr()
 			for _, w := range results[0].Warnings {
+				if expl && len(results[0].VMSAChanges) > 0 && strings.HasPrefix(w, "KVM measures vCPU 0's VMSA") {
+					continue // --explain lists them
+				}
 				fmt.Fprintf(stderr, "imagebuilder: warning: measure igvm: %s: %s\n", args[0], w)
 			}
 			warnSkipped(cmd, args[0], results[0].KVMChecksSkipped)
@@ -161,10 +177,23 @@ func writeJSONFile(cmd *cobra.Command, js *jsonFlag, doc any) error {
 }
 
 func printExplain(w io.Writer, res *measure.Result) {
+	if res.Hypothetical {
+		fmt.Fprintf(w, "HYPOTHETICAL: QEMU/KVM would refuse this launch (--skip-kvm-checks)\n")
+	}
 	fmt.Fprintf(w, "profile %s, %d vCPU(s), policy %v\n", res.Profile, res.VCPUs, res.Policy)
 	fmt.Fprintf(w, "%-37s %-10s %6s  %-32s %s\n", "GPA range", "type", "pages", "what", "digest after")
 	for _, r := range res.Regions {
 		fmt.Fprintf(w, "%#016x-%#016x %-10s %6d  %-32s %s\n", uint64(r.GPA), r.End()-1, r.TypeName, r.Pages, r.What, r.Digest)
+	}
+	if res.Profile == measure.ProfileKVM {
+		if len(res.VMSAChanges) == 0 {
+			fmt.Fprintf(w, "vCPU 0 VMSA: KVM measures the file's values\n")
+		} else {
+			fmt.Fprintf(w, "vCPU 0 VMSA as KVM measures it (field, file, measured):\n")
+			for _, c := range res.VMSAChanges {
+				fmt.Fprintf(w, "  %-16s %-20s -> %s\n", c.Field, c.File, c.Measured)
+			}
+		}
 	}
 	fmt.Fprintf(w, "%d pages measured\n", res.Pages)
 	fmt.Fprintf(w, "launch digest %s\n", res.Digest)
@@ -197,13 +226,18 @@ AP VMSA page (each extra vCPU extends the digest by one VMSA PAGE_INFO record
 at GPA 0xFFFFFFFFF000 with that hash) and the digest for each vCPU count.
 
 Without --profile, every profile the file's layout satisfies is listed: a
-file made by "igvm build" (igvmgen's layout, VMSA at 0x803000) has no kvm
-values, and a warning says why ("skipped" in the JSON). A profile named with
---profile that the file cannot satisfy is an error; --skip-kvm-checks lists
-kvm values anyway, marked "kvm_checks_skipped" (hypothetical).
+file made by "igvm build" with its default layout (igvmgen's, VMSA at
+0x803000) has no kvm values, and a warning says why ("skipped" in the JSON);
+"igvm build --layout kvm" makes one QEMU and KVM accept. A profile named
+with --profile that the file cannot satisfy is an error; --skip-kvm-checks
+lists kvm values anyway, marked "hypothetical" with the rules broken in
+"kvm_checks_skipped".
 
 -o - writes the JSON to stdout; otherwise the command ends with a summary
-line, or with --json prints the document on stdout too.`,
+line, or with --json prints the document on stdout too.
+
+The kvm values follow the QEMU and Linux sources (docs/kvm-measurement.md);
+they have not been checked against an attestation report from hardware.`,
 		Example: `  imagebuilder measure reference-values podvm.igvm --cpu milan,genoa --vcpus 1,2,4 -o reference-values.json`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

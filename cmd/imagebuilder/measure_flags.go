@@ -234,8 +234,8 @@ type kvmFlags struct {
 func (k *kvmFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.Var(&k.features, "guest-features", "guest SEV features (the VMSA's sev_features), 0x-prefixed hex or decimal (kvm; default: the file's VMSA)")
-	f.Var(&k.host, "host-kernel", "host Linux version whose kvm_amd builds the VMSAs (kvm; >= 6.10 uses KVM_SEV_INIT2)")
-	f.BoolVar(&k.skipChecks, "skip-kvm-checks", false, "compute kvm digests even if the file breaks KVM's rules (VMSA GPA, order, count, CR0); the values are marked hypothetical")
+	f.Var(&k.host, "host-kernel", "host Linux version whose kvm_amd builds the VMSAs (kvm; default 6.11, the first with upstream SEV-SNP; older ones are hypothetical)")
+	f.BoolVar(&k.skipChecks, "skip-kvm-checks", false, "compute kvm digests even if QEMU or KVM would refuse the launch; the values are marked HYPOTHETICAL")
 	completeValues(cmd, "host-kernel", "6.6", "6.8", "6.9", "6.10", "6.11", "6.12")
 }
 
@@ -244,13 +244,18 @@ func (k *kvmFlags) options(o *measure.Options) {
 	o.GuestFeatures, o.HostKernel, o.SkipKVMChecks = k.features.ptr(), k.host.v, k.skipChecks
 }
 
-// warnSkipped prints the kvm checks a measurement skipped.
-func warnSkipped(cmd *cobra.Command, path string, reasons []string) {
-	if len(reasons) == 0 {
+// warnSkipped prints, loudly, the QEMU/KVM rules a measurement skipped:
+// the kvm digests are hypothetical.
+func warnSkipped(cmd *cobra.Command, path string, violations []measure.KVMViolation) {
+	if len(violations) == 0 {
 		return
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "imagebuilder: warning: %s: %s: kvm digests are hypothetical (--skip-kvm-checks): the file breaks KVM's rules: %s\n",
-		strings.TrimPrefix(cmd.CommandPath(), "imagebuilder "), path, strings.Join(reasons, "; "))
+	s := make([]string, len(violations))
+	for i, v := range violations {
+		s[i] = v.String()
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "imagebuilder: warning: %s: %s: HYPOTHETICAL kvm digests (--skip-kvm-checks): QEMU/KVM would refuse this launch, so no attestation report can show them: %s\n",
+		strings.TrimPrefix(cmd.CommandPath(), "imagebuilder "), path, strings.Join(s, "; "))
 }
 
 // sha256Hex is the SHA-256 of b in hex.

@@ -13,10 +13,29 @@ import (
 
 const (
 	d01      = "../../testdata/igvm/d01_kata_clh_short.igvm"
-	kvmReady = "../../testdata/measure/kvm-ready.igvm"
+	kvmReady = "../../testdata/measure/kvm-ready.igvm" // refused by KVM: LMA without paging
 )
 
+// kvmLayoutFile builds the synthetic kernel with the tiny initrd and the
+// Kata options in the kvm layout, with the CLI.
+func kvmLayoutFile(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "podvm-kvm.igvm")
+	code, _, stderr := runCaptured(t, "igvm", "build", "--layout", "kvm", "--kata",
+		"--kernel", "../../testdata/igvm/inputs/synthetic-bzImage", "--initrd", "../../testdata/igvm/inputs/initrd-tiny.cpio.gz",
+		"--cmdline", "console=ttyS0 panic=-1", "-o", out)
+	if code != exitOK {
+		t.Fatalf("igvm build --layout kvm: exit %d: %s", code, stderr)
+	}
+	return out
+}
+
+// kvmLayoutDigest is kvmLayoutFile's kvm digest for one vCPU on host 6.11,
+// which scripts/measure/kvm_model.py computes too.
+const kvmLayoutDigest = "c95183d73dd82a5e784379a7d5f26dec742dd6bbedb4eb57933ee2eaaaefa0d8049bd697807e99d709b015ab97768f90"
+
 func TestMeasureIGVMCLI(t *testing.T) {
+	kvmFile := kvmLayoutFile(t)
 	tests := []struct {
 		name   string
 		args   []string
@@ -26,13 +45,19 @@ func TestMeasureIGVMCLI(t *testing.T) {
 	}{
 		{"mshv", []string{"measure", "igvm", d01, "--profile", "mshv"}, exitOK,
 			"83b61499f9c1ef2627211cd295bedff977cf2cbebf5d6d1f00df82210636a243840c40d3aba3de2e21be5d6daf578e14\n", ""},
-		{"kvm 1", []string{"measure", "igvm", kvmReady, "--profile", "kvm"}, exitOK,
-			"4f991ab5d9eb9ab6ba16e7b0ef5a89ed33b1f2a1896df8d87fdb853a406ec22f75ec9d5f68d47f742562c267334c785a\n", ""},
-		{"kvm 4 genoa", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "4", "--cpu", "EPYC-Genoa"}, exitOK,
+		{"kvm 1", []string{"measure", "igvm", kvmFile, "--profile", "kvm"}, exitOK, kvmLayoutDigest + "\n", ""},
+		{"kvm 4 genoa", []string{"measure", "igvm", kvmFile, "--profile", "kvm", "--vcpus", "4", "--cpu", "EPYC-Genoa"}, exitOK,
 			"\n", ""},
 		{"explain", []string{"measure", "igvm", d01, "--profile", "mshv", "--explain"}, exitOK, "SNP secrets page", ""},
-		{"json", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--json"}, exitOK, `"one_vcpu_digest"`, ""},
-		{"kvm checks", []string{"measure", "igvm", d01, "--profile", "kvm"}, exitFailure, "", "0xfffffffff000"},
+		{"explain kvm", []string{"measure", "igvm", kvmFile, "--profile", "kvm", "--explain"}, exitOK, "vCPU 0 VMSA: KVM measures the file's values", ""},
+		{"json", []string{"measure", "igvm", kvmFile, "--profile", "kvm", "--json"}, exitOK, `"one_vcpu_digest"`, ""},
+		{"kvm checks", []string{"measure", "igvm", d01, "--profile", "kvm"}, exitFailure, "", "qemu:check_vmsa_supported: vCPU 0: VMSA at GPA 0x803000"},
+		{"kvm refused", []string{"measure", "igvm", kvmReady, "--profile", "kvm"}, exitFailure, "", "kvm:kvm_is_valid_sregs: vCPU 0: EFER.LMA set while CR0.PG is clear"},
+		{"kvm hypothetical", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--skip-kvm-checks"}, exitOK, "\n", "HYPOTHETICAL kvm digests"},
+		{"explain hypothetical", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--skip-kvm-checks", "--explain"}, exitOK, "HYPOTHETICAL", ""},
+		{"explain changes", []string{"measure", "igvm", d01, "--profile", "kvm", "--skip-kvm-checks", "--explain"}, exitOK, "  tr.base          0x3470000            -> 0x0", ""},
+		{"json hypothetical", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--skip-kvm-checks", "--json"}, exitOK, `"hypothetical": true`, ""},
+		{"host 6.8", []string{"measure", "igvm", kvmFile, "--profile", "kvm", "--host-kernel", "6.8"}, exitFailure, "", "hypothetical-host"},
 		{"id block differs", []string{"measure", "igvm", d01, "--profile", "kvm", "--skip-kvm-checks"}, exitOK, "\n", "SNP ID block carries digest 83b61499"},
 		{"no profile", []string{"measure", "igvm", d01}, exitUsage, "", "profile"},
 		{"bad profile", []string{"measure", "igvm", d01, "--profile", "xen"}, exitUsage, "", "unknown profile"},
@@ -61,8 +86,9 @@ func TestMeasureIGVMCLI(t *testing.T) {
 }
 
 func TestMeasureReferenceValuesCLI(t *testing.T) {
+	kvmFile := kvmLayoutFile(t)
 	out := filepath.Join(t.TempDir(), "reference-values.json")
-	code, _, errs := runCaptured(t, "measure", "reference-values", kvmReady, "--cpu", "milan,genoa", "--vcpus", "1,2,8", "-o", out)
+	code, _, errs := runCaptured(t, "measure", "reference-values", kvmFile, "--cpu", "milan,genoa", "--vcpus", "1,2,8", "-o", out)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -87,12 +113,12 @@ func TestMeasureReferenceValuesCLI(t *testing.T) {
 		t.Fatalf("reference values %s", b)
 	}
 	// The 2-vCPU Genoa digest equals measure igvm's.
-	_, single, _ := runCaptured(t, "measure", "igvm", kvmReady, "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa")
+	_, single, _ := runCaptured(t, "measure", "igvm", kvmFile, "--profile", "kvm", "--vcpus", "2", "--cpu", "genoa")
 	if strings.TrimSpace(single) != rv.Entries[2].ByVCPUs[1].Digest {
 		t.Errorf("reference %s, measure igvm %s", rv.Entries[2].ByVCPUs[1].Digest, single)
 	}
 	// Without --cpu, kvm lists the four default models.
-	code, stdout, errs := runCaptured(t, "measure", "reference-values", kvmReady, "-o", "-")
+	code, stdout, errs := runCaptured(t, "measure", "reference-values", kvmFile, "-o", "-")
 	if code != exitOK {
 		t.Fatalf("no --cpu: exit %d: %s", code, errs)
 	}

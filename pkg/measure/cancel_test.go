@@ -44,7 +44,7 @@ func pagesIGVM(t testing.TB, n int) []byte {
 	for i := range n {
 		b.Add(&igvm.PageData{GPA: uint64(i) * snp.PageSize, CompatibilityMask: 1}, io.NewSectionReader(bytes.NewReader(data), int64(i)*snp.PageSize, snp.PageSize))
 	}
-	v := snp.VMSA{CR0: 0x31, SEVFeatures: 1}
+	v := tinyVMSA()
 	b.Add(&igvm.VPContext{GPA: KVMVMSAGPA, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
 	return igvmtest.Write(t, &b)
 }

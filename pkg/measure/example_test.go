@@ -3,11 +3,13 @@ package measure_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
 
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
+	"github.com/imagebuilder/imagebuilder/pkg/igvm/linuxboot"
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
 )
 
@@ -39,10 +41,31 @@ func ExampleMeasureIGVM() {
 	// 126 pages, policy 0x3001f (ABI >= 0.31, SMT RESERVED_1)
 }
 
-// The kvm profile depends on the vCPU count and model: every vCPU after
-// the first adds a VMSA built by KVM from the model's reset state.
+// A Linux direct boot laid out for QEMU + KVM (linuxboot.LayoutKVM), and
+// its digests under the kvm profile, which depend on the vCPU count and
+// model: every vCPU after the first adds a VMSA KVM builds from QEMU's
+// reset state with the model's signature. The file passes QEMU's and KVM's
+// checks and holds the VMSA KVM measures. (The kvm digests follow the QEMU
+// and Linux sources; no attestation report has confirmed them yet.)
 func ExampleMeasureIGVM_kvm() {
-	data, err := os.ReadFile("../../testdata/measure/kvm-ready.igvm")
+	ctx := context.Background()
+	kdata, err := os.ReadFile("../../testdata/igvm/inputs/synthetic-bzImage")
+	if err != nil {
+		log.Fatal(err)
+	}
+	k, err := linuxboot.ParseBzImage(kdata)
+	if err != nil {
+		log.Fatal(err)
+	}
+	img, err := linuxboot.Build(ctx, k, linuxboot.Options{Layout: linuxboot.LayoutKVM, Cmdline: "console=ttyS0"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var file bytes.Buffer // a file, in a real program
+	if _, err := img.Write(ctx, &file); err != nil {
+		log.Fatal(err)
+	}
+	f, err := igvm.Parse(file.Bytes())
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -50,14 +73,16 @@ func ExampleMeasureIGVM_kvm() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	res, err := measure.MeasureIGVMFile(context.Background(), bytes.NewReader(data), int64(len(data)),
-		measure.Options{Profile: measure.ProfileKVM, VCPUs: 4, CPU: &genoa})
-	if err != nil {
-		log.Fatal(err)
+	for _, n := range []int{1, 4} {
+		res, err := measure.MeasureIGVM(ctx, f, measure.Options{Profile: measure.ProfileKVM, VCPUs: n, CPU: &genoa})
+		if err != nil {
+			log.Fatal(err) // a *measure.KVMCheckError names the rules a file breaks
+		}
+		fmt.Println(n, res.Digest, len(res.VMSAChanges))
 	}
-	fmt.Println(res.Digest)
 	// Output:
-	// 3f9b9c5d1bf5e06182693ea1b49370b8f37a11820e2359993ab43f5a9f804c8c436394e7061d0dffe55cc6a66d720553
+	// 1 bedbee5320fd3314a783b9b6fdd08caa2c4dbd55f1a73a8e07c2fa8dd33f79541a00de040b5130bc4280f6bb5ae5cb7a 0
+	// 4 8db30a1f51881a34a8c48c975054b583db6f5e52f009be2af72b7dd20691911624035f407ad559b6150a09813cf003ad 0
 }
 
 // An OVMF boot with a measured direct kernel boot (QEMU -kernel), as
@@ -147,4 +172,24 @@ func ExampleComputeReferenceValues() {
 	// Output:
 	// mshv 83b61499f9c1ef2627211cd295bedff977cf2cbebf5d6d1f00df82210636a243840c40d3aba3de2e21be5d6daf578e14
 	// skipped kvm
+}
+
+// A build pipeline checks, before it builds, that the IGVM layout it will
+// make can satisfy each measurement target: igvmgen's layout cannot
+// launch under QEMU + KVM.
+func ExampleCheckLayout() {
+	for _, k := range linuxboot.LayoutKinds {
+		for _, p := range measure.Profiles {
+			err := measure.CheckLayout(k, p)
+			var pe *measure.ProfileError
+			fmt.Println(k, p, err == nil, errors.As(err, &pe))
+		}
+	}
+	fmt.Println(measure.LayoutProfiles(linuxboot.LayoutKVM))
+	// Output:
+	// mshv mshv true false
+	// mshv kvm false true
+	// kvm mshv false true
+	// kvm kvm true false
+	// [kvm]
 }

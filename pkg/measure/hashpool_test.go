@@ -65,7 +65,7 @@ func mixedIGVM(t *testing.T) *igvm.File {
 	b.Add(&igvm.PageData{GPA: 0x4000000, CompatibilityMask: 1, Flags: igvm.PageFlag2MB}, io.NewSectionReader(src, 0x100000, igvm.PageSize2M))
 	b.Add(&igvm.PageData{GPA: 0x9000, CompatibilityMask: 1, DataType: igvm.DataSecrets}, nil)
 	b.Add(&igvm.PageData{GPA: 0xa000, CompatibilityMask: 1, DataType: igvm.DataCPUID}, page(3))
-	v := snp.VMSA{CR0: 0x31, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
+	v := tinyVMSA()
 	b.Add(&igvm.VPContext{GPA: KVMVMSAGPA, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
 	f := igvmtest.Reparse(t, &b)
 	return f

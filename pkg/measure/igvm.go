@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha512"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -29,12 +27,18 @@ const (
 	// typed; shared pages not measured; the file's own VMSA at the GPA of
 	// its VP context. The vCPU count does not matter.
 	ProfileMSHV Profile = "mshv"
-	// ProfileKVM is cloud-hypervisor or QEMU on KVM (QEMU backends/igvm.c,
-	// coconut-svsm igvmmeasure --native-zero): pages in directive order; a
-	// page without file data is ZERO; one UNMEASURED page per page of an
-	// inserted parameter area; then one VMSA per vCPU at KVMVMSAGPA, built
-	// by KVM (vCPU 0 from the file's VP context, the other vCPUs from their
-	// reset state, see ResetVMSA).
+	// ProfileKVM is QEMU (>= 10.1, -object igvm-cfg) on Linux KVM (host
+	// >= 6.11), as their sources define it (docs/kvm-measurement.md; not
+	// yet checked against an attestation report): pages in the order
+	// QEMU's IGVM loader queues them (runs of consecutive PAGE_DATA
+	// directives are handed over when the run ends, a parameter insert at
+	// once, so an insert after an open run comes first); a page without
+	// file data is a NORMAL page of zeros; one UNMEASURED page per page of
+	// an inserted parameter area; then one VMSA per vCPU at KVMVMSAGPA,
+	// built by KVM from the registers QEMU set: vCPU 0 from the file's VP
+	// context, transformed as KVM rebuilds it (see Result.VMSAChanges),
+	// vCPUs without a context from QEMU's reset state (ResetVMSA). A file
+	// QEMU or KVM would refuse is a *KVMCheckError.
 	ProfileKVM Profile = "kvm"
 )
 
@@ -110,26 +114,38 @@ type Result struct {
 	// IDBlockDigest is the launch digest the file's SNP_ID_BLOCK expects,
 	// if it has one.
 	IDBlockDigest *Digest `json:"id_block_digest,omitempty"`
-	// KVMChecksSkipped lists the rules of KVMCheckError the file breaks,
-	// when Options.SkipKVMChecks computed the kvm digest anyway: the digest
-	// is then hypothetical (KVM would refuse the file, or its author meant
-	// another measurement).
-	KVMChecksSkipped []string `json:"kvm_checks_skipped,omitempty"`
+	// Hypothetical is set when Options.SkipKVMChecks computed a kvm digest
+	// although QEMU or KVM would refuse the launch; KVMChecksSkipped lists
+	// the rules broken (those of KVMCheckError). No attestation report can
+	// carry such a digest.
+	Hypothetical     bool           `json:"hypothetical,omitempty"`
+	KVMChecksSkipped []KVMViolation `json:"kvm_checks_skipped,omitempty"`
+	// VMSAChanges are the fields of vCPU 0's VMSA that KVM measures with
+	// other values than the file's VP context holds (kvm), in offset order.
+	// A file laid out for KVM has none.
+	VMSAChanges []VMSAChange `json:"bsp_vmsa_changes,omitempty"`
 	// Warnings are differences between the file and what the loader
 	// measures that the digest already accounts for.
 	Warnings []string `json:"warnings,omitempty"`
 	Regions  []Region `json:"regions,omitempty"`
 }
 
-// KVMCheckError lists why KVM would not measure (or launch) the file as its
-// author meant: the checks of coconut-svsm igvmmeasure --check-kvm.
+// KVMCheckError lists the QEMU and KVM acceptance rules a file breaks
+// (docs/kvm-measurement.md section 7): QEMU or KVM would stop before the
+// launch, so no attestation report can carry its kvm digest.
+// Options.SkipKVMChecks measures such a file anyway, marking the result
+// hypothetical.
 type KVMCheckError struct {
-	Reasons []string
+	Violations []KVMViolation
 }
 
-// Error lists the reasons, separated by semicolons.
+// Error lists the violations, separated by semicolons.
 func (e *KVMCheckError) Error() string {
-	return "measure: kvm: " + strings.Join(e.Reasons, "; ")
+	s := make([]string, len(e.Violations))
+	for i, v := range e.Violations {
+		s[i] = v.String()
+	}
+	return "measure: kvm: QEMU/KVM would refuse this launch: " + strings.Join(s, "; ")
 }
 
 // SNPPlatform returns the compatibility mask of the file's SEV-SNP
@@ -170,26 +186,10 @@ func MeasureIGVMFile(ctx context.Context, r io.ReaderAt, size int64, opts Option
 // the file: its pages, and its parameter areas, which igvm.Open bounds. It
 // stops with ctx's error soon after ctx is cancelled.
 func MeasureIGVM(ctx context.Context, f *igvm.File, opts Options) (*Result, error) {
-	if opts.VCPUs == 0 {
-		opts.VCPUs = 1
-	}
-	if opts.VCPUs < 1 || opts.VCPUs > MaxVCPUs {
-		return nil, fmt.Errorf("measure: %d vCPUs: want 1 to %d", opts.VCPUs, MaxVCPUs)
-	}
-	if opts.HostKernel == (HostKernel{}) {
-		opts.HostKernel = DefaultHostKernel
-	}
-	mask, err := SNPPlatform(f)
+	m, mask, err := newMeasurer(ctx, f, opts)
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Profile: opts.Profile, VCPUs: opts.VCPUs}
-	for _, h := range f.Initialization() {
-		if p, ok := h.(*igvm.GuestPolicy); ok && p.CompatibilityMask&mask != 0 {
-			res.Policy = snp.GuestPolicy(p.Policy)
-		}
-	}
-	m := &measurer{ctx: ctx, f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
 	defer func() { m.pool.stop() }()
 	if opts.Explain {
 		m.labels = newLabeler(f, mask)
@@ -206,9 +206,35 @@ func MeasureIGVM(ctx context.Context, f *igvm.File, opts Options) (*Result, erro
 		return nil, err
 	}
 	m.flush()
-	res.Digest = m.chain.Digest()
-	res.Pages = m.chain.Pages()
-	return res, nil
+	m.res.Digest = m.chain.Digest()
+	m.res.Pages = m.chain.Pages()
+	return m.res, nil
+}
+
+// newMeasurer checks opts (filling in the defaults) and starts the
+// measurement of f: the SEV-SNP platform's mask and the policy.
+func newMeasurer(ctx context.Context, f *igvm.File, opts Options) (*measurer, uint32, error) {
+	if opts.VCPUs == 0 {
+		opts.VCPUs = 1
+	}
+	if opts.VCPUs < 1 || opts.VCPUs > MaxVCPUs {
+		return nil, 0, fmt.Errorf("measure: %d vCPUs: want 1 to %d", opts.VCPUs, MaxVCPUs)
+	}
+	if opts.HostKernel == (HostKernel{}) {
+		opts.HostKernel = DefaultHostKernel
+	}
+	mask, err := SNPPlatform(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	res := &Result{Profile: opts.Profile, VCPUs: opts.VCPUs}
+	for _, h := range f.Initialization() {
+		if p, ok := h.(*igvm.GuestPolicy); ok && p.CompatibilityMask&mask != 0 {
+			res.Policy = snp.GuestPolicy(p.Policy)
+		}
+	}
+	m := &measurer{ctx: ctx, f: f, opts: opts, res: res, chain: NewChain(Digest{}), buf: make([]byte, snp.PageSize), run: make([]byte, 0, maxRun*snp.PageSize)}
+	return m, mask, nil
 }
 
 type measurer struct {
@@ -285,7 +311,7 @@ func (m *measurer) mshv(mask uint32) error {
 			if x.Flags&igvm.PageFlagShared != 0 {
 				continue // host-visible: not part of the launch
 			}
-			if err := m.pageData(x, false); err != nil {
+			if err := m.pageData(x); err != nil {
 				return err
 			}
 		case *igvm.ParameterInsert:
@@ -303,145 +329,6 @@ func (m *measurer) mshv(mask uint32) error {
 		}
 	}
 	return nil
-}
-
-func (m *measurer) kvm(mask uint32) error {
-	items, err := m.directives(mask)
-	if err != nil {
-		return err
-	}
-	host := m.opts.HostKernel
-	m.res.HostKernel = host.String()
-	var reasons []string
-	contexts := map[uint16]*igvm.VPContext{}
-	var nctx int
-	orderBad := false
-	m.items = items
-	m.pool = newHashPool(m.f, items, false)
-	for i, it := range items {
-		m.next = i + 1
-		switch x := it.hdr.(type) {
-		case *igvm.PageData:
-			if nctx > 0 && !orderBad {
-				orderBad = true
-				reasons = append(reasons, fmt.Sprintf("page directive at %#x follows the VMSA: KVM measures VMSAs at launch finish, after every page, so the VMSA must be the last page directive", x.GPA))
-			}
-			if err := m.pageData(x, true); err != nil {
-				return err
-			}
-		case *igvm.ParameterInsert:
-			if nctx > 0 && !orderBad {
-				orderBad = true
-				reasons = append(reasons, fmt.Sprintf("parameter insert at %#x follows the VMSA: KVM measures VMSAs at launch finish, after every page, so the VMSA must be the last page directive", x.GPA))
-			}
-			pages := (it.size + snp.PageSize - 1) / snp.PageSize
-			for i := uint64(0); i < pages; i++ {
-				if err := m.add(x.GPA+i*snp.PageSize, snp.PageUnmeasured, Digest{}, "IGVM parameter area"); err != nil {
-					return err
-				}
-			}
-		case *igvm.VPContext:
-			nctx++
-			if nctx == 2 {
-				reasons = append(reasons, "more than one VMSA: QEMU/KVM only takes the initial state of the first vCPU from the file")
-			}
-			if x.GPA != KVMVMSAGPA {
-				reasons = append(reasons, fmt.Sprintf("VMSA at GPA %#x: KVM always measures VMSAs at %#x, so the file must place it there", x.GPA, uint64(KVMVMSAGPA)))
-			}
-			if _, dup := contexts[x.VPIndex]; !dup {
-				contexts[x.VPIndex] = x
-			}
-		}
-	}
-	bsp, ok := contexts[0]
-	if !ok {
-		return fmt.Errorf("measure: kvm: the IGVM file has no VP context for vCPU 0 (SNP platform mask %#x)", mask)
-	}
-	page, v, err := m.fileVMSA(bsp)
-	if err != nil {
-		return err
-	}
-	if v.CR0 != 0x30 && v.CR0 != 0x31 {
-		reasons = append(reasons, fmt.Sprintf("VMSA CR0 is %#x: KVM sets the initial CR0 itself (0x31 protected mode, or 0x30 real mode, without paging), so the file's VMSA must hold that value", v.CR0))
-	}
-	if len(reasons) > 0 && !m.opts.SkipKVMChecks {
-		return &KVMCheckError{Reasons: reasons}
-	}
-	m.res.KVMChecksSkipped = reasons
-	features := v.SEVFeatures
-	if m.opts.GuestFeatures != nil {
-		features = *m.opts.GuestFeatures
-	}
-	if features&FeatureSNPActive == 0 {
-		return fmt.Errorf("measure: kvm: guest SEV features %#x lack SNP_ACTIVE (bit 0)", features)
-	}
-	m.res.GuestFeatures = hexnum.Uint64(host.EffectiveFeatures(features))
-	kvmPage := m.kvmVMSA(page, v, features)
-
-	if err := m.add(KVMVMSAGPA, snp.PageVMSA, Digest(sha512.Sum384(kvmPage)), "VMSA of vCPU 0 (from the file)"); err != nil {
-		return err
-	}
-	m.flush()
-	one := m.chain.Digest()
-	m.res.OneVCPUDigest = &one
-	// Every AP without a VP context in the file starts from the same reset
-	// state, so its VMSA hash is computed once.
-	var ap *Digest
-	resetHash := func() (Digest, error) {
-		if ap == nil {
-			if m.opts.CPU == nil {
-				return Digest{}, errors.New("measure: kvm: more than one vCPU needs the CPU model (its signature is in every AP's VMSA)")
-			}
-			d := Digest(sha512.Sum384(ResetVMSA(0xfffffff0, *m.opts.CPU, features, host).Marshal()))
-			ap = &d
-		}
-		return *ap, nil
-	}
-	if len(contexts) == 1 && m.opts.CPU != nil {
-		m.res.CPU, m.res.CPUSignature = m.opts.CPU.Name, hexnum.Uint64(m.opts.CPU.Signature)
-		h, _ := resetHash()
-		m.res.APVMSAHash = &h
-	}
-	for i := 1; i < m.opts.VCPUs; i++ {
-		var h Digest
-		var what string
-		if ctx, ok := contexts[uint16(i)]; ok {
-			p, pv, err := m.fileVMSA(ctx)
-			if err != nil {
-				return err
-			}
-			h, what = Digest(sha512.Sum384(m.kvmVMSA(p, pv, features))), fmt.Sprintf("VMSA of vCPU %d (from the file)", i)
-		} else {
-			if h, err = resetHash(); err != nil {
-				return err
-			}
-			what = fmt.Sprintf("VMSA of vCPU %d (reset state)", i)
-		}
-		if err := m.add(KVMVMSAGPA, snp.PageVMSA, h, what); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// kvmVMSA returns the VMSA page KVM measures for a vCPU whose registers
-// QEMU set from the file's VMSA page: the same bytes, with the fields
-// kvm_amd writes itself (HostKernel.applyKVM). Differences from the file
-// are reported as warnings.
-func (m *measurer) kvmVMSA(page []byte, v *snp.VMSA, features uint64) []byte {
-	out := append([]byte(nil), page...)
-	w := *v
-	m.opts.HostKernel.applyKVM(&w, features)
-	if w.SEVFeatures != v.SEVFeatures {
-		m.res.Warnings = append(m.res.Warnings, fmt.Sprintf("KVM measures sev_features %#x, the file's VMSA has %#x", w.SEVFeatures, v.SEVFeatures))
-		binary.LittleEndian.PutUint64(out[0x3b0:], w.SEVFeatures)
-	}
-	if w.MXCSR != v.MXCSR || w.X87FCW != v.X87FCW {
-		m.res.Warnings = append(m.res.Warnings, fmt.Sprintf("host kernel %s (KVM_SEV_INIT2) measures MXCSR %#x and FCW %#x, the file's VMSA has %#x and %#x", m.opts.HostKernel, w.MXCSR, w.X87FCW, v.MXCSR, v.X87FCW))
-		binary.LittleEndian.PutUint32(out[0x408:], w.MXCSR)
-		binary.LittleEndian.PutUint16(out[0x410:], w.X87FCW)
-	}
-	return out
 }
 
 // fileVMSA reads and decodes a VP context's VMSA page.
@@ -466,8 +353,12 @@ func (m *measurer) vmsaPage(x *igvm.VPContext) ([]byte, error) {
 	return page, nil
 }
 
-// pageData measures a PAGE_DATA directive (4 KiB or 2 MiB).
-func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
+// pageData measures a PAGE_DATA directive (4 KiB or 2 MiB, one PAGE_INFO
+// per 4 KiB): SECRETS and CPUID pages by their type, a page with the
+// unmeasured flag as UNMEASURED, a page without file data as a NORMAL page
+// of zeros (both profiles: igvm_defs calls it "a normal private page with
+// zeros"), any other as NORMAL over its data.
+func (m *measurer) pageData(x *igvm.PageData) error {
 	n := x.PageSize() / snp.PageSize
 	var t snp.PageType
 	switch {
@@ -477,8 +368,6 @@ func (m *measurer) pageData(x *igvm.PageData, nativeZero bool) error {
 		t = snp.PageCPUID
 	case x.Flags&igvm.PageFlagUnmeasured != 0:
 		t = snp.PageUnmeasured
-	case !igvm.HasData(x) && nativeZero:
-		t = snp.PageZero
 	case !igvm.HasData(x):
 		for i := uint64(0); i < n; i++ {
 			if err := m.add(x.GPA+i*snp.PageSize, snp.PageNormal, zeroPageHash, noData); err != nil {

@@ -47,7 +47,7 @@ func bigIGVMPages(tb testing.TB, dir string, n int) string {
 		b.Add(&igvm.PageData{GPA: 0x100000 + uint64(i)*snp.PageSize, CompatibilityMask: 1},
 			io.NewSectionReader(src, int64(i)*snp.PageSize, snp.PageSize))
 	}
-	v := snp.VMSA{CR0: 0x31, SEVFeatures: 1, MXCSR: 0x1f80, X87FCW: 0x37f}
+	v := tinyVMSA()
 	b.Add(&igvm.VPContext{GPA: KVMVMSAGPA, CompatibilityMask: 1}, igvm.Bytes(v.Marshal()))
 	path := filepath.Join(dir, "big.igvm")
 	fh, err := os.Create(path)

@@ -93,21 +93,24 @@ func CPUModelNames() []string {
 	return out
 }
 
-// HostKernel is the host Linux version whose kvm_amd builds the VMSAs. Two
-// changes in kvm_amd alter the VMSA it measures:
+// HostKernel is the host Linux version whose kvm_amd builds the VMSAs.
+// Upstream KVM launches SEV-SNP guests from 6.11, and QEMU >= 10.1 creates
+// them only with KVM_SEV_INIT2 (added in 6.10): every host before 6.11 is
+// hypothetical (an out-of-tree SNP host branch), and a kvm digest for it
+// is marked so (KVMViolation "hypothetical-host"). Two changes in kvm_amd
+// alter the VMSA it measures:
 //
-//   - Linux 6.10 added KVM_SEV_INIT2 (used by QEMU >= 9.1 and required for
-//     SNP by upstream 6.11): for VMs created with it, sev_es_sync_vmsa also
-//     copies the reset FPU state, so every VMSA carries MXCSR 0x1f80 and x87
-//     FCW 0x37f. Older kernels (and KVM_SEV_INIT) leave them zero.
-//   - Before INIT2, sev_features were chosen by the kernel: kvm_amd's
-//     debug_swap parameter (added in 6.5, commit d1f85fbe836e) defaulted
-//     to on, adding DEBUG_SWAP (0x20) to every VMSA, until commit
+//   - With KVM_SEV_INIT2 (6.10), sev_es_sync_vmsa also copies KVM's
+//     initial FPU state, so every VMSA carries x87 FCW 0x37f and MXCSR
+//     0x1f80 whatever the VMM set; before it these fields stay 0, for the
+//     BSP too. With INIT2 the VMM passes the guest's sev_features.
+//   - Before INIT2, sev_features were chosen by the kernel: SNP_ACTIVE,
+//     plus DEBUG_SWAP (0x20) while kvm_amd's debug_swap parameter (added
+//     in 6.5, commit d1f85fbe836e) defaulted to on, until commit
 //     5abf6dceb066 "SEV: disable SEV-ES DebugSwap by default" (merged for
 //     6.8 final, March 2024, and backported to later 6.6.y/6.7.y stable
 //     releases: for those, give 6.8). The AMD SNP host branches based on
-//     6.6/6.7 therefore measure 0x21. With INIT2 the VMM passes the
-//     features explicitly.
+//     6.6/6.7 therefore measure 0x21.
 type HostKernel struct {
 	Major, Minor int
 }
@@ -150,6 +153,10 @@ func (h HostKernel) String() string { return fmt.Sprintf("%d.%d", h.Major, h.Min
 // so initialises MXCSR and FCW in every VMSA.
 func (h HostKernel) INIT2() bool { return !h.less(HostKernel{6, 10}) }
 
+// Hypothetical reports whether upstream QEMU and KVM cannot launch an
+// SEV-SNP guest on this host kernel (before 6.11).
+func (h HostKernel) Hypothetical() bool { return h.less(HostKernel{6, 11}) }
+
 // DefaultDebugSwap reports whether kvm_amd adds DEBUG_SWAP to sev_features
 // by default (6.6 and 6.7 as first released).
 func (h HostKernel) DefaultDebugSwap() bool {
@@ -157,56 +164,30 @@ func (h HostKernel) DefaultDebugSwap() bool {
 }
 
 // EffectiveFeatures returns the sev_features KVM writes into every VMSA
-// when the guest asks for features.
+// when the guest (vCPU 0's VMSA in an IGVM file) asks for features: with
+// KVM_SEV_INIT2 those, plus SNP_ACTIVE (__sev_guest_init); before it what
+// the kernel chose (SNP_ACTIVE, and DEBUG_SWAP on 6.6 and 6.7).
 func (h HostKernel) EffectiveFeatures(features uint64) uint64 {
-	if h.DefaultDebugSwap() {
-		features |= FeatureDebugSwap
-	}
-	return features
-}
-
-// applyKVM sets the fields kvm_amd's sev_es_sync_vmsa writes regardless of
-// the register state the VMM gave: sev_features and, with KVM_SEV_INIT2,
-// the reset FPU control words.
-func (h HostKernel) applyKVM(v *snp.VMSA, features uint64) {
-	v.SEVFeatures = h.EffectiveFeatures(features)
 	if h.INIT2() {
-		v.MXCSR = 0x1f80
-		v.X87FCW = 0x37f
+		return features | FeatureSNPActive
 	}
+	if h.DefaultDebugSwap() {
+		return FeatureSNPActive | FeatureDebugSwap
+	}
+	return FeatureSNPActive
 }
 
 // ResetVMSA is the VMSA KVM measures for a vCPU in its architectural reset
 // state, as QEMU leaves an application processor that the boot file gives
-// no context for (and as it leaves the BSP of an OVMF boot): CS
-// 0xf000:0xfff0 with base eip&0xffff0000, RDX the CPU signature, EFER.SVME
-// (KVM sets it), CR4.MCE, CR0.ET, DR6/DR7 and PAT at their reset values,
-// XCR0 1. eip is the linear entry address (0xfffffff0 for the reset
-// vector). The host kernel adds its forced fields (see HostKernel).
+// no context for (and as it leaves the BSP of an OVMF boot): QEMU's reset
+// state (CS 0xf000:eip&0xffff with base eip&0xffff0000, RDX the CPU
+// signature, CR0 0x60000010, DR6/DR7 and PAT at their reset values, XCR0
+// 1) rebuilt by KVM: CD/NW cleared from CR0, CR4.MCE and EFER.SVME added,
+// and the host kernel's sev_features (EffectiveFeatures of features) and
+// FPU words. eip is the linear entry address (0xfffffff0 for the reset
+// vector).
 func ResetVMSA(eip uint32, cpu CPUModel, features uint64, host HostKernel) *snp.VMSA {
-	v := &snp.VMSA{
-		ES:     snp.Segment{Attrib: 0x93, Limit: 0xffff},
-		CS:     snp.Segment{Selector: 0xf000, Attrib: 0x9b, Limit: 0xffff, Base: uint64(eip & 0xffff0000)},
-		SS:     snp.Segment{Attrib: 0x93, Limit: 0xffff},
-		DS:     snp.Segment{Attrib: 0x93, Limit: 0xffff},
-		FS:     snp.Segment{Attrib: 0x93, Limit: 0xffff},
-		GS:     snp.Segment{Attrib: 0x93, Limit: 0xffff},
-		GDTR:   snp.Segment{Limit: 0xffff},
-		IDTR:   snp.Segment{Limit: 0xffff},
-		LDTR:   snp.Segment{Attrib: 0x82, Limit: 0xffff},
-		TR:     snp.Segment{Attrib: 0x8b, Limit: 0xffff},
-		EFER:   0x1000,
-		CR4:    0x40,
-		CR0:    0x10,
-		DR7:    0x400,
-		DR6:    0xffff0ff0,
-		RFLAGS: 0x2,
-		RIP:    uint64(eip & 0xffff),
-		GPAT:   0x0007040600070406,
-		RDX:    uint64(cpu.Signature),
-		XCR0:   1,
-	}
-	host.applyKVM(v, features)
+	v, _ := kvmVMSA(qemuResetState(eip, cpu.Signature), host, host.EffectiveFeatures(features), false)
 	return v
 }
 

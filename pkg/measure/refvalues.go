@@ -47,6 +47,8 @@ type ReferenceValues struct {
 type SkippedProfile struct {
 	Profile Profile `json:"profile"`
 	Reason  string  `json:"reason"`
+	// Violations are the QEMU/KVM rules the file breaks (kvm).
+	Violations []KVMViolation `json:"violations,omitempty"`
 }
 
 // ReferenceEntry is one platform's expected launch digests.
@@ -63,10 +65,12 @@ type ReferenceEntry struct {
 	APVMSAHash    *Digest       `json:"ap_vmsa_sha384,omitempty"`
 	APVMSAGPA     hexnum.Uint64 `json:"ap_vmsa_gpa,omitempty"`
 	ByVCPUs       []VCPUDigest  `json:"by_vcpus,omitempty"`
-	// KVMChecksSkipped lists the kvm rules the file breaks when the
-	// digests were computed anyway (RefSpec.SkipKVMChecks): they are
-	// hypothetical, KVM would refuse the file or measure it otherwise.
-	KVMChecksSkipped []string `json:"kvm_checks_skipped,omitempty"`
+	// Hypothetical is set, and KVMChecksSkipped lists the QEMU/KVM rules
+	// broken, when the digests were computed although QEMU or KVM would
+	// refuse the launch (RefSpec.SkipKVMChecks): no attestation report can
+	// carry them.
+	Hypothetical     bool           `json:"hypothetical,omitempty"`
+	KVMChecksSkipped []KVMViolation `json:"kvm_checks_skipped,omitempty"`
 }
 
 // VCPUDigest is the digest for one vCPU count.
@@ -108,7 +112,7 @@ func ComputeReferenceValues(ctx context.Context, f *igvm.File, spec RefSpec) (*R
 			entries, err := kvmEntries(ctx, f, spec)
 			var kce *KVMCheckError
 			if !explicit && errors.As(err, &kce) {
-				rv.Skipped = append(rv.Skipped, SkippedProfile{Profile: p, Reason: strings.Join(kce.Reasons, "; ")})
+				rv.Skipped = append(rv.Skipped, SkippedProfile{Profile: p, Reason: strings.TrimPrefix(kce.Error(), "measure: kvm: "), Violations: kce.Violations})
 				continue
 			}
 			if err != nil {
@@ -150,7 +154,7 @@ func kvmEntries(ctx context.Context, f *igvm.File, spec RefSpec) ([]kvmEntry, er
 			Profile: ProfileKVM, CPU: cpu.Name, CPUSignature: hexnum.Uint64(cpu.Signature),
 			HostKernel: res.HostKernel, GuestFeatures: res.GuestFeatures,
 			OneVCPUDigest: res.OneVCPUDigest, APVMSAHash: res.APVMSAHash, APVMSAGPA: KVMVMSAGPA,
-			KVMChecksSkipped: res.KVMChecksSkipped,
+			Hypothetical: res.Hypothetical, KVMChecksSkipped: res.KVMChecksSkipped,
 		}}
 		for _, n := range spec.VCPUs {
 			var d Digest

@@ -28,7 +28,7 @@ import signal
 import struct
 import sys
 
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"
 
 PAGE = 0x1000
 VMSA_GPA = 0xFFFFFFFFF000
@@ -46,7 +46,9 @@ TYPE_NAMES = {NORMAL: "NORMAL", VMSA: "VMSA", ZERO: "ZERO",
 T_PLATFORM, T_GUEST_POLICY = 0x001, 0x101
 T_PARAM_AREA, T_PAGE_DATA, T_PARAM_INSERT, T_VP_CONTEXT = 0x301, 0x302, 0x303, 0x304
 T_REQUIRED_MEMORY, T_VP_COUNT, T_SNP_ID_BLOCK = 0x305, 0x307, 0x30B
-T_MEMORY_MAP, T_COMMAND_LINE, T_MADT, T_ENV_INFO = 0x30C, 0x30E, 0x311, 0x313
+# MADT is 0x309 in igvm_defs (IGVM_VHT_MADT); model version 1 had 0x311,
+# which is VBS_MEASUREMENT.
+T_MEMORY_MAP, T_COMMAND_LINE, T_MADT, T_ENV_INFO = 0x30C, 0x30E, 0x309, 0x313
 HEADER_SIZES = {T_PLATFORM: 16, T_GUEST_POLICY: 16, T_PARAM_AREA: 16,
                 T_PAGE_DATA: 24, T_PARAM_INSERT: 16, T_VP_CONTEXT: 20,
                 T_REQUIRED_MEMORY: 24, T_VP_COUNT: 8, T_SNP_ID_BLOCK: 696,
@@ -213,6 +215,11 @@ def load(igvm, vcpus, flip):
             mask = u(body, 0, 4)
     if not mask:
         raise Malformed("no SEV-SNP SUPPORTED_PLATFORM header")
+    # qigvm_process_file hands every initialization header to qigvm_handler
+    # too: only GUEST_POLICY has a handler there.
+    for typ, _, pos in igvm.inits:
+        if typ != T_GUEST_POLICY:
+            ld.violations.append(("qemu:qigvm_handler", "initialization header type %#x (at byte %d) is not handled by QEMU" % (typ, pos)))
     areas = {}
     id_blocks = 0
     region = None  # dict(start_index, start_gpa, pages=[(gpa, data)], flags, dtype, mask, has_data, last_index, page_size)

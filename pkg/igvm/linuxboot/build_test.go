@@ -239,6 +239,7 @@ func TestBuildErrors(t *testing.T) {
 		{"empty payload", emptyPayload, Options{}, "no protected-mode payload"},
 		{"pref below SNP pages", lowPref, Options{}, "overlaps the SNP pages"},
 		{"bad policy", k, Options{Policy: 0x1001f}, "bit 17"},
+		{"unknown layout", k, Options{Layout: 7}, "unknown layout kind 7"},
 	}
 	for _, tc := range cases {
 		_, err := Build(context.Background(), tc.k, tc.opts)

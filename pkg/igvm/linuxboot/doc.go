@@ -4,13 +4,21 @@
 // that an IGVM file made from the result has the same launch digest as the
 // one igvmgen makes from the same inputs.
 //
+// Options.Layout selects the hypervisor loader: LayoutMSHV (the default)
+// is igvmgen's layout below; LayoutKVM, for QEMU (>= 10.1) on KVM, is the
+// same guest memory without the parameter and VMSA pages at 0x802000 and
+// 0x803000, with vCPU 0's VP context last, at KVMVMSAGPA, holding the
+// register values KVM measures (see LayoutKVM).
+// pkg/measure's CheckLayout says which measurement profile each kind
+// satisfies.
+//
 // The guest memory, in ascending GPA order:
 //
 //	[0 or 0xA0000, ACPI end)  ACPI pages, RSDP at 0xE0000, XSDT at 0x100000
 //	0x800000                  CPUID page
 //	0x801000                  secrets page
-//	0x802000                  parameter area (VP count, memory map)
-//	0x803000                  VMSA of vCPU 0
+//	0x802000                  parameter area (VP count, memory map; mshv)
+//	0x803000                  VMSA of vCPU 0 (mshv; kvm: at KVMVMSAGPA)
 //	pref_address ...          the protected-mode kernel (vmlinux.bin), with
 //	                          pvalidate-opt only its pages, the boot stack and
 //	                          the early page tables, else all of init_size

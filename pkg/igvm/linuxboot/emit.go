@@ -19,8 +19,10 @@ const compatMask = 1
 // headers: SUPPORTED_PLATFORM (SEV-SNP, VTL 0), GUEST_POLICY, then one
 // directive per page in ascending GPA order, with PARAMETER_AREA,
 // VP_COUNT_PARAMETER, MEMORY_MAP and PARAMETER_INSERT at the parameter page
-// and VP_CONTEXT at the VMSA page. No SNP_ID_BLOCK is added; a caller that
-// signs the image appends one. Page data is referenced, not copied.
+// and VP_CONTEXT at the VMSA page (LayoutKVM has no parameter page, and its
+// VMSA page, at KVMVMSAGPA, is the last). No SNP_ID_BLOCK is added; a
+// caller that signs the image appends one. Page data is referenced, not
+// copied.
 func (img *Image) IGVM() *igvm.Builder {
 	b := &igvm.Builder{}
 	b.Add(&igvm.SupportedPlatform{CompatibilityMask: compatMask, PlatformType: igvm.PlatformSEVSNP, PlatformVersion: 1}, nil)
@@ -53,6 +55,7 @@ func (img *Image) WriteTo(w io.Writer) (int64, error) {
 // Result describes an IGVM file Write wrote: what "imagebuilder igvm
 // build --json" prints. Addresses and registers are hex numbers in JSON.
 type Result struct {
+	Layout       LayoutKind             `json:"layout"`
 	Size         int64                  `json:"size"`
 	SHA256       string                 `json:"sha256"`
 	Pages        int                    `json:"pages"`
@@ -75,6 +78,8 @@ type Result struct {
 	// were built from tables.
 	ACPITables []ACPITable `json:"acpi_tables,omitempty"`
 	VMSA       Registers   `json:"vmsa"`
+	// VMSAGPA is where the VP context of vCPU 0 is.
+	VMSAGPA hexnum.Uint64 `json:"vmsa_gpa"`
 }
 
 // Registers are the initial registers of vCPU 0 that the layout sets.
@@ -100,6 +105,7 @@ func (img *Image) Write(ctx context.Context, w io.Writer) (*Result, error) {
 	}
 	L, v := &img.Layout, &img.VMSA
 	r := &Result{
+		Layout: L.Kind, VMSAGPA: hexnum.Uint64(L.VMSA),
 		Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Pages: len(img.Pages), Policy: img.Policy,
 		BootProtocol: img.kernel.Protocol(), PrefAddress: hexnum.Uint64(img.kernel.PrefAddress), InitSize: hexnum.Uint64(img.kernel.InitSize),
 		KernelEntry: hexnum.Uint64(L.KernelEntry), PayloadBytes: L.PayloadBytes,

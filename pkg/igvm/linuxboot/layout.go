@@ -43,8 +43,12 @@ const (
 	pagePS        = 0x80    // 1 GiB page
 )
 
-// Options are the igvmgen options that change the layout.
+// Options are the igvmgen options that change the layout, and the layout
+// kind.
 type Options struct {
+	// Layout is the hypervisor loader the image is for: LayoutMSHV
+	// (igvmgen's layout, the zero value) or LayoutKVM.
+	Layout LayoutKind
 	// Cmdline is the kernel command line; it must be no longer than the
 	// kernel's cmdline_size and hold no NUL byte.
 	Cmdline string
@@ -60,13 +64,14 @@ type Options struct {
 	// EncryptedPage (-encrypted_page 1) sets the C-bit (bit 51) in the page
 	// tables and CR3.
 	EncryptedPage bool
-	// SVME (-svme 1) sets EFER.SVME.
+	// SVME (-svme 1) sets EFER.SVME. LayoutKVM always sets it: KVM
+	// measures it set whatever the file says.
 	SVME bool
 }
 
 // LayoutError reports inputs that cannot be laid out together, naming
 // the input at fault: "Kernel" (the BzImage), or the Options field
-// ("Cmdline", "Initrd", "ACPI", "Policy").
+// ("Cmdline", "Initrd", "ACPI", "Policy", "Layout").
 type LayoutError struct {
 	Field string
 	Msg   string
@@ -123,6 +128,8 @@ type Page struct {
 
 // Layout holds the addresses Build chose.
 type Layout struct {
+	Kind         LayoutKind
+	VMSA         uint64 // GPA of vCPU 0's VP context
 	KernelEntry  uint64 // pref_address + 0x200, the 64-bit entry
 	PageTables   uint64 // P = pref_address + init_size: PML4, then PDPT
 	TSS, GDT     uint64
@@ -194,6 +201,9 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if int(opts.Layout) >= len(LayoutKinds) {
+		return nil, layoutErr("Layout", "unknown layout kind %d", uint8(opts.Layout))
+	}
 	h := &k.Header
 	acpi := opts.ACPI
 	if acpi == nil {
@@ -235,6 +245,8 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 	}
 
 	L := Layout{
+		Kind:         opts.Layout,
+		VMSA:         VMSAPageGPA,
 		KernelEntry:  pref + 0x200,
 		PageTables:   P,
 		TSS:          P + 0x2000,
@@ -253,6 +265,9 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 	L.End = alignUp(L.CCBlob+pageSize, pageSize)
 	if L.RamdiskSize > 0 && L.Ramdisk+L.RamdiskSize-1 > uint64(h.InitrdAddrMax) {
 		return nil, layoutErr("Initrd", "initrd of %d bytes at %#x ends at %#x, above the kernel's initrd_addr_max %#x", L.RamdiskSize, L.Ramdisk, L.Ramdisk+L.RamdiskSize-1, h.InitrdAddrMax)
+	}
+	if opts.Layout == LayoutKVM {
+		L.VMSA = KVMVMSAGPA
 	}
 	if L.End > maxGuestAddress {
 		return nil, layoutErr("Initrd", "layout ends at %#x, above 4 GiB (initrd of %d bytes too large)", L.End, L.RamdiskSize)
@@ -365,9 +380,13 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 	pages = append(pages,
 		Page{GPA: CPUIDPageGPA, Kind: PageCPUID, Data: CPUIDPage()},
 		Page{GPA: SecretsPageGPA, Kind: PageSecrets},
-		Page{GPA: ParamPageGPA, Kind: PageParameter},
-		Page{GPA: VMSAPageGPA, Kind: PageVMSA, Data: img.VMSA.Marshal()},
 	)
+	if opts.Layout == LayoutMSHV {
+		pages = append(pages,
+			Page{GPA: ParamPageGPA, Kind: PageParameter},
+			Page{GPA: VMSAPageGPA, Kind: PageVMSA, Data: img.VMSA.Marshal()},
+		)
+	}
 	payloadPage := func(gpa uint64) []byte {
 		off := gpa - pref
 		if off >= uint64(len(k.Payload)) {
@@ -408,12 +427,17 @@ func Build(ctx context.Context, k *BzImage, opts Options) (*Image, error) {
 	if ctxErr != nil {
 		return nil, ctxErr
 	}
+	if opts.Layout == LayoutKVM {
+		// Above every other page: the pages stay in ascending GPA order,
+		// and the VP context is the last directive.
+		pages = append(pages, Page{GPA: KVMVMSAGPA, Kind: PageVMSA, Data: img.VMSA.Marshal()})
+	}
 	img.Pages = pages
 	return img, nil
 }
 
 func estimatePages(L *Layout, pref, P, vmlinuxSize uint64, opt bool) int {
-	n := L.ACPIEnd/pageSize + 4 + (L.End-P)/pageSize
+	n := L.ACPIEnd/pageSize + 4 + (L.End-P)/pageSize // 4: CPUID, secrets, parameters, VMSA
 	if opt {
 		n += (vmlinuxSize + bootStackSize + initPgtableSize) / pageSize
 	} else {
@@ -463,5 +487,32 @@ func vmsa(L *Layout, opts Options) snp.VMSA {
 	if opts.EncryptedPage {
 		v.CR3 |= pageEncrypted
 	}
+	if opts.Layout == LayoutKVM {
+		kvmVMSA(&v, L)
+	}
 	return v
+}
+
+// kvmVMSA turns igvmgen's state into the one QEMU and KVM accept and
+// measure as written (docs/kvm-measurement.md sections 5 to 7): each value
+// is the one KVM writes into the VMSA it measures, so the file's VMSA is
+// the measured VMSA and "igvm inspect" shows it.
+func kvmVMSA(v *snp.VMSA, L *Layout) {
+	v.EFER |= 0x1000 // SVME: svm_set_efer
+	v.CR0 |= 0x10    // ET: QEMU's cpu_x86_update_cr0
+	v.CR4 |= 0x40    // MCE: svm_set_cr4 ORs in the host's CR4.MCE
+	// QEMU's sev_apply_cpu_context loads TR.base from the VMSA's LDTR
+	// base, so TR keeps the TSS only if the LDTR base holds its address.
+	// The LDTR itself stays null (selector 0, not present): its base is
+	// never used.
+	v.LDTR.Base = L.TSS
+	// The architectural reset values, with the fixed-1 bits set (KVM
+	// accepts DR7 0 or 0x400 only, sev_es_sync_vmsa).
+	v.DR6, v.DR7 = 0xffff0ff0, 0x400
+	// KVM_SEV_INIT2 hosts (6.10 and later; upstream SNP is 6.11) measure
+	// KVM's initial FPU state whatever QEMU sets.
+	v.X87FCW, v.MXCSR = 0x37f, 0x1f80
+	// SNP_ACTIVE only: QEMU refuses features KVM does not report
+	// (check_sev_features), restricted injection among them.
+	v.SEVFeatures = 0x1
 }
