@@ -63,6 +63,37 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// defaultRuntime is containerd's built-in default runtime. containerd
+// decodes a config's runtimes table over its defaults by replacing the
+// whole map, so a file that adds the first runtime must name runc too, or
+// runc pods stop working (measured with containerd 1.6's config dump).
+const defaultRuntime = "runc"
+
+// defaultRuntimeTable is runc's entry as containerd's defaults have it.
+func defaultRuntimeTable(plugin string) string {
+	return fmt.Sprintf("[plugins.%s.containerd.runtimes.%s]\n  runtime_type = \"io.containerd.runc.v2\"\n\n", quoteTOML(plugin), defaultRuntime)
+}
+
+// needsDefaultRuntime reports whether a decoded config defines no runtime
+// (ours apart) while containerd's default runtime is runc: then adding
+// ours must add runc as well.
+func needsDefaultRuntime(m map[string]any, plugin, handler string) bool {
+	cri := lookupTable(m, []string{"plugins", plugin, "containerd"})
+	if cri != nil {
+		if name, ok := cri["default_runtime_name"]; ok && name != defaultRuntime {
+			return false
+		}
+		if rt, ok := cri["runtimes"].(map[string]any); ok {
+			for k := range rt {
+				if k != handler {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
 // DropIn is containerd-runtime.toml: a complete containerd config file of
 // r.ConfigVersion holding only the runtime, for containerd's imports.
 func (r ContainerdRuntime) DropIn() ([]byte, error) {
@@ -183,6 +214,8 @@ func mergeRuntime(data []byte, r ContainerdRuntime, name string) ([]byte, bool, 
 			return nil, false, &ConfigError{name, err}
 		}
 	}
+	plugin := path[1]
+	addDefault := needsDefaultRuntime(c.tree, plugin, r.Handler)
 	var b bytes.Buffer
 	b.Write(out)
 	if b.Len() > 0 && !bytes.HasSuffix(b.Bytes(), []byte("\n")) {
@@ -190,6 +223,9 @@ func mergeRuntime(data []byte, r ContainerdRuntime, name string) ([]byte, bool, 
 	}
 	if b.Len() > 0 {
 		b.WriteByte('\n')
+	}
+	if addDefault {
+		b.WriteString(defaultRuntimeTable(plugin))
 	}
 	b.WriteString(table)
 	result := b.Bytes()
@@ -208,6 +244,11 @@ func mergeRuntime(data []byte, r ContainerdRuntime, name string) ([]byte, bool, 
 	for _, m := range []map[string]any{before, after} {
 		if t := lookupTable(m, path[:len(path)-1]); t != nil {
 			delete(t, r.Handler)
+		}
+	}
+	if addDefault {
+		if t := lookupTable(after, path[:len(path)-1]); t != nil {
+			delete(t, defaultRuntime)
 		}
 	}
 	if !equalIgnoringEmpty(before, after) {
@@ -288,12 +329,14 @@ func criConfigured(data []byte, version int) (bool, error) {
 	return ok, nil
 }
 
-// resolveImport is an imports entry as a path under root: relative
-// entries are relative to the main config's directory, as containerd
-// reads them.
+// resolveImport is an imports entry as a path under root, as containerd
+// 1.6 resolves it (services/server/config resolveImports): an entry with
+// a '*' is a glob, relative to containerd's working directory ("/" for
+// the service); any other relative entry is relative to the main
+// config's directory.
 func resolveImport(root, mainConfig, imp string) string {
-	if !filepath.IsAbs(imp) {
+	if !filepath.IsAbs(imp) && !strings.Contains(imp, "*") {
 		imp = filepath.Join(filepath.Dir(mainConfig), imp)
 	}
-	return filepath.Join(root, imp)
+	return filepath.Join(root, "/", imp)
 }

@@ -257,7 +257,8 @@ func installRuntime(r ContainerdRuntime, opts InstallOptions, set *atomicfile.Se
 		if err != nil {
 			return err
 		}
-		content := fmt.Sprintf("version = %d\n\n%s", r.ConfigVersion, table)
+		plugin, _ := CRIPlugin(r.ConfigVersion)
+		content := fmt.Sprintf("version = %d\n\n%s%s", r.ConfigVersion, defaultRuntimeTable(plugin), table)
 		if err := mkdirs(filepath.Dir(main)); err != nil {
 			return &InstallError{mainNode, err}
 		}
@@ -386,7 +387,10 @@ func dropInPath(root, mainNode string, imports []string, handler string) string 
 	for _, imp := range imports {
 		pattern := imp
 		if !filepath.IsAbs(pattern) {
-			pattern = filepath.Join(filepath.Dir(mainNode), pattern)
+			if !strings.Contains(pattern, "*") {
+				continue // a single file, not a directory of drop-ins
+			}
+			pattern = filepath.Join("/", pattern) // containerd's working directory
 		}
 		dir := filepath.Dir(pattern)
 		if strings.ContainsAny(dir, "*?[") {
