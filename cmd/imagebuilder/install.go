@@ -90,4 +90,3 @@ func printInstall(w io.Writer, res *payload.InstallResult) {
 		fmt.Fprintf(w, "next: %s\n", r)
 	}
 }
-
