@@ -17,6 +17,8 @@ declare -A need=(
   [modinfo]=kmod
   [busybox]=busybox-static
   [python3]=python3
+  [containerd]=containerd           # pkg/payload: `containerd config dump` of our drop-in and install's edits
+  [docker-registry]=docker-registry # pkg/payload: push and pull through a real registry
 )
 [ -x /usr/bin/time ] || missing_time=1
 
