@@ -50,7 +50,7 @@ spec:
 `), "podvm.yaml", "/src", podvm.LoadOptions{})
 	fmt.Println(err)
 	// Output:
-	// podvm.yaml:10: spec.rootfs.sources[1]: unknown source scheme "oci:", did you mean oci-layout:? (want oci-layout:DIR[:TAG|@sha256:DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, dir:PATH, tar:FILE, or a registry reference [docker://]REGISTRY/REPO[:TAG][@sha256:DIGEST])
+	// podvm.yaml:10: spec.rootfs.sources[1]: unknown scheme "oci"; write oci-layout:DIR for an OCI image layout directory, oci-archive:FILE for a tar of one
 }
 
 // The canonical JSON of a part of the config, as a stage cache key hashes
