@@ -87,4 +87,3 @@ func checkKind(p string, dir bool) error {
 	}
 	return nil
 }
-
