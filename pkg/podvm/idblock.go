@@ -22,9 +22,9 @@ const IDBlockSchema = "imagebuilder.podvm.id-block/v1"
 // sev-snp-guest id-block and id-auth properties and Kata's snp_id_block
 // and snp_id_auth take them.
 type IDBlocks struct {
-	Schema   string          `json:"schema"`
-	Target   string          `json:"target"`
-	Platform string          `json:"platform"`
+	Schema   string `json:"schema"`
+	Target   string `json:"target"`
+	Platform string `json:"platform"`
 	// Policy is the guest policy every block carries: the target's
 	// launch policy (the firmware refuses a block with another).
 	Policy   snp.GuestPolicy `json:"policy"`

@@ -55,7 +55,7 @@ func (noProgress) Start(string, int64) ProgressTask { return noTask{} }
 
 type noTask struct{}
 
-func (noTask) Add(int64)         {}
+func (noTask) Add(int64)        {}
 func (noTask) Done(StageStatus) {}
 
 // stageFile is one file a stage made, open for reading.
