@@ -332,4 +332,3 @@ func toolInfo() podvm.Tool {
 	v, rev := buildVersion()
 	return podvm.Tool{Name: "imagebuilder", Version: v, Revision: rev}
 }
-
