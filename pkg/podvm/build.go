@@ -248,7 +248,7 @@ func (b *builder) openOutput() error {
 	// file fails here, before the build.
 	probe, err := d.Create(FileManifest, 0o644)
 	if err != nil {
-		return fail(trimOutputPrefix(err))
+		return fail(fmt.Errorf("cannot create files in %s: %w", filepath.Dir(d.Path()), trimOutputPrefix(err)))
 	}
 	b.out = d
 	b.manifestFile = probe

@@ -65,10 +65,11 @@ func readerDigest(ctx context.Context, r io.Reader) (string, int64, error) {
 
 // treeDigest is the sha256 of a host directory tree as a build reads it:
 // one line per entry below dir, in byte order of the slash-separated
-// relative path, with the type, permission bits, owner, size, symlink
-// target, the security.capability attribute and the content's sha256.
-// Times, the tree's own root entry and other attributes stay out (no
-// output depends on them). Symlinks are not followed.
+// relative path, with the type, permission bits, size, symlink target,
+// device numbers, the security.capability attribute and the content's
+// sha256. Times, owners (every tree a build adds is owned by root in the
+// image), the tree's own root entry and other attributes stay out: no
+// output depends on them. Symlinks are not followed.
 func treeDigest(ctx context.Context, dir string) (string, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -112,11 +113,7 @@ func treeDigest(ctx context.Context, dir string) (string, error) {
 	w := bufio.NewWriter(h)
 	for _, e := range ents {
 		m := e.info.Mode()
-		var uid, gid uint32
-		if s, ok := e.info.Sys().(*syscall.Stat_t); ok {
-			uid, gid = s.Uid, s.Gid
-		}
-		fmt.Fprintf(w, "%q %s %04o %d:%d", e.rel, typeName(m), unixPerm(m), uid, gid)
+		fmt.Fprintf(w, "%q %s %04o", e.rel, typeName(m), unixPerm(m))
 		switch {
 		case m.IsRegular():
 			sum, size, err := fileDigest(ctx, e.path)
