@@ -3,8 +3,10 @@ package podvm
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"encoding/base64"
 	"encoding/json"
+	"reflect"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/google/go-sev-guest/abi"
 
+	"github.com/imagebuilder/imagebuilder/pkg/bootparams"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm/linuxboot"
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
@@ -294,5 +297,78 @@ func TestHandlerName(t *testing.T) {
 	}
 	if _, err := HandlerName("Bad_", "p", files); err == nil {
 		t.Error("a name that is no DNS label accepted")
+	}
+}
+
+// jsonNames lists the JSON field names of t and of the types it holds
+// (types that encode themselves are leaves).
+func jsonNames(t reflect.Type, seen map[reflect.Type]bool, names map[string]bool) {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || seen[t] {
+		return
+	}
+	seen[t] = true
+	if reflect.PointerTo(t).Implements(reflect.TypeFor[json.Marshaler]()) || t.Implements(reflect.TypeFor[encoding.TextMarshaler]()) {
+		return
+	}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || tag == "-" {
+			continue
+		}
+		if f.Anonymous && tag == "" {
+			jsonNames(f.Type, seen, names)
+			continue
+		}
+		if tag == "" {
+			tag = f.Name
+		}
+		names[tag] = true
+		jsonNames(f.Type, seen, names)
+	}
+}
+
+// TestManifestDoc: every field name of the manifest, the reference values
+// and the ID block files is in docs/manifest.md, and the reference values
+// example there is a real build's.
+func TestManifestDoc(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/manifest.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	seen := map[reflect.Type]bool{
+		// Documented as wholes.
+		reflect.TypeFor[bootparams.E820Entry](): true, reflect.TypeFor[linuxboot.Registers](): true,
+		reflect.TypeFor[linuxboot.ACPITable](): true, reflect.TypeFor[rootfs.Partition](): true,
+		// go-sev-guest's, documented there.
+		reflect.TypeFor[abi.SnpPolicy](): true, reflect.TypeFor[abi.SnpPlatformInfo](): true,
+	}
+	for _, v := range []any{Manifest{}, ReferenceValues{}, ContrastSNP{}, IDBlocks{}} {
+		jsonNames(reflect.TypeOf(v), seen, names)
+	}
+	for n := range names {
+		if !bytes.Contains(doc, []byte("`"+n+"`")) && !bytes.Contains(doc, []byte("."+n+"`")) && !bytes.Contains(doc, []byte("\""+n+"\"")) {
+			t.Errorf("docs/manifest.md does not name the field %q", n)
+		}
+	}
+	out, _ := reproBuild(t)
+	rv, _ := os.ReadFile(filepath.Join(out, FileReferenceValues))
+	start := bytes.Index(doc, []byte("```json\n"))
+	end := bytes.Index(doc[start+8:], []byte("```"))
+	example := doc[start+8 : start+8+end]
+	var ex ReferenceTarget
+	if err := json.Unmarshal(example, &ex); err != nil {
+		t.Fatal(err)
+	}
+	var got ReferenceValues
+	json.Unmarshal(rv, &got)
+	want := got.Targets[1]
+	want.Values = want.Values[:1]
+	if w, _ := marshalIndent(want); string(w) != string(example) {
+		t.Errorf("the example of docs/manifest.md is not a build's:\n%s\nbuilt:\n%s", example, w)
 	}
 }
