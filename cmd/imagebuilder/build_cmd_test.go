@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagebuilder/imagebuilder/internal/doctest"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
 )
 
@@ -343,4 +344,20 @@ func TestBuildCLIKilled(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBuildDocs runs the console examples of docs/build.md in a copy of
+// the reproducibility config's tree.
+func TestBuildDocs(t *testing.T) {
+	if _, err := exec.LookPath("sha256sum"); err != nil {
+		t.Skip("sha256sum not installed")
+	}
+	root := t.TempDir()
+	reproConfig(t, root, false, time.Now(), 0)
+	self, err := filepath.Abs(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := doctest.Wrapper(t, "imagebuilder", []string{self, "-test.run=^TestCLIChildProcess$", "--"}, []string{cliChildEnv + "=1"})
+	doctest.Run(t, "../../docs/build.md", doctest.Options{Dir: root, Path: []string{bin}})
 }
