@@ -6,10 +6,10 @@ import (
 	"encoding"
 	"encoding/base64"
 	"encoding/json"
-	"reflect"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
