@@ -3,6 +3,8 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -252,8 +254,8 @@ func checkDemoDoc(t *testing.T, stdout string, m *podvm.Manifest) {
 			case l == "":
 				inStages = false
 			}
-			if inStages || strings.HasPrefix(l, "$ ") || strings.Contains(l, "manifest.json:") {
-				continue // times, the command, the revision-dependent manifest
+			if inStages || strings.HasPrefix(l, "$ ") || strings.HasPrefix(l, "time=") || strings.Contains(l, "manifest.json:") {
+				continue // times, the command, stderr, the revision-dependent manifest
 			}
 			out = append(out, l)
 		}
@@ -263,4 +265,62 @@ func checkDemoDoc(t *testing.T, stdout string, m *podvm.Manifest) {
 	if got != want {
 		t.Errorf("docs/build.md's demo output differs from this build's:\n%s\nbuilt:\n%s", want, got)
 	}
+}
+
+// TestDemoReproducible builds the demo image twice, in different
+// directories, the second time without the stage cache and with another
+// TZ, LC_ALL, GOMAXPROCS and umask: every output is identical.
+func TestDemoReproducible(t *testing.T) {
+	needTools(t)
+	base := t.TempDir()
+	outA, _, _ := demoBuild(t, filepath.Join(base, "a"))
+	// The second build: the binaries of the first, copied elsewhere with
+	// the config, so that only the directory differs.
+	dirB := filepath.Join(base, "b", "deeper")
+	os.MkdirAll(filepath.Join(dirB, "bin"), 0o755)
+	os.MkdirAll(filepath.Join(dirB, "examples"), 0o755)
+	for _, f := range []string{"bin/imagebuilder", "bin/guest-init", "bin/kata-agent-standin", "examples/podvm.yaml"} {
+		b, err := os.ReadFile(filepath.Join(base, "a", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dirB, f), b, 0o755)
+	}
+	outB := filepath.Join(dirB, "out")
+	cmd := exec.Command("sh", "-c", `umask 077 && exec bin/imagebuilder build -q --no-cache -f examples/podvm.yaml -o "$0"`, outB)
+	cmd.Dir = dirB
+	cmd.Env = append(os.Environ(), "TZ=Asia/Kolkata", "LC_ALL=C.UTF-8", "GOMAXPROCS=1")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("second build: %v\n%s", err, b)
+	}
+	a, b := dirSHA256(t, outA), dirSHA256(t, outB)
+	if len(a) != 8 {
+		t.Errorf("%d outputs: %v", len(a), a)
+	}
+	for name, sum := range a {
+		if b[name] != sum {
+			t.Errorf("%s differs: %s and %s", name, sum, b[name])
+		}
+	}
+	t.Logf("%d outputs identical", len(a))
+}
+
+func dirSHA256(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]string{}
+	for _, e := range ents {
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		io.Copy(h, f)
+		f.Close()
+		sums[e.Name()] = hex.EncodeToString(h.Sum(nil))
+	}
+	return sums
 }
