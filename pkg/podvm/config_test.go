@@ -101,6 +101,7 @@ func TestStrict(t *testing.T) {
 		{"cache without dir", strings.Replace(base, "deb: k.deb", "deb: ${IMAGEBUILDER_CACHE}/k.deb", 1), `7: spec.kernel.deb: "${IMAGEBUILDER_CACHE}/k.deb": ${IMAGEBUILDER_CACHE} is used but no cache directory is set`},
 		{"cache glued", strings.Replace(base, "deb: k.deb", "deb: ${IMAGEBUILDER_CACHE}k.deb", 1), `7: spec.kernel.deb: "${IMAGEBUILDER_CACHE}k.deb": ${IMAGEBUILDER_CACHE} must be followed by /`},
 		{"source cache without dir", strings.Replace(base, "[oci-layout:oci]", "\n      - oci-layout:${IMAGEBUILDER_CACHE}/oci", 1), `10: spec.rootfs.sources[0]: "${IMAGEBUILDER_CACHE}/oci": ${IMAGEBUILDER_CACHE} is used`},
+		{"rootfs tree elsewhere than /", strings.Replace(base, "agent: agent", "agent: agent\n    dirs: [{src: t, dst: /opt}]", 1), `11: spec.rootfs.dirs[0].dst: /opt: root file system trees are copied onto / only`},
 		{"not a mapping", "- a\n- b\n", `1: want a PodVMImage mapping`},
 		{"empty", "", "~empty file"},
 	}
