@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -458,4 +459,26 @@ func dirNamesOf(t *testing.T, dir string) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// TestSweepTemp: a temporary tree left by a killed build (its process
+// gone) is removed by the next build; one of a live process is kept.
+func TestSweepTemp(t *testing.T) {
+	dir := t.TempDir()
+	cfg := reproTree(t, dir, false)
+	cache := filepath.Join(dir, "cache")
+	dead := filepath.Join(cache, "tmp", "imagebuilder-2147483646-kernel-1")
+	live := filepath.Join(cache, "tmp", fmt.Sprintf("imagebuilder-%d-kernel-2", os.Getppid()))
+	other := filepath.Join(cache, "tmp", "someone-else")
+	for _, d := range []string{dead, live, other} {
+		os.MkdirAll(filepath.Join(d, "x"), 0o755)
+	}
+	if _, _, err := build(t, cfg, filepath.Join(dir, "out"), BuildOptions{CacheDir: cache}); err != nil {
+		t.Fatal(err)
+	}
+	for d, want := range map[string]bool{dead: false, live: true, other: true} {
+		if _, err := os.Stat(d); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", d, err == nil, want)
+		}
+	}
 }
