@@ -170,7 +170,7 @@ func TestDemoBoot(t *testing.T) {
 		}
 		block := systemdBlock(t)
 		off := bytes.Index(img, block)
-		if off < 0 || bytes.Index(img[off+1:], block) >= 0 {
+		if off < 0 || bytes.Contains(img[off+1:], block) {
 			t.Fatalf("systemd's first block found at %d (want once)", off)
 		}
 		img[off+100] ^= 0x01

@@ -368,14 +368,8 @@ func (b *builder) removeTempDirs() {
 	b.tmpDirs = nil
 }
 
-// Stages lists the stages in pipeline order.
+// Stages lists the stages that report a StageStatus, in pipeline order
+// (the kernel and initrd run beside the rootfs, so they end in any
+// order).
 var Stages = []string{"kernel", "rootfs", "initrd", "igvm", "measure", "idblock"}
 
-func stageOrder(s string) int {
-	for i, n := range Stages {
-		if n == s {
-			return i
-		}
-	}
-	return len(Stages)
-}
