@@ -71,6 +71,7 @@ type builder struct {
 	revision string
 	cache    *stagecache.Cache
 	out      *atomicfile.Dir
+	outMu    sync.Mutex
 	progress Progress
 	log      *slog.Logger
 	blobs    string

@@ -196,7 +196,11 @@ func (b *builder) runStage(ctx context.Context, s stageRun) (map[string]*stageFi
 	for _, n := range s.files {
 		var f *atomicfile.File
 		if o, ok := s.publish[n]; ok {
+			// Stages run side by side; the directory is not safe for
+			// concurrent use.
+			b.outMu.Lock()
 			f, err = b.out.Create(o, 0o644)
+			b.outMu.Unlock()
 		} else {
 			f, err = atomicfile.Create(filepath.Join(filepath.Dir(b.out.Path()), ".imagebuilder-"+s.name+"-"+n), 0o600)
 			if err == nil {
