@@ -373,4 +373,3 @@ func (b *builder) removeTempDirs() {
 // (the kernel and initrd run beside the rootfs, so they end in any
 // order).
 var Stages = []string{"kernel", "rootfs", "initrd", "igvm", "measure", "idblock"}
-
