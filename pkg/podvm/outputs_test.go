@@ -372,3 +372,51 @@ func TestManifestDoc(t *testing.T) {
 		t.Errorf("the example of docs/manifest.md is not a build's:\n%s\nbuilt:\n%s", example, w)
 	}
 }
+
+// TestIDBlocksKeyless: key-less ID blocks verify with the key recovered
+// from their fixed signature, and carry no author key.
+func TestIDBlocksKeyless(t *testing.T) {
+	dir := t.TempDir()
+	cfg := reproTree(t, dir, false)
+	b, _ := os.ReadFile(cfg)
+	b = bytes.Replace(b, []byte("    key: id-key.pem\n    authorKey: author-key.pem\n"), []byte("    keyless: true\n"), 1)
+	os.WriteFile(cfg, b, 0o644)
+	out := filepath.Join(dir, "out")
+	m, _, err := build(t, cfg, out, BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Inputs.IDKey != nil {
+		t.Errorf("keyless build records an ID key: %+v", m.Inputs.IDKey)
+	}
+	for _, tg := range m.Targets {
+		raw, _ := os.ReadFile(filepath.Join(out, tg.IDBlock))
+		var doc IDBlocks
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if !doc.Keyless || doc.AuthorKeyEnabled || doc.AuthorKeyDigest != nil {
+			t.Errorf("%s: keyless %v, author key %v %v", tg.Name, doc.Keyless, doc.AuthorKeyEnabled, doc.AuthorKeyDigest)
+		}
+		for i, e := range doc.Blocks {
+			rb, _ := base64.StdEncoding.DecodeString(e.IDBlock)
+			ra, _ := base64.StdEncoding.DecodeString(e.IDAuth)
+			blk, err1 := snp.UnmarshalIDBlock(rb)
+			auth, err2 := snp.UnmarshalIDAuth(ra)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if err := auth.Verify(blk); err != nil || blk.Digest != tg.Digests[i].Digest {
+				t.Errorf("%s block %d: %v", tg.Name, i, err)
+			}
+		}
+	}
+	f, size := openFile(t, filepath.Join(out, FileIGVM))
+	ig, err := igvm.Open(f, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := measure.VerifyIGVMIDBlock(context.Background(), ig, measure.Options{Profile: measure.ProfileMSHV}); err != nil {
+		t.Error(err)
+	}
+}
