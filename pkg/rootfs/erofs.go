@@ -365,4 +365,3 @@ func (im *erofsImage) finish(w io.WriterAt) error {
 	}
 	return nil
 }
-
