@@ -1,6 +1,6 @@
 # imagebuilder: reproducible build, tests, benchmarks and the demo.
 #
-#   make demo    run the main job on a built-in default
+#   make demo    build the demo pod-VM image of examples/podvm.yaml (docs/build.md)
 #   make test    install what the tests need (Debian packages), run all tests
 #                (go test ./..., which includes the VM boots of e2e/)
 #   make e2e     install the same, run only the end-to-end VM boots (e2e/)

@@ -132,6 +132,12 @@ func run(args []string) int {
 	// Messages that start with a command path ("imagebuilder verity
 	// format: ...") would repeat the program name after the prefix.
 	msg := strings.TrimPrefix(err.Error(), root.Name()+" ")
+	var ce configError
+	if errors.As(err, &ce) {
+		// A config file error: exit 2, and no pointer to --help.
+		fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", oneLine(msg))
+		return exitUsage
+	}
 	var ue usageError
 	if errors.As(err, &ue) || isCobraUsageError(err) {
 		// One line, with the pointer to the help on it.

@@ -31,7 +31,18 @@ func versionString() string {
 	if !ok {
 		return "imagebuilder (no build information)"
 	}
-	version := info.Main.Version
+	version, rev := buildVersion()
+	return fmt.Sprintf("imagebuilder %s revision %s %s", version, rev, info.GoVersion)
+}
+
+// buildVersion is the module version and the VCS revision ("+dirty" when
+// the tree differed from it) of this binary.
+func buildVersion() (version, rev string) {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(devel)", "unknown"
+	}
+	version = info.Main.Version
 	if version == "" {
 		version = "(devel)"
 	}
@@ -49,5 +60,5 @@ func versionString() string {
 			}
 		}
 	}
-	return fmt.Sprintf("imagebuilder %s revision %s%s %s", version, rev, modified, info.GoVersion)
+	return version, rev + modified
 }

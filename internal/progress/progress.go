@@ -181,7 +181,7 @@ func (t *Task) Done(attrs ...any) {
 		r.redraw(true)
 		return
 	}
-	args := append([]any{"stage", t.name, "seconds", round(d).Seconds()}, attrs...)
+	args := append([]any{"stage", t.name, "seconds", float64(d.Milliseconds()) / 1000}, attrs...)
 	r.logger.Info("stage done", args...)
 }
 

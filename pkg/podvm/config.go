@@ -92,8 +92,8 @@ type Initrd struct {
 	// Init is a static program to run as /init; nil means the guest init
 	// this project builds (cmd/guest-init), which opens the verity root.
 	Init *Path `yaml:"init" json:"init,omitempty"`
-	// Dirs, Files, Specs and Sources are added in that order after the
-	// modules and init.
+	// Dirs, Files, Specs and Sources are added in that order; the
+	// modules and init come last and win over entries at their paths.
 	Dirs    []DirEntry  `yaml:"dirs" json:"dirs"`
 	Files   []FileEntry `yaml:"files" json:"files"`
 	Specs   []Path      `yaml:"specs" json:"specs"` // gen_init_cpio spec files
@@ -112,7 +112,8 @@ type Rootfs struct {
 	Platform string `yaml:"platform" json:"platform"`
 	// Agent is the kata-agent binary, installed as /usr/bin/kata-agent.
 	Agent *Path `yaml:"agent" json:"agent"`
-	// Dirs are host trees copied over the root (owned by root).
+	// Dirs are host trees copied over the root (owned by root); their
+	// Dst must be "/" (validation refuses another).
 	Dirs []DirEntry `yaml:"dirs" json:"dirs"`
 	// Files are single files.
 	Files []FileEntry `yaml:"files" json:"files"`

@@ -1,8 +1,11 @@
 package podvm_test
 
 import (
+	"context"
 	"fmt"
 	"log"
+	"os"
+	"path/filepath"
 
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
 )
@@ -50,7 +53,7 @@ spec:
 `), "podvm.yaml", "/src", podvm.LoadOptions{})
 	fmt.Println(err)
 	// Output:
-	// podvm.yaml:10: spec.rootfs.sources[1]: unknown source scheme "oci:", did you mean oci-layout:? (want oci-layout:DIR[:TAG|@sha256:DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, dir:PATH, tar:FILE, or a registry reference [docker://]REGISTRY/REPO[:TAG][@sha256:DIGEST])
+	// podvm.yaml:10: spec.rootfs.sources[1]: unknown scheme "oci"; write oci-layout:DIR for an OCI image layout directory, oci-archive:FILE for a tar of one
 }
 
 // The canonical JSON of a part of the config, as a stage cache key hashes
@@ -67,4 +70,35 @@ func ExampleCanonicalJSON() {
 	fmt.Println(string(b))
 	// Output:
 	// {"parameters":["console=ttyS0","panic=-1"],"root":"ibroot"}
+}
+
+// Build the small reproducibility config into a fresh directory and print
+// its launch digests (the same on every machine).
+func ExampleBuild() {
+	cfg, err := podvm.Load("testdata/repro/podvm.yaml", podvm.LoadOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	m, err := podvm.Build(context.Background(), cfg, podvm.BuildOptions{
+		Output: filepath.Join(dir, "out"),
+		Tool:   podvm.Tool{Name: "example", Version: "1", Revision: "r"},
+	})
+	if err != nil {
+		log.Fatal(err) // a *podvm.StageError names the stage and the field
+	}
+	fmt.Println(m.Rootfs.Verity.RootHash)
+	for _, t := range m.Targets {
+		for _, d := range t.Digests[:1] {
+			fmt.Println(t.Name, d.CPU, d.VCPUs, d.Digest.String()[:32])
+		}
+	}
+	// Output:
+	// e6affe9874c27f2f17f59ca63311ee8fc9837ea3558253c8fd08bbc7aac943f4
+	// aks-clh-snp  0 76fc6feb7420a2a256aac28a2027ed1e
+	// metal-qemu-snp EPYC-Milan 1 c02cdc2730baacb88563e40ccfacbbb2
 }

@@ -3,7 +3,6 @@ package podvm
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 )
 
 // CheckFiles checks that every host path the config names exists and is
@@ -87,25 +86,4 @@ func checkKind(p string, dir bool) error {
 		return fmt.Errorf("not a regular file")
 	}
 	return nil
-}
-
-func checkSourceFiles(s Source) error {
-	p, err := CheckSource(s.Resolved)
-	if err != nil || p.Path == "" {
-		return err
-	}
-	switch p.Kind {
-	case "dir":
-		return checkKind(p.Path, true)
-	case "oci-layout":
-		if err := checkKind(p.Path, true); err != nil {
-			return err
-		}
-		if err := checkKind(filepath.Join(p.Path, "index.json"), false); err != nil {
-			return fmt.Errorf("not an OCI layout (no index.json)")
-		}
-		return nil
-	default:
-		return checkKind(p.Path, false)
-	}
 }

@@ -1,111 +1,90 @@
 package podvm
 
 import (
+	"errors"
 	"fmt"
-	"regexp"
+	"os"
+	"path/filepath"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
-// SourceSyntax is the syntax a source string takes, for messages.
-const SourceSyntax = "oci-layout:DIR[:TAG|@sha256:DIGEST], oci-archive:FILE[:TAG], docker-archive:FILE, dir:PATH, tar:FILE, or a registry reference [docker://]REGISTRY/REPO[:TAG][@sha256:DIGEST]"
+// SourceSyntax is the syntax a source string takes, for messages: that of
+// pkg/source (source.Kinds), which reads it.
+const SourceSyntax = source.Kinds
 
-// ParsedSource is a source string taken apart.
-type ParsedSource struct {
-	Kind string // oci-layout, oci-archive, docker-archive, dir, tar or registry
-	Path string // the host path of a file or directory source
-	Ref  string // ":TAG" or "@sha256:HEX" after an OCI layout or archive path
-	Name string // a registry reference as given, without docker://
+// Source is a root file system or initrd source in the syntax of
+// pkg/source (source.Kinds): oci-layout:DIR[:TAG|@sha256:HEX],
+// oci-archive:FILE[:TAG|@sha256:HEX], docker-archive:FILE, dir:PATH,
+// tar:FILE[@sha256:HEX], or a registry reference
+// [docker://]REGISTRY/REPO[:TAG|@sha256:HEX]. Written is the string as in
+// the file; Parsed is it read by source.Parse with its path made absolute
+// (relative to the config file, ${IMAGEBUILDER_CACHE} expanded), and
+// Resolved is Parsed's string form.
+type Source struct {
+	Written  string
+	Resolved string
+	Kind     string // "oci-layout", ..., "registry"
+	Parsed   source.Source
 }
 
-// otherTransports are image transports of other tools (skopeo, podman)
-// that a user may write by habit; "oci:NAME" would otherwise be read as
-// the registry image docker.io/library/oci.
-var otherTransports = map[string]string{
-	"oci":                ", did you mean oci-layout:?",
-	"docker":             ", did you mean docker://?",
-	"docker-daemon":      "",
-	"containers-storage": "",
-	"ostree":             "",
-	"sif":                "",
-	"file":               ", did you mean dir: or tar:?",
-	"http":               "",
-	"https":              "",
-}
-
-// pathKinds are the source kinds that name a host path.
-var pathKinds = []string{"oci-layout", "oci-archive", "docker-archive", "dir", "tar"}
-
-var (
-	// The reference grammar of github.com/distribution/reference, in short.
-	refComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-	refDomain    = `(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]+|(?:[a-zA-Z0-9.-]+):[0-9]+)`
-	referenceRE  = regexp.MustCompile(`^(?:` + refDomain + `/)?` + refComponent + `(?:/` + refComponent + `)*(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$`)
-	tagRE        = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
-	digestRE     = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	schemeRE     = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*$`)
-)
-
-// CheckSource parses a source string in the syntax of 'rootfs build
-// --source' (see SourceSyntax). It checks the syntax only: whether a path
-// exists or a reference resolves is for the build. (pkg/source.Parse will
-// own this syntax; the pipeline then calls it here instead.)
-func CheckSource(s string) (ParsedSource, error) {
-	if strings.TrimSpace(s) == "" {
-		return ParsedSource{}, fmt.Errorf("empty source (want %s)", SourceSyntax)
+func (s *Source) decodeNode(d *decoder, n *yaml.Node, path string) error {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return d.errorf(n, path, "want a source string, got %s", kindName(n))
 	}
-	if strings.ContainsAny(s, "\x00\n\r") {
-		return ParsedSource{}, fmt.Errorf("source %q holds a control character", s)
+	src, err := source.Parse(n.Value)
+	if err != nil {
+		var se *source.SyntaxError
+		if errors.As(err, &se) {
+			return d.errorf(n, path, "%s", se.Msg)
+		}
+		return d.errorf(n, path, "%v", err)
 	}
-	if name, ok := strings.CutPrefix(s, "docker://"); ok {
-		if !referenceRE.MatchString(name) {
-			return ParsedSource{}, fmt.Errorf("%q is not a registry reference (REGISTRY/REPO[:TAG][@sha256:DIGEST], lower case)", s)
+	switch src.Kind {
+	case source.Registry:
+		if w := n.Value; strings.HasPrefix(w, "/") || strings.HasPrefix(w, "./") || strings.HasPrefix(w, "../") || strings.HasPrefix(w, CacheVar) {
+			return d.errorf(n, path, "%q is not a source: a host path needs its scheme, e.g. dir:%s or tar:%s (sources are %s)", w, w, w, SourceSyntax)
 		}
-		return ParsedSource{Kind: "registry", Name: name}, nil
-	}
-	kind, arg, hasColon := strings.Cut(s, ":")
-	for _, k := range pathKinds {
-		if kind != k {
-			continue
-		}
-		if arg == "" {
-			return ParsedSource{}, fmt.Errorf("source %q names no path", s)
-		}
-		p := ParsedSource{Kind: k, Path: arg}
-		if k == "oci-layout" || k == "oci-archive" {
-			p.Path, p.Ref = splitRef(arg)
-			switch {
-			case p.Path == "":
-				return ParsedSource{}, fmt.Errorf("source %q names no path", s)
-			case strings.HasPrefix(p.Ref, "@"):
-				if k == "oci-archive" || !digestRE.MatchString(p.Ref[1:]) {
-					return ParsedSource{}, fmt.Errorf("source %q: %q is not a sha256 digest reference", s, p.Ref)
-				}
-			case p.Ref != "" && !tagRE.MatchString(p.Ref[1:]):
-				return ParsedSource{}, fmt.Errorf("source %q: %q is not a tag", s, p.Ref[1:])
+		// A reference that names a path beside the config file is a
+		// host path written without its scheme (source.Parse looks in
+		// the working directory only).
+		if p, err := d.res.resolve(n.Value); err == nil {
+			if _, err := os.Lstat(p); err == nil {
+				return d.errorf(n, path, "%q names %s beside the config file, not a registry image: a host path needs its scheme (%s)", n.Value, filepath.Base(p), SourceSyntax)
 			}
 		}
-		return p, nil
+	default:
+		r, err := d.res.resolve(src.Path)
+		if err != nil {
+			return d.errorf(n, path, "%q: %v", src.Path, err)
+		}
+		src.Path = r
 	}
-	if hint, ok := otherTransports[kind]; ok && hasColon {
-		return ParsedSource{}, fmt.Errorf("unknown source scheme %q%s (want %s)", kind+":", hint, SourceSyntax)
-	}
-	if referenceRE.MatchString(s) {
-		return ParsedSource{Kind: "registry", Name: s}, nil
-	}
-	if hasColon && schemeRE.MatchString(kind) {
-		return ParsedSource{}, fmt.Errorf("unknown source scheme %q (want %s)", kind+":", SourceSyntax)
-	}
-	return ParsedSource{}, fmt.Errorf("%q is not a source: a host path needs its scheme, e.g. dir:%s or tar:%s (want %s)", s, s, s, SourceSyntax)
+	s.Written, s.Kind, s.Parsed, s.Resolved = n.Value, string(src.Kind), src, src.String()
+	return nil
 }
 
-// splitRef splits "PATH:TAG" or "PATH@sha256:HEX"; a colon followed by a
-// slash belongs to the path (as pkg/rootfs reads it).
-func splitRef(s string) (string, string) {
-	if i := strings.LastIndex(s, "@sha256:"); i >= 0 {
-		return s[:i], s[i:]
+// checkSourceFiles checks that a local source's path exists and is of the
+// right kind.
+func checkSourceFiles(s Source) error {
+	p := s.Parsed
+	switch p.Kind {
+	case source.Registry, "":
+		return nil
+	case source.Dir:
+		return checkKind(p.Path, true)
+	case source.OCILayout:
+		if err := checkKind(p.Path, true); err != nil {
+			return err
+		}
+		if err := checkKind(filepath.Join(p.Path, "index.json"), false); err != nil {
+			return fmt.Errorf("not an OCI layout (no index.json)")
+		}
+		return nil
+	default:
+		return checkKind(p.Path, false)
 	}
-	if i := strings.LastIndexByte(s, ':'); i >= 0 && !strings.Contains(s[i:], "/") {
-		return s[:i], s[i:]
-	}
-	return s, ""
 }

@@ -124,7 +124,17 @@ func (c *Config) checkRootfs(s *Spec) error {
 	if strings.ContainsRune(r.Seed, 0) {
 		return c.errorAt("spec.rootfs.seed", "NUL in the seed")
 	}
-	return c.checkEntries("spec.rootfs", r.Dirs, r.Files)
+	if err := c.checkEntries("spec.rootfs", r.Dirs, r.Files); err != nil {
+		return err
+	}
+	for i, d := range r.Dirs {
+		// pkg/rootfs lays added trees over the root only; a tree for
+		// elsewhere is refused rather than silently put at /.
+		if path.Clean(d.Dst) != "/" {
+			return c.errorAt(fmt.Sprintf("spec.rootfs.dirs[%d].dst", i), "%s: root file system trees are copied onto / only: leave dst out (or give /) and lay the tree out from the root, or add single files with spec.rootfs.files", d.Dst)
+		}
+	}
+	return nil
 }
 
 // checkEntries checks added directories and files: absolute clean

@@ -90,37 +90,6 @@ func (p Path) MarshalJSON() ([]byte, error) { return json.Marshal(p.Written) }
 // UnmarshalJSON reads the written form back (Resolved stays empty).
 func (p *Path) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &p.Written) }
 
-// Source is a root file system or initrd source, in the syntax of
-// 'rootfs build --source': oci-layout:DIR[:TAG|@sha256:HEX],
-// oci-archive:FILE[:TAG], docker-archive:FILE, dir:PATH, tar:FILE, or a
-// registry reference [docker://]REGISTRY/REPO[:TAG][@sha256:HEX]. Written
-// is the string as in the file; Resolved has its path made absolute
-// (registry references are unchanged).
-type Source struct {
-	Written  string
-	Resolved string
-	Kind     string // "oci-layout", ..., "registry"
-}
-
-func (s *Source) decodeNode(d *decoder, n *yaml.Node, path string) error {
-	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		return d.errorf(n, path, "want a source string, got %s", kindName(n))
-	}
-	src, err := CheckSource(n.Value)
-	if err != nil {
-		return d.errorf(n, path, "%v", err)
-	}
-	s.Written, s.Kind, s.Resolved = n.Value, src.Kind, n.Value
-	if src.Path != "" {
-		r, err := d.res.resolve(src.Path)
-		if err != nil {
-			return d.errorf(n, path, "%q: %v", src.Path, err)
-		}
-		s.Resolved = src.Kind + ":" + r + src.Ref
-	}
-	return nil
-}
-
 func (s Source) MarshalJSON() ([]byte, error) { return json.Marshal(s.Written) }
 
 func (s *Source) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, &s.Written) }

@@ -159,6 +159,20 @@ func TestResolved(t *testing.T) {
 	}
 	base := contents(t, f)
 
+	// Resolve, without reading layers, says the same as Flatten.
+	for i, s := range []Source{src, tarSrc} {
+		r, err := Resolve(ctx, s, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(*r) != fmt.Sprint(f.Sources[i]) {
+			t.Errorf("Resolve(%s) = %+v, Flatten resolved %+v", s, *r, f.Sources[i])
+		}
+	}
+	if _, err := Resolve(ctx, Source{Kind: OCILayout, Path: lay, Tag: "nope"}, Options{}); err == nil {
+		t.Error("Resolve of a tag the layout lacks succeeded")
+	}
+
 	// The pinned sources give the same tree.
 	var pinned []Source
 	for _, r := range f.Sources {
@@ -178,6 +192,9 @@ func TestResolved(t *testing.T) {
 	// A pinned tar that changed is refused.
 	os.WriteFile(tarSrc.Path, tarOf(t, ent{name: "etc/extra", body: "y"}), 0o644)
 	var ce *CorruptError
+	if _, err := Resolve(ctx, pinned[1], Options{}); !errors.As(err, &ce) {
+		t.Errorf("Resolve of a changed pinned tar: %v, want a *CorruptError", err)
+	}
 	if _, err := Flatten(ctx, pinned, Options{}); !errors.As(err, &ce) || ce.Kind != "file" {
 		t.Errorf("changed pinned tar: %v, want a CorruptError", err)
 	}

@@ -570,3 +570,40 @@ type tarMember struct {
 
 func (tarMember) Stat() (fs.FileInfo, error) { return nil, errors.New("stat not supported") }
 func (m tarMember) Close() error             { return m.f.Close() }
+
+// Resolve resolves one source as Flatten does, without reading its
+// layers: for OCI layouts, archives and registries the index, manifest and
+// config (the digests and the platform check); for a tar file its sha256,
+// computed by reading the file once (and checked against the source's
+// digest when it is pinned). A dir: source has no digest of its own: its
+// Resolved names only the source. opts.Upper is not used. A build calls
+// Resolve to know what it will read before it reads it (a stage cache key,
+// a pinned manifest); Flatten resolves again and checks every blob.
+func Resolve(ctx context.Context, src Source, opts Options) (*Resolved, error) {
+	plat, err := ParsePlatform(opts.Platform)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	_, res, err := resolve(ctx, src, plat, opts.CacheDir, opts.Keychain)
+	if err != nil {
+		return nil, err
+	}
+	if src.Kind == Tar {
+		f, err := os.Open(src.Path)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", src, err)
+		}
+		defer f.Close()
+		h := sha256.New()
+		if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+			return nil, fmt.Errorf("source %s: %w", src, err)
+		}
+		sum := hex.EncodeToString(h.Sum(nil))
+		if src.Digest != "" && src.Digest != "sha256:"+sum {
+			return nil, &CorruptError{Kind: "file", What: src.Path, Got: "sha256:" + sum, Want: src.Digest}
+		}
+		res.SHA256 = sum
+		res.setPinned()
+	}
+	return res, nil
+}

@@ -1,0 +1,2 @@
+package agent_policy
+default allow := true
