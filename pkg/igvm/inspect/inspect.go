@@ -362,29 +362,6 @@ func describe(h igvm.Header) string {
 	return ""
 }
 
-// SEV features bits (VMSA sev_features, AMD APM vol. 2 "SEV_FEATURES").
-var sevFeatureNames = []string{
-	0: "SNP_ACTIVE", 1: "VTOM", 2: "REFLECT_VC", 3: "RESTRICTED_INJECTION",
-	4: "ALTERNATE_INJECTION", 5: "DEBUG_SWAP", 6: "PREVENT_HOST_IBS", 7: "BTB_ISOLATION",
-	8: "VMPL_SSS", 9: "SECURE_TSC", 10: "VMGEXIT_PARAMETER", 12: "IBS_VIRTUALIZATION",
-	14: "VMSA_REG_PROT", 15: "SMT_PROTECTION",
-}
-
-func sevFeatures(v uint64) []string {
-	out := []string{}
-	for b := 0; b < 64; b++ {
-		if v&(1<<b) == 0 {
-			continue
-		}
-		if b < len(sevFeatureNames) && sevFeatureNames[b] != "" {
-			out = append(out, sevFeatureNames[b])
-		} else {
-			out = append(out, fmt.Sprintf("BIT%d", b))
-		}
-	}
-	return out
-}
-
 func seg(s snp.Segment) Segment {
 	return Segment{Hex(s.Selector), Hex(s.Attrib), Hex(s.Limit), Hex(s.Base)}
 }
@@ -404,7 +381,7 @@ func decodeVMSA(idx int, x *igvm.VPContext, v *snp.VMSA) VMSA {
 			"es": seg(v.ES), "cs": seg(v.CS), "ss": seg(v.SS), "ds": seg(v.DS), "fs": seg(v.FS), "gs": seg(v.GS),
 			"gdtr": seg(v.GDTR), "ldtr": seg(v.LDTR), "idtr": seg(v.IDTR), "tr": seg(v.TR),
 		},
-		SEVFeatures: sevFeatures(v.SEVFeatures),
+		SEVFeatures: snp.SEVFeatureNames(v.SEVFeatures),
 	}
 }
 
