@@ -16,8 +16,8 @@ import (
 // first differing byte, reading each once.
 func compareData(ctx context.Context, a, b *input, rep *report) error {
 	ha, hb := sha256.New(), sha256.New()
-	ra := io.TeeReader(io.NewSectionReader(a.r, 0, a.size), ha)
-	rb := io.TeeReader(io.NewSectionReader(b.r, 0, b.size), hb)
+	ra := io.TeeReader(a.reader(), ha)
+	rb := io.TeeReader(b.reader(), hb)
 	buf := newBuffers()
 	d, errA, errB := compareStreams(ctx, ra, rb, buf)
 	if errA != nil {
@@ -69,7 +69,7 @@ const textExcerpt = 4096
 func compareText(ctx context.Context, a, b *input, rep *report) error {
 	buf := newBuffers()
 	buf.excerpt = textExcerpt
-	d, errA, errB := compareStreams(ctx, io.NewSectionReader(a.r, 0, a.size), io.NewSectionReader(b.r, 0, b.size), buf)
+	d, errA, errB := compareStreams(ctx, a.reader(), b.reader(), buf)
 	if errA != nil {
 		return a.fail(errA)
 	}

@@ -27,40 +27,55 @@ const detectSize = 64 << 10
 // newc archive, or a gzip, zstd or xz stream), a JSON document (at most
 // MaxJSONSize bytes, valid), UTF-8 text without NUL bytes, or data.
 func Detect(r io.ReaderAt, size int64) (Kind, error) {
+	k, _, err := detect(r, size)
+	return k, err
+}
+
+// detect is Detect that also returns the whole content when it read all
+// of it (a small file, a JSON document), so that it is not read again.
+func detect(r io.ReaderAt, size int64) (Kind, []byte, error) {
+	k, b, err := detectKind(r, size)
+	if int64(len(b)) != size {
+		b = nil
+	}
+	return k, b, err
+}
+
+func detectKind(r io.ReaderAt, size int64) (Kind, []byte, error) {
 	head := make([]byte, min(size, detectSize))
 	if n, err := r.ReadAt(head, 0); err != nil && !(err == io.EOF && n == len(head)) {
-		return "", fmt.Errorf("reading the first %d bytes: %w", len(head), err)
+		return "", nil, fmt.Errorf("reading the first %d bytes: %w", len(head), err)
 	}
 	le := binary.LittleEndian
 	has := func(off int, s string) bool { return len(head) >= off+len(s) && string(head[off:off+len(s)]) == s }
 	switch {
 	case len(head) >= 4 && le.Uint32(head) == igvm.Magic:
-		return KindIGVM, nil
+		return KindIGVM, head, nil
 	case has(512, "EFI PART"):
-		return KindRootDisk, nil
+		return KindRootDisk, head, nil
 	case len(head) >= erofs.SuperblockOffset+4 && le.Uint32(head[erofs.SuperblockOffset:]) == erofs.Magic:
-		return KindErofs, nil
+		return KindErofs, head, nil
 	case len(head) >= 0x206 && le.Uint32(head[0x202:]) == bootparams.HeaderMagic && le.Uint16(head[0x1fe:]) == bootparams.BootFlagMagic:
-		return KindKernel, nil
+		return KindKernel, head, nil
 	case has(0, "070701"), has(0, "070702"), has(0, "\x1f\x8b"), has(0, "\x28\xb5\x2f\xfd"), has(0, "\xfd7zXZ\x00"):
-		return KindInitrd, nil
+		return KindInitrd, head, nil
 	}
 	if t := bytes.TrimLeft(head, " \t\r\n"); len(t) > 0 && (t[0] == '{' || t[0] == '[') && size <= MaxJSONSize {
 		doc := head
 		if int64(len(head)) < size {
 			doc = make([]byte, size)
 			if n, err := r.ReadAt(doc, 0); err != nil && !(err == io.EOF && n == len(doc)) {
-				return "", fmt.Errorf("reading %d bytes: %w", size, err)
+				return "", nil, fmt.Errorf("reading %d bytes: %w", size, err)
 			}
 		}
 		if json.Valid(doc) {
-			return KindJSON, nil
+			return KindJSON, doc, nil
 		}
 	}
 	if isText(head, int64(len(head)) < size) {
-		return KindText, nil
+		return KindText, head, nil
 	}
-	return KindData, nil
+	return KindData, head, nil
 }
 
 // isText says b is UTF-8 without NUL bytes; cut says b may end inside a

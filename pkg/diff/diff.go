@@ -1,10 +1,12 @@
 package diff
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync/atomic"
 )
@@ -157,7 +159,8 @@ func (r *Result) Counts() (primary, derived int) {
 // Options tune a comparison.
 type Options struct {
 	// Kind compares A and B as this kind, instead of the kind Detect finds
-	// (an artifact that is not of that kind is an *InputError).
+	// (an artifact that is not of that kind is an *InputError). It is for
+	// two files: ComparePaths refuses it for directories.
 	Kind Kind
 	// MaxDifferences stops a comparison after this many differences that
 	// are not derived (0: no limit); Result.Truncated then says so.
@@ -182,12 +185,7 @@ type InputError struct {
 	Err  error
 }
 
-func (e *InputError) Error() string {
-	if e.Kind == "" {
-		return fmt.Sprintf("%s: %v", e.Name, e.Err)
-	}
-	return fmt.Sprintf("%s (%s): %v", e.Name, e.Kind, e.Err)
-}
+func (e *InputError) Error() string { return fmt.Sprintf("%s: %v", e.Name, e.Err) }
 
 func (e *InputError) Unwrap() error { return e.Err }
 
@@ -226,6 +224,17 @@ type input struct {
 	r    io.ReaderAt
 	size int64
 	kind Kind
+	// whole is the content when detection read all of it, else nil.
+	whole []byte
+}
+
+// reader reads the content from its start, from memory when detection
+// read all of it.
+func (in *input) reader() io.Reader {
+	if in.whole != nil {
+		return bytes.NewReader(in.whole)
+	}
+	return io.NewSectionReader(in.r, 0, in.size)
 }
 
 func (in *input) fail(err error) error {
@@ -246,23 +255,28 @@ func compareInputs(ctx context.Context, a, b *input, force Kind, rep *report) (K
 	for _, in := range []*input{a, b} {
 		in.kind = force
 		if force == "" {
-			k, err := Detect(in.r, in.size)
+			k, whole, err := detect(in.r, in.size)
 			if err != nil {
 				return "", in.fail(err)
 			}
-			in.kind = k
+			in.kind, in.whole = k, whole
 		}
 	}
 	if a.kind != b.kind {
 		rep.add(Difference{Section: SectionKind, Kind: Changed, Path: "", Field: "kind", A: string(a.kind), B: string(b.kind)})
 		return a.kind, nil
 	}
-	first, err := firstDifference(ctx, a, b)
-	if err != nil {
-		return "", err
-	}
-	if first < 0 {
-		return a.kind, nil
+	// Text, data and JSON comparisons find the first difference
+	// themselves, reading each file once.
+	first := int64(-1)
+	if a.kind != KindText && a.kind != KindData && a.kind != KindJSON {
+		var err error
+		if first, err = firstDifference(ctx, a, b); err != nil {
+			return "", err
+		}
+		if first < 0 {
+			return a.kind, nil
+		}
 	}
 	var cmp func(context.Context, *input, *input, *report) error
 	switch a.kind {
@@ -288,12 +302,9 @@ func compareInputs(ctx context.Context, a, b *input, force Kind, rep *report) (K
 	if err := cmp(ctx, a, b, rep); err != nil && !errors.Is(err, errStop) {
 		return "", err
 	}
-	if len(rep.diffs) == 0 && !rep.truncated {
+	if len(rep.diffs) == 0 && !rep.truncated && first >= 0 {
 		// Nothing this comparison knows of differs, yet the bytes do.
 		detail := "the files differ here, in nothing a " + string(a.kind) + " comparison explains"
-		if a.kind == KindJSON {
-			detail = "the same values, written differently"
-		}
 		rep.add(Difference{Section: SectionBytes, Kind: Changed, Path: fmt.Sprintf("byte %d", first),
 			Field: "content", A: sizeText(a.size), B: sizeText(b.size), Detail: detail})
 	}
@@ -305,6 +316,16 @@ func compareInputs(ctx context.Context, a, b *input, force Kind, rep *report) (K
 // differ (the shorter one's size when one is a prefix of the other), or
 // -1 when they are equal. It reads no further than that byte (in blocks).
 func firstDifference(ctx context.Context, a, b *input) (int64, error) {
+	if a.whole != nil && b.whole != nil {
+		n := min(len(a.whole), len(b.whole))
+		if i := mismatch(a.whole[:n], b.whole[:n]); i >= 0 {
+			return int64(i), nil
+		}
+		if len(a.whole) != len(b.whole) {
+			return int64(n), nil
+		}
+		return -1, nil
+	}
 	const chunk = 256 << 10
 	ba, bb := make([]byte, chunk), make([]byte, chunk)
 	n := min(a.size, b.size)
@@ -433,13 +454,16 @@ func joinDetail(a, b string) string {
 func ComparePaths(ctx context.Context, a, b string, opts Options) (*Result, error) {
 	sa, err := os.Lstat(a)
 	if err != nil {
-		return nil, &InputError{Name: a, Err: err}
+		return nil, &InputError{Name: a, Err: pathErr(err)}
 	}
 	sb, err := os.Lstat(b)
 	if err != nil {
-		return nil, &InputError{Name: b, Err: err}
+		return nil, &InputError{Name: b, Err: pathErr(err)}
 	}
 	if sa.IsDir() && sb.IsDir() {
+		if opts.Kind != "" {
+			return nil, fmt.Errorf("diff: Options.Kind %q compares two files, not directories", opts.Kind)
+		}
 		return compareDirs(ctx, a, b, opts)
 	}
 	if sa.IsDir() != sb.IsDir() {
@@ -467,7 +491,7 @@ func compareFilePaths(ctx context.Context, a, b string, opts Options) (*Result, 
 func openRegular(name string) (*os.File, int64, error) {
 	f, err := os.Open(name)
 	if err != nil {
-		return nil, 0, &InputError{Name: name, Err: err}
+		return nil, 0, &InputError{Name: name, Err: pathErr(err)}
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -479,6 +503,16 @@ func openRegular(name string) (*os.File, int64, error) {
 		return nil, 0, &InputError{Name: name, Err: errors.New("not a regular file")}
 	}
 	return f, st.Size(), nil
+}
+
+// pathErr drops the path of an *fs.PathError, which the InputError
+// carries already.
+func pathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 func fileKindName(fi os.FileInfo) string {

@@ -50,7 +50,7 @@ func readDir(root, rel string) (map[string]fs.DirEntry, []string, error) {
 	p := filepath.Join(root, rel)
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, nil, &InputError{Name: p, Err: err}
+		return nil, nil, &InputError{Name: p, Err: pathErr(err)}
 	}
 	defer f.Close()
 	ents, err := f.ReadDir(maxDirEntries + 1)

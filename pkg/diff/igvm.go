@@ -210,8 +210,11 @@ func (c *igvmCompare) vmsas() error {
 			return f.Name, f.Offset, f.Size
 		}, func(name, x, y string) error {
 			d := Difference{Section: SectionVMSA, Kind: Changed, Path: path, Field: name, A: x, B: y}
-			if name == "sev_features" {
-				d.Detail = featureChange(parseHex(x), parseHex(y))
+			switch name {
+			case "sev_features":
+				d.Detail = bitChange(parseHex(x), parseHex(y), snp.SEVFeatureNames)
+			case "efer":
+				d.Detail = bitChange(parseHex(x), parseHex(y), eferBits)
 			}
 			return c.add(d)
 		})
@@ -227,16 +230,34 @@ func parseHex(s string) uint64 {
 	return v
 }
 
-// featureChange names the SEV features B sets and clears against A.
-func featureChange(a, b uint64) string {
+// bitChange names the bits B sets and clears against A.
+func bitChange(a, b uint64, names func(uint64) []string) string {
 	var parts []string
-	if set := snp.SEVFeatureNames(b &^ a); len(set) > 0 {
+	if set := names(b &^ a); len(set) > 0 {
 		parts = append(parts, "B sets "+strings.Join(set, ", "))
 	}
-	if cleared := snp.SEVFeatureNames(a &^ b); len(cleared) > 0 {
+	if cleared := names(a &^ b); len(cleared) > 0 {
 		parts = append(parts, "B clears "+strings.Join(cleared, ", "))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// eferBits names the bits of EFER (AMD APM vol. 2, "Extended Feature
+// Enable Register").
+func eferBits(v uint64) []string {
+	names := map[int]string{0: "SCE", 8: "LME", 10: "LMA", 11: "NXE", 12: "SVME", 13: "LMSLE", 14: "FFXSR", 15: "TCE"}
+	var out []string
+	for b := 0; b < 64; b++ {
+		if v&(1<<b) == 0 {
+			continue
+		}
+		if n, ok := names[b]; ok {
+			out = append(out, n)
+		} else {
+			out = append(out, fmt.Sprintf("BIT%d", b))
+		}
+	}
+	return out
 }
 
 // bootParamsConsequence are the zero page fields that follow from the
@@ -448,11 +469,13 @@ func (c *igvmCompare) compareTable(k, region string, ta, tb inspect.ACPITable) e
 				if next.Offset >= 0 {
 					next.Offset += acpiChecksumOffset + 1
 					next.Line = 0
-					detail = next.describe(int64(ta.Length), int64(tb.Length)) + ", and the checksum"
-					d = next
+					detail = next.describe(int64(ta.Length), int64(tb.Length))
+					if next.Offset < 36 {
+						detail += " (" + acpiHeaderField(int(next.Offset)) + ")"
+					}
+					detail += ", and the checksum"
 				}
-			}
-			if d.Offset < 36 && d.Offset != acpiChecksumOffset {
+			} else if d.Offset < 36 {
 				detail += " (" + acpiHeaderField(int(d.Offset)) + ")"
 			}
 			if err := c.add(Difference{Section: SectionACPI, Kind: Changed, Path: k, Field: "content",

@@ -19,7 +19,7 @@ import (
 
 // compareInitrdFiles compares two initrd files.
 func compareInitrdFiles(ctx context.Context, a, b *input, rep *report) error {
-	return compareInitrds(ctx, io.NewSectionReader(a.r, 0, a.size), io.NewSectionReader(b.r, 0, b.size), a, b, rep, SectionInitrd)
+	return compareInitrds(ctx, a.reader(), b.reader(), a, b, rep, SectionInitrd)
 }
 
 // cpioEntry is one entry of a walk, its content readable until the next.

@@ -22,20 +22,35 @@ func compareJSONFiles(ctx context.Context, a, b *input, rep *report) error {
 	if err != nil {
 		return b.fail(err)
 	}
-	return diffJSON("", va, vb, func(path string, c Change, x, y string) error {
+	err = diffJSON("", va, vb, func(path string, c Change, x, y string) error {
 		return rep.add(Difference{Section: SectionFields, Kind: c, Path: path, A: x, B: y})
 	})
+	if err != nil || len(rep.diffs) > 0 {
+		return err
+	}
+	if i := mismatch(a.whole[:min(len(a.whole), len(b.whole))], b.whole); i >= 0 || len(a.whole) != len(b.whole) {
+		if i < 0 {
+			i = min(len(a.whole), len(b.whole))
+		}
+		return rep.add(Difference{Section: SectionBytes, Kind: Changed, Path: fmt.Sprintf("byte %d", i), Field: "content",
+			A: sizeText(a.size), B: sizeText(b.size), Detail: "the same values, written differently"})
+	}
+	return nil
 }
 
+// readJSON decodes a document, keeping its bytes in in.whole.
 func readJSON(in *input) (any, error) {
-	if in.size > MaxJSONSize {
-		return nil, fmt.Errorf("%d bytes: larger than the %d MiB a JSON comparison reads", in.size, MaxJSONSize>>20)
+	if in.whole == nil {
+		if in.size > MaxJSONSize {
+			return nil, fmt.Errorf("%d bytes: larger than the %d MiB a JSON comparison reads", in.size, MaxJSONSize>>20)
+		}
+		b := make([]byte, in.size)
+		if n, err := in.r.ReadAt(b, 0); err != nil && !(err == io.EOF && n == len(b)) {
+			return nil, err
+		}
+		in.whole = b
 	}
-	b := make([]byte, in.size)
-	if n, err := in.r.ReadAt(b, 0); err != nil && !(err == io.EOF && n == len(b)) {
-		return nil, err
-	}
-	return parseJSON(b)
+	return parseJSON(in.whole)
 }
 
 // parseJSON decodes one JSON document, numbers kept as written.
