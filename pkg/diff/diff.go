@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 )
 
@@ -185,7 +187,28 @@ type InputError struct {
 	Err  error
 }
 
-func (e *InputError) Error() string { return fmt.Sprintf("%s: %v", e.Name, e.Err) }
+// Error is one line: control characters a hostile artifact put into a
+// name the reader's message quotes are escaped.
+func (e *InputError) Error() string { return escapeControls(fmt.Sprintf("%s: %v", e.Name, e.Err)) }
+
+// escapeControls writes control characters as Go escapes (\n, \x1b).
+func escapeControls(s string) string {
+	if strings.IndexFunc(s, isControl) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) }
 
 func (e *InputError) Unwrap() error { return e.Err }
 
@@ -435,15 +458,6 @@ func (r *report) finish() {
 	}
 }
 
-func joinDetail(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
-	}
-	return a + "; " + b
-}
 
 // ComparePaths compares two files (see Compare) or two directories: files
 // are paired by name (recursively), a name on one side only is a

@@ -230,7 +230,7 @@ func (t *cpioCompare) hold(w *cpioWalk, e cpioEntry, pend map[string]*pendingEnt
 	p := &pendingEntry{h: e.h, linkOf: e.linkOf}
 	h := sha256.New()
 	if _, err := io.CopyBuffer(h, ctxReader{t.ctx, e.content}, t.buf.a); err != nil {
-		return w.in.fail(fmt.Errorf("%s: %w", e.h.Name, err))
+		return w.in.fail(fmt.Errorf("%s: %w", safe(e.h.Name), err))
 	}
 	h.Sum(p.sha[:0])
 	pend[e.h.Name] = p
@@ -339,20 +339,20 @@ func (t *cpioCompare) compareEntry(ea, eb cpioEntry) error {
 		// Read whole: the module lists are compared too.
 		var x, y bytes.Buffer
 		if _, err := io.Copy(&x, ctxReader{t.ctx, ea.content}); err != nil {
-			return t.wa.in.fail(fmt.Errorf("%s: %w", name, err))
+			return t.wa.in.fail(fmt.Errorf("%s: %w", safe(name), err))
 		}
 		if _, err := io.Copy(&y, ctxReader{t.ctx, eb.content}); err != nil {
-			return t.wb.in.fail(fmt.Errorf("%s: %w", name, err))
+			return t.wb.in.fail(fmt.Errorf("%s: %w", safe(name), err))
 		}
 		t.modules = [2][]string{moduleLines(x.Bytes()), moduleLines(y.Bytes())}
 		ea.content, eb.content = bytes.NewReader(x.Bytes()), bytes.NewReader(y.Bytes())
 	}
 	d, errA, errB := compareStreams(t.ctx, ea.content, eb.content, t.buf)
 	if errA != nil {
-		return t.wa.in.fail(fmt.Errorf("%s: %w", name, errA))
+		return t.wa.in.fail(fmt.Errorf("%s: %w", safe(name), errA))
 	}
 	if errB != nil {
-		return t.wb.in.fail(fmt.Errorf("%s: %w", name, errB))
+		return t.wb.in.fail(fmt.Errorf("%s: %w", safe(name), errB))
 	}
 	if d.Offset >= 0 {
 		t.diffs = append(t.diffs, Difference{Section: t.section, Kind: Changed, Path: name, Field: "content",

@@ -143,3 +143,14 @@ func TestInitrdsHostile(t *testing.T) {
 		})
 	}
 }
+
+// A hostile name in an error stays on one line, escaped.
+func TestInitrdsHostileName(t *testing.T) {
+	a := mkInitrd(t, baseInitrd(), initrd.WriteOptions{Compression: initrd.None})
+	b := mkInitrd(t, []initrd.Entry{{Path: "evil\n\x1b[2Jname", Mode: initrd.TypeReg | 0o644, Data: []byte("0123456789")}}, initrd.WriteOptions{Compression: initrd.None})
+	b = b[:len(b)-130] // cut inside the content
+	_, err := compareBytes(t, a, b, Options{})
+	if err == nil || strings.ContainsAny(err.Error(), "\n\x1b") || !strings.Contains(err.Error(), `evil\n\x1b[2Jname`) {
+		t.Fatalf("error %q", err)
+	}
+}

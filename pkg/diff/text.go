@@ -178,10 +178,8 @@ func safe(s string) string {
 	if !utf8.ValidString(s) {
 		return strconv.Quote(s)
 	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-			return strconv.Quote(s)
-		}
+	if strings.IndexFunc(s, isControl) >= 0 {
+		return strconv.Quote(s)
 	}
 	return s
 }

@@ -342,10 +342,10 @@ func (t *treeCompare) compareContent(ea, eb treeEntry) error {
 	}
 	d, errA, errB := compareStreams(t.ctx, fa, fb, t.buf)
 	if errA != nil {
-		return t.wa.in.fail(fmt.Errorf("%s: %w", ea.path, errA))
+		return t.wa.in.fail(fmt.Errorf("%s: %w", safe(ea.path), errA))
 	}
 	if errB != nil {
-		return t.wb.in.fail(fmt.Errorf("%s: %w", eb.path, errB))
+		return t.wb.in.fail(fmt.Errorf("%s: %w", safe(eb.path), errB))
 	}
 	if d.Offset < 0 {
 		return nil
