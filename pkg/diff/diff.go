@@ -458,7 +458,6 @@ func (r *report) finish() {
 	}
 }
 
-
 // ComparePaths compares two files (see Compare) or two directories: files
 // are paired by name (recursively), a name on one side only is a
 // difference of section "directory", and each pair is compared as Compare
