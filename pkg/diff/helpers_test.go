@@ -104,6 +104,12 @@ func (m *memDisk) Truncate(n int64) error {
 // buildDisk builds a root disk from one tar layer with pkg/rootfs.
 func buildDisk(t testing.TB, ents []tent) []byte {
 	t.Helper()
+	return buildDiskAt(t, ents, 0)
+}
+
+// buildDiskAt is buildDisk with another SOURCE_DATE_EPOCH.
+func buildDiskAt(t testing.TB, ents []tent, epoch int64) []byte {
+	t.Helper()
 	dir := t.TempDir()
 	layer := filepath.Join(dir, "layer.tar")
 	if err := os.WriteFile(layer, mkTar(t, ents), 0o644); err != nil {
@@ -118,7 +124,7 @@ func buildDisk(t testing.TB, ents []tent) []byte {
 		t.Fatal(err)
 	}
 	d := &memDisk{}
-	if _, err := rootfs.Build(context.Background(), rootfs.Options{Sources: []source.Source{src}, Agent: agent, Seed: "diff-test"}, d); err != nil {
+	if _, err := rootfs.Build(context.Background(), rootfs.Options{Sources: []source.Source{src}, Agent: agent, Seed: "diff-test", SourceDateEpoch: epoch}, d); err != nil {
 		t.Fatal(err)
 	}
 	return d.b

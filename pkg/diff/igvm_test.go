@@ -117,6 +117,25 @@ func TestIGVM(t *testing.T) {
 			[]string{"boot_params hdr.cmdline_size: 0x16 -> 0x1c",
 				"pages 0x3002000-0x3003000 content differs (1 page, boot_params, first difference at 0x30022d8 (boot_params + 0x238))",
 				"pages 0x3003000-0x3004000 content differs (1 page, kernel command line, first difference at 0x30030b6 (kernel command line + 0x16))"}},
+		{"cpuid page", buildIGVM(t, kata("console=ttyS0 panic=-1", cpio, acpi), func(img *linuxboot.Image) {
+			for i := range img.Pages {
+				if img.Pages[i].Kind == linuxboot.PageCPUID {
+					p := append([]byte(nil), img.Pages[i].Data...)
+					p[16+48*2] = 0x7 // entry 2: leaf 1 -> leaf 7
+					img.Pages[i].Data = p
+				}
+			}
+		}), []string{"cpuid entries[2].eax_in: 0x1 -> 0x7 (A: leaf 0x1 subleaf 0x0; B: leaf 0x7 subleaf 0x0)"},
+			[]string{"pages 0x800000-0x801000 content differs (1 page, CPUID page, first difference at 0x800070 (CPUID page + 0x70))"}},
+		{"kernel", buildIGVM(t, kata("console=ttyS0 panic=-1", cpio, acpi), func(img *linuxboot.Image) {
+			for i := range img.Pages {
+				if p := &img.Pages[i]; p.GPA == 0x1001000 && p.Data != nil {
+					p.Data = append([]byte(nil), p.Data...)
+					p.Data[0x10] ^= 0xff
+				}
+			}
+		}), []string{"pages 0x1001000-0x1002000 content differs (1 page, kernel, first difference at 0x1001010 (kernel + 0x1010))"},
+			[]string{"launch_digest mshv: "}},
 		{"initrd", buildIGVM(t, kata("console=ttyS0 panic=-1", mkInitrd(t, editInitrd(func(e *initrd.Entry) bool {
 			if e.Path == "etc/hostname" {
 				e.Data = []byte("pod\n\n")
@@ -188,6 +207,33 @@ func TestIGVMVectors(t *testing.T) {
 		}
 	}
 	t.Logf("\n%s", text(t, res))
+}
+
+// A file the kvm profile measures: its digest differs too.
+func TestIGVMKVMDigest(t *testing.T) {
+	a, err := os.ReadFile(filepath.Join(testdata, "measure/kvm-ready.igvm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := igvm.Parse(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := append([]byte(nil), a...)
+	for _, h := range f.Directives() {
+		if v, ok := h.(*igvm.VPContext); ok {
+			b[int(v.FileOffset)+0x178] ^= 0x10 // rip
+		}
+	}
+	res, err := compareBytes(t, a, b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := lines(res)
+	if got := primaryLines(res); len(got) != 1 || !strings.HasPrefix(got[0], "vmsa vp 0 rip: ") ||
+		!strings.Contains(all, "~ launch_digest mshv: ") || !strings.Contains(all, "~ launch_digest kvm: ") {
+		t.Errorf("got\n%s", all)
+	}
 }
 
 func TestIGVMHostile(t *testing.T) {

@@ -276,3 +276,40 @@ func TestRootDisksHostile(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+// Another SOURCE_DATE_EPOCH: the build time is the difference, not the
+// mtime of every file, which follows it.
+func TestRootDisksEpoch(t *testing.T) {
+	a := buildDisk(t, baseTree())
+	b := buildDiskAt(t, baseTree(), 1700000000)
+	res, err := compareBytes(t, a, b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "erofs build_time: 0 (1970-01-01T00:00:00Z) -> 1700000000 (2023-11-14T22:13:20Z)"
+	if got := primaryLines(res); len(got) != 1 || got[0] != want {
+		t.Errorf("got\n%s\nwant\n%s", lines(res), want)
+	}
+}
+
+// Two bare erofs images (partition 1 of two disks).
+func TestErofsImages(t *testing.T) {
+	part := func(disk []byte) []byte {
+		tab, err := gpt.Read(bytes.NewReader(disk), int64(len(disk)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := tab.Partitions[0]
+		return disk[p.Offset : p.Offset+p.Size]
+	}
+	a := part(buildDisk(t, baseTree()))
+	b := part(buildDisk(t, changed(func(e *tent) bool { return e.name != "etc/motd" })))
+	res, err := compareBytes(t, a, b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := lines(res)
+	if res.Kind != KindErofs || len(primaryLines(res)) != 1 || !strings.Contains(all, "/etc/motd: removed: ") || !strings.Contains(all, "~ erofs inodes: ") {
+		t.Errorf("kind %s:\n%s", res.Kind, all)
+	}
+}
