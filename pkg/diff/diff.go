@@ -458,6 +458,16 @@ func (r *report) finish() {
 	}
 }
 
+func joinDetail(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
 // ComparePaths compares two files (see Compare) or two directories: files
 // are paired by name (recursively), a name on one side only is a
 // difference of section "directory", and each pair is compared as Compare

@@ -30,6 +30,9 @@ type igvmCompare struct {
 	ctx  context.Context
 	a, b *igvmSide
 	rep  *report
+	// initrdShift is how far the end of B's initrd is from A's (0 when
+	// they end at one address): addresses that moved by it follow.
+	initrdShift uint64
 	// explained are the regions of guest memory whose differences a
 	// section names in their own terms (boot_params fields, command line,
 	// ACPI tables, CPUID entries, initrd entries): their page runs are
@@ -59,6 +62,11 @@ func compareIGVM(ctx context.Context, a, b *input, rep *report) error {
 		sides[i] = &igvmSide{in: in, f: f, mem: f.Memory(), report: r, regions: r.Regions()}
 	}
 	c.a, c.b = sides[0], sides[1]
+	if la, lb := c.a.report.Linux, c.b.report.Linux; la != nil && lb != nil {
+		// A direct boot puts the boot stack and the cc_blob after the
+		// initrd: they move with its end.
+		c.initrdShift = uint64(lb.RamdiskGPA+lb.RamdiskSize) - uint64(la.RamdiskGPA+la.RamdiskSize)
+	}
 	for _, step := range []func() error{c.header, c.platforms, c.directives, c.vmsas, c.bootParams,
 		c.cmdline, c.acpi, c.cpuid, c.initrd, c.pages, c.idBlock, c.digests} {
 		if err := ctx.Err(); err != nil {
@@ -216,6 +224,13 @@ func (c *igvmCompare) vmsas() error {
 			case "efer":
 				d.Detail = bitChange(parseHex(x), parseHex(y), eferBits)
 			}
+			if c.moved(x, y) {
+				if name == "rsp" {
+					c.explained["boot stack"] = true
+				}
+				d.Detail = joinDetail(d.Detail, c.movedText())
+				return c.rep.consequence(d)
+			}
 			return c.add(d)
 		})
 		if err != nil {
@@ -228,6 +243,22 @@ func (c *igvmCompare) vmsas() error {
 func parseHex(s string) uint64 {
 	v, _ := strconv.ParseUint(strings.TrimPrefix(s, "0x"), 16, 64)
 	return v
+}
+
+// moved says two field values (hex) are one address moved with the end of
+// the initrd.
+func (c *igvmCompare) moved(x, y string) bool {
+	if c.initrdShift == 0 || !strings.HasPrefix(x, "0x") || !strings.HasPrefix(y, "0x") {
+		return false
+	}
+	return parseHex(y)-parseHex(x) == c.initrdShift
+}
+
+func (c *igvmCompare) movedText() string {
+	if int64(c.initrdShift) < 0 {
+		return fmt.Sprintf("moved with the end of the initrd (-%#x)", -c.initrdShift)
+	}
+	return fmt.Sprintf("moved with the end of the initrd (+%#x)", c.initrdShift)
 }
 
 // bitChange names the bits B sets and clears against A.
@@ -296,7 +327,17 @@ func (c *igvmCompare) bootParams() error {
 		return fieldOf(bootparams.FieldName, off, bootparams.Size)
 	}, func(name, x, y string) error {
 		d := Difference{Section: SectionBootParams, Kind: Changed, Path: name, A: x, B: y}
-		if bootParamsConsequence[name] {
+		switch {
+		case bootParamsConsequence[name]:
+			return c.rep.consequence(d)
+		case c.moved(x, y):
+			if name == "cc_blob_address" {
+				c.explained["cc_blob"] = true
+			}
+			d.Detail = c.movedText()
+			return c.rep.consequence(d)
+		case c.initrdShift != 0 && strings.HasPrefix(name, "e820_table["):
+			d.Detail = "the memory map follows the end of the initrd"
 			return c.rep.consequence(d)
 		}
 		return c.add(d)

@@ -136,6 +136,14 @@ func TestIGVM(t *testing.T) {
 			}
 		}), []string{"pages 0x1001000-0x1002000 content differs (1 page, kernel, first difference at 0x1001010 (kernel + 0x1010))"},
 			[]string{"launch_digest mshv: "}},
+		{"initrd grows", buildIGVM(t, kata("console=ttyS0 panic=-1", mkInitrd(t, editInitrd(func(e *initrd.Entry) bool { return true },
+			initrd.Entry{Path: "etc/added", Mode: initrd.TypeReg | 0o644, Data: []byte(strings.Repeat("x", 5000))}),
+			initrd.WriteOptions{Compression: initrd.Gzip, Level: 1}), acpi), nil),
+			[]string{"initrd etc/added: added: regular file 0644 0:0, 5000 bytes"},
+			// The stack and the cc_blob sit after the initrd: they move.
+			[]string{"vmsa vp 0 rsp: 0x3005144 -> 0x3005199 (moved with the end of the initrd (+0x55))",
+				"boot_params cc_blob_address: 0x3005144 -> 0x3005199 (moved with the end of the initrd (+0x55))",
+				"boot_params hdr.ramdisk_size: 0x144 -> 0x199", "pages 0x3005000-0x3006000 content differs (1 page, cc_blob, "}},
 		{"initrd", buildIGVM(t, kata("console=ttyS0 panic=-1", mkInitrd(t, editInitrd(func(e *initrd.Entry) bool {
 			if e.Path == "etc/hostname" {
 				e.Data = []byte("pod\n\n")
