@@ -120,23 +120,51 @@ func compareKernels(ctx context.Context, a, b *input, rep *report) error {
 	if err != nil {
 		return err
 	}
-	// What lies beyond the header: the rest of the setup code and the
-	// compressed kernel, as bytes. It follows from the version when that
-	// differs.
-	var d []Difference
-	sub := &report{}
-	if err := compareData(ctx, a, b, sub); err != nil {
-		return err
+	// The rest (setup code and compressed kernel) as bytes, the header
+	// left out: it follows from the version when that differs.
+	ha, hb := sha256.New(), sha256.New()
+	ra := &maskReader{r: io.TeeReader(a.reader(), ha), from: bootparams.SetupHeaderOffset, to: bootparams.SetupHeaderOffset + bootparams.SetupHeaderSize}
+	rb := &maskReader{r: io.TeeReader(b.reader(), hb), from: ra.from, to: ra.to}
+	buf := newBuffers()
+	d, errA, errB := compareStreams(ctx, ra, rb, buf)
+	if errA != nil {
+		return a.fail(errA)
 	}
-	d = sub.diffs
-	for _, x := range d {
-		x.Section = SectionKernel
-		x.Path, x.Field = "image", "content"
-		if err := rep.consequence(x); err != nil {
-			return err
-		}
+	if errB != nil {
+		return b.fail(errB)
 	}
-	return nil
+	if d.Offset < 0 {
+		return nil
+	}
+	if err := drain(ctx, ra, buf.a); err != nil {
+		return a.fail(err)
+	}
+	if err := drain(ctx, rb, buf.b); err != nil {
+		return b.fail(err)
+	}
+	d.Line = 0
+	x := Difference{Section: SectionKernel, Kind: Changed, Path: "image", Field: "content",
+		A: sizeSHA(a.size, ha), B: sizeSHA(b.size, hb), Detail: d.describe(a.size, b.size) + " (past the setup header)"}
+	if version[0] != version[1] {
+		return rep.consequence(x)
+	}
+	return rep.add(x)
+}
+
+// maskReader reads r with the bytes in [from, to) read as zeros.
+type maskReader struct {
+	r        io.Reader
+	off      int64
+	from, to int64
+}
+
+func (m *maskReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	if lo, hi := max(m.from-m.off, 0), min(m.to-m.off, int64(n)); lo < hi {
+		clear(p[lo:hi])
+	}
+	m.off += int64(n)
+	return n, err
 }
 
 // kernelVersion reads the NUL-terminated version string kernel_version
