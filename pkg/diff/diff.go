@@ -286,18 +286,19 @@ func compareInputs(ctx context.Context, a, b *input, force Kind, rep *report) (K
 		}
 	}
 	if a.kind != b.kind {
-		rep.add(Difference{Section: SectionKind, Kind: Changed, Path: "", Field: "kind", A: string(a.kind), B: string(b.kind)})
+		rep.add(Difference{Section: SectionKind, Kind: Changed, A: string(a.kind), B: string(b.kind)})
 		return a.kind, nil
 	}
 	// Text, data and JSON comparisons find the first difference
 	// themselves, reading each file once.
+	// A kind the caller forces is checked even on identical bytes.
 	first := int64(-1)
 	if a.kind != KindText && a.kind != KindData && a.kind != KindJSON {
 		var err error
 		if first, err = firstDifference(ctx, a, b); err != nil {
 			return "", err
 		}
-		if first < 0 {
+		if first < 0 && force == "" {
 			return a.kind, nil
 		}
 	}
@@ -406,7 +407,6 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 
 // report collects differences.
 type report struct {
-	file      string
 	diffs     []Difference
 	primary   int
 	max       int
@@ -424,7 +424,6 @@ func (r *report) add(d Difference) error {
 		r.truncated = true
 		return errStop
 	}
-	d.File = r.file
 	r.diffs = append(r.diffs, d)
 	if !d.Derived {
 		r.primary++
@@ -439,7 +438,6 @@ func (r *report) consequence(d Difference) error {
 	if r.truncated {
 		return errStop
 	}
-	d.File = r.file
 	r.diffs = append(r.diffs, d)
 	return nil
 }
@@ -491,7 +489,7 @@ func ComparePaths(ctx context.Context, a, b string, opts Options) (*Result, erro
 	}
 	if sa.IsDir() != sb.IsDir() {
 		res := &Result{A: a, B: b, Kind: KindDirectory}
-		res.Differences = []Difference{{Section: SectionKind, Kind: Changed, Field: "kind", A: fileKindName(sa), B: fileKindName(sb)}}
+		res.Differences = []Difference{{Section: SectionKind, Kind: Changed, A: fileKindName(sa), B: fileKindName(sb)}}
 		return res, nil
 	}
 	return compareFilePaths(ctx, a, b, opts)

@@ -81,7 +81,7 @@ func TestTextDataKernel(t *testing.T) {
 			"bytes content: 4 bytes, sha256 054edec1d0211f624fed0cbca9d4f9400b0e491c43742af2c5b0abebf0c990d8 -> 3 bytes, sha256 "}},
 		{"kernel header", kernel, k2, KindKernel, []string{"kernel hdr.setup_sects: 0x3 -> 0x1e"}},
 		{"kernel body", kernel, k3, KindKernel, []string{"kernel image content: 18432 bytes, sha256 "}},
-		{"kinds", []byte("text\n"), kernel, KindText, []string{"kind kind: text -> kernel"}},
+		{"kinds", []byte("text\n"), kernel, KindText, []string{"kind: text -> kernel"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, err := compareBytes(t, tc.a, tc.b, Options{})

@@ -132,22 +132,20 @@ func (r *Result) writeDirText(w io.Writer) {
 // Line is the difference in one line of text: where (section, path,
 // field), both values and what it means.
 func (d Difference) Line() string {
-	var b strings.Builder
+	var where []string
 	switch d.Section {
 	case SectionFiles, SectionFields, SectionDirectory:
 	default:
-		b.WriteString(d.Section)
-		b.WriteByte(' ')
+		where = append(where, d.Section)
 	}
 	if d.Path != "" {
-		b.WriteString(safe(d.Path))
+		where = append(where, safe(d.Path))
 	}
 	if d.Field != "" {
-		if d.Path != "" {
-			b.WriteByte(' ')
-		}
-		b.WriteString(safe(d.Field))
+		where = append(where, safe(d.Field))
 	}
+	var b strings.Builder
+	b.WriteString(strings.Join(where, " "))
 	switch d.Kind {
 	case Added:
 		b.WriteString(": added")
