@@ -7,9 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // maxDirEntries bounds the entries of one directory a comparison lists.
@@ -146,6 +148,16 @@ func (d *dirCompare) dir(rel string) error {
 	return nil
 }
 
+// jsonName says a file of an output directory is one of its JSON
+// documents, compared as JSON whatever its content (a malformed one is
+// trouble, not text): manifest.json, reference-values*.json,
+// id-block-*.json.
+func jsonName(name string) bool {
+	return name == "manifest.json" ||
+		strings.HasPrefix(name, "reference-values") && strings.HasSuffix(name, ".json") ||
+		strings.HasPrefix(name, "id-block-") && strings.HasSuffix(name, ".json")
+}
+
 // file compares one pair of files and merges its result.
 func (d *dirCompare) file(rel string) error {
 	opts := d.opts
@@ -154,6 +166,9 @@ func (d *dirCompare) file(rel string) error {
 			d.res.Truncated = true
 			return errStop
 		}
+	}
+	if jsonName(path.Base(rel)) {
+		opts.Kind = KindJSON
 	}
 	res, err := compareFilePaths(d.ctx, filepath.Join(d.rootA, rel), filepath.Join(d.rootB, rel), opts)
 	if err != nil {

@@ -90,6 +90,12 @@ rootfs.img: root disks differ: 1 difference, `
 	if err != nil || !res.Identical {
 		t.Fatalf("same directory: %v %s", err, lines(res))
 	}
+	// A malformed manifest is trouble, not text.
+	os.WriteFile(filepath.Join(b, "manifest.json"), []byte(`{"seed": `), 0o644)
+	_, err = ComparePaths(context.Background(), a, b, Options{})
+	if !errors.As(err, new(*InputError)) || !strings.Contains(err.Error(), "manifest.json: not JSON") {
+		t.Errorf("malformed manifest: %v", err)
+	}
 	// A missing side.
 	_, err = ComparePaths(context.Background(), a, filepath.Join(b, "nothing"), Options{})
 	var ie *InputError
