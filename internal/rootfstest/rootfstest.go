@@ -103,30 +103,53 @@ func SmallLayers(t testing.TB) [][]byte {
 	return [][]byte{writeTar(t, base), writeTar(t, top)}
 }
 
-// writeTar writes entries as a PAX tar; a zero mode is 0644 (0755 for a
-// directory).
+// writeTar writes entries as a PAX tar (see Tar).
 func writeTar(t testing.TB, ents []entry) []byte {
+	t.Helper()
+	out := make([]TarEntry, len(ents))
+	for i, e := range ents {
+		out[i] = TarEntry{Name: e.name, Type: e.typ, Mode: e.mode, UID: e.uid, GID: e.gid, Body: e.body,
+			Link: e.link, Major: e.major, Minor: e.minor, Xattrs: e.xattrs}
+	}
+	return Tar(t, out)
+}
+
+// TarEntry is one entry of a test tar.
+type TarEntry struct {
+	Name         string
+	Type         byte // tar.TypeReg when 0
+	Mode         int64
+	UID, GID     int
+	Body         string // a regular file's content
+	Link         string // a symlink's target, a hard link's name
+	Major, Minor int64
+	Xattrs       map[string]string
+}
+
+// Tar writes entries as a PAX tar; a zero mode is 0644 (0755 for a
+// directory).
+func Tar(t testing.TB, ents []TarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range ents {
-		typ := e.typ
+		typ := e.Type
 		if typ == 0 {
 			typ = tar.TypeReg
 		}
-		mode := e.mode
+		mode := e.Mode
 		if mode == 0 {
 			mode = 0o644
 			if typ == tar.TypeDir {
 				mode = 0o755
 			}
 		}
-		h := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid,
-			Linkname: e.link, Devmajor: e.major, Devminor: e.minor, Format: tar.FormatPAX}
+		h := &tar.Header{Name: e.Name, Typeflag: typ, Mode: mode, Uid: e.UID, Gid: e.GID,
+			Linkname: e.Link, Devmajor: e.Major, Devminor: e.Minor, Format: tar.FormatPAX}
 		if typ == tar.TypeReg {
-			h.Size = int64(len(e.body))
+			h.Size = int64(len(e.Body))
 		}
-		for k, v := range e.xattrs {
+		for k, v := range e.Xattrs {
 			if h.PAXRecords == nil {
 				h.PAXRecords = map[string]string{}
 			}
@@ -136,7 +159,7 @@ func writeTar(t testing.TB, ents []entry) []byte {
 			t.Fatal(err)
 		}
 		if typ == tar.TypeReg {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
+			if _, err := tw.Write([]byte(e.Body)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -145,6 +168,37 @@ func writeTar(t testing.TB, ents []entry) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// MemDisk is an in-memory disk (an io.ReaderAt, io.WriterAt and
+// Truncate, as rootfs.Build writes into).
+type MemDisk struct{ B []byte }
+
+func (m *MemDisk) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(m.B)) {
+		m.B = append(m.B, make([]byte, end-int64(len(m.B)))...)
+	}
+	return copy(m.B[off:], p), nil
+}
+
+func (m *MemDisk) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.B)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.B[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m *MemDisk) Truncate(n int64) error {
+	if n <= int64(len(m.B)) {
+		m.B = m.B[:n]
+		return nil
+	}
+	m.B = append(m.B, make([]byte, n-int64(len(m.B)))...)
+	return nil
 }
 
 // ReadBack lists the erofs of partition 1 of the disk image img through

@@ -15,30 +15,50 @@ import (
 // compareData compares two files byte by byte: sizes, sha256 and the
 // first differing byte, reading each once.
 func compareData(ctx context.Context, a, b *input, rep *report) error {
+	d, err := hashedDiff(ctx, a, b, nil)
+	if err != nil || d == nil {
+		return err
+	}
+	return rep.add(Difference{Section: SectionBytes, Kind: Changed, Path: "content",
+		A: d.sizeA, B: d.sizeB, Detail: d.describe(a.size, b.size)})
+}
+
+// hashed is where two files first differ, with the size and sha256 of
+// each.
+type hashed struct {
+	contentDiff
+	sizeA, sizeB string
+}
+
+// hashedDiff reads a and b side by side to their first difference, then
+// each to its end for its sha256; it returns nil when they are equal.
+// mask, when set, wraps each stream after hashing (to leave bytes out of
+// the comparison, not of the digest).
+func hashedDiff(ctx context.Context, a, b *input, mask func(io.Reader) io.Reader) (*hashed, error) {
 	ha, hb := sha256.New(), sha256.New()
-	ra := io.TeeReader(a.reader(), ha)
-	rb := io.TeeReader(b.reader(), hb)
+	ra, rb := io.TeeReader(a.reader(), ha), io.TeeReader(b.reader(), hb)
+	if mask != nil {
+		ra, rb = mask(ra), mask(rb)
+	}
 	buf := newBuffers()
 	d, errA, errB := compareStreams(ctx, ra, rb, buf)
 	if errA != nil {
-		return a.fail(errA)
+		return nil, a.fail(errA)
 	}
 	if errB != nil {
-		return b.fail(errB)
+		return nil, b.fail(errB)
 	}
 	if d.Offset < 0 {
-		return nil
+		return nil, nil
 	}
-	// The rest of each file, for its digest.
 	if err := drain(ctx, ra, buf.a); err != nil {
-		return a.fail(err)
+		return nil, a.fail(err)
 	}
 	if err := drain(ctx, rb, buf.b); err != nil {
-		return b.fail(err)
+		return nil, b.fail(err)
 	}
-	d.Line = 0 // data has no lines
-	return rep.add(Difference{Section: SectionBytes, Kind: Changed, Path: "content",
-		A: sizeSHA(a.size, ha), B: sizeSHA(b.size, hb), Detail: d.describe(a.size, b.size)})
+	d.Line = 0 // bytes, not lines
+	return &hashed{d, sizeSHA(a.size, ha), sizeSHA(b.size, hb)}, nil
 }
 
 func sizeSHA(n int64, h hash.Hash) string {
@@ -122,29 +142,14 @@ func compareKernels(ctx context.Context, a, b *input, rep *report) error {
 	}
 	// The rest (setup code and compressed kernel) as bytes, the header
 	// left out: it follows from the version when that differs.
-	ha, hb := sha256.New(), sha256.New()
-	ra := &maskReader{r: io.TeeReader(a.reader(), ha), from: bootparams.SetupHeaderOffset, to: bootparams.SetupHeaderOffset + bootparams.SetupHeaderSize}
-	rb := &maskReader{r: io.TeeReader(b.reader(), hb), from: ra.from, to: ra.to}
-	buf := newBuffers()
-	d, errA, errB := compareStreams(ctx, ra, rb, buf)
-	if errA != nil {
-		return a.fail(errA)
+	d, err := hashedDiff(ctx, a, b, func(r io.Reader) io.Reader {
+		return &maskReader{r: r, from: bootparams.SetupHeaderOffset, to: bootparams.SetupHeaderOffset + bootparams.SetupHeaderSize}
+	})
+	if err != nil || d == nil {
+		return err
 	}
-	if errB != nil {
-		return b.fail(errB)
-	}
-	if d.Offset < 0 {
-		return nil
-	}
-	if err := drain(ctx, ra, buf.a); err != nil {
-		return a.fail(err)
-	}
-	if err := drain(ctx, rb, buf.b); err != nil {
-		return b.fail(err)
-	}
-	d.Line = 0
 	x := Difference{Section: SectionKernel, Kind: Changed, Path: "image", Field: "content",
-		A: sizeSHA(a.size, ha), B: sizeSHA(b.size, hb), Detail: d.describe(a.size, b.size) + " (past the setup header)"}
+		A: d.sizeA, B: d.sizeB, Detail: d.describe(a.size, b.size) + " (past the setup header)"}
 	if version[0] != version[1] {
 		return rep.consequence(x)
 	}

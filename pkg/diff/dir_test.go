@@ -27,8 +27,8 @@ func writeFiles(t *testing.T, dir string, files map[string][]byte) {
 func TestDirectories(t *testing.T) {
 	diskA := buildDisk(t, baseTree())
 	diskB := buildDisk(t, changed(func(e *tent) bool {
-		if e.name == "etc/motd" {
-			e.mode = 0o600
+		if e.Name == "etc/motd" {
+			e.Mode = 0o600
 		}
 		return true
 	}))

@@ -749,23 +749,10 @@ func (c *igvmCompare) regionAt(g, end uint64, ha, hb *igvm.PageData) inspect.Reg
 }
 
 func pageFlags(fl uint32) string {
-	var s []string
-	if fl&igvm.PageFlag2MB != 0 {
-		s = append(s, "2MB")
+	if s := igvm.PageFlagNames(fl); s != "" {
+		return s
 	}
-	if fl&igvm.PageFlagUnmeasured != 0 {
-		s = append(s, "UNMEASURED")
-	}
-	if fl&igvm.PageFlagShared != 0 {
-		s = append(s, "SHARED")
-	}
-	if rest := fl &^ (igvm.PageFlag2MB | igvm.PageFlagUnmeasured | igvm.PageFlagShared); rest != 0 {
-		s = append(s, hexText(uint64(rest)))
-	}
-	if len(s) == 0 {
-		return "none"
-	}
-	return strings.Join(s, "|")
+	return "none"
 }
 
 // comparePage compares the 4 KiB page at g; for a content difference it

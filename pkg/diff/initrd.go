@@ -140,45 +140,12 @@ func compareInitrds(ctx context.Context, ra, rb io.Reader, a, b *input, rep *rep
 		pendA: map[string]*pendingEntry{}, pendB: map[string]*pendingEntry{}}
 	defer t.wa.stop()
 	defer t.wb.stop()
-	ea, okA, err := t.wa.advance()
+	err := mergeWalks(t.wa.advance, t.wb.advance, func(e cpioEntry) string { return e.h.Name },
+		func(e cpioEntry) error { return t.hold(t.wa, e, t.pendA) },
+		func(e cpioEntry) error { return t.hold(t.wb, e, t.pendB) },
+		t.compareEntry)
 	if err != nil {
 		return err
-	}
-	eb, okB, err := t.wb.advance()
-	if err != nil {
-		return err
-	}
-	for okA || okB {
-		c := 0
-		switch {
-		case !okA:
-			c = 1
-		case !okB:
-			c = -1
-		default:
-			c = comparePaths(ea.h.Name, eb.h.Name)
-		}
-		switch {
-		case c < 0:
-			err = t.hold(t.wa, ea, t.pendA)
-		case c > 0:
-			err = t.hold(t.wb, eb, t.pendB)
-		default:
-			err = t.compareEntry(ea, eb)
-		}
-		if err != nil {
-			return err
-		}
-		if c <= 0 {
-			if ea, okA, err = t.wa.advance(); err != nil {
-				return err
-			}
-		}
-		if c >= 0 {
-			if eb, okB, err = t.wb.advance(); err != nil {
-				return err
-			}
-		}
 	}
 	t.matchPending()
 	t.finishMtimes()

@@ -15,18 +15,18 @@ import (
 // baseTree is the source of disk A: every kind of entry.
 func baseTree() []tent {
 	return []tent{
-		{name: "bin/", typ: tar.TypeDir},
-		{name: "bin/dash", mode: 0o755, body: "dash binary"},
-		{name: "bin/bash", mode: 0o755, body: "bash binary"},
-		{name: "bin/sh", typ: tar.TypeSymlink, link: "dash"},
-		{name: "bin/ping", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
-		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"},
-		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
-		{name: "etc/hostname", body: "alpha-host\n"},
-		{name: "etc/motd", body: "welcome\n"},
-		{name: "etc/big", body: strings.Repeat("0123456789abcdef", 1000) + "\n"},
-		{name: "home/user/notes", mode: 0o600, body: "notes"},
-		{name: "opt/", typ: tar.TypeDir},
+		{Name: "bin/", Type: tar.TypeDir},
+		{Name: "bin/dash", Mode: 0o755, Body: "dash binary"},
+		{Name: "bin/bash", Mode: 0o755, Body: "bash binary"},
+		{Name: "bin/sh", Type: tar.TypeSymlink, Link: "dash"},
+		{Name: "bin/ping", Mode: 0o755, Body: "ping", Xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
+		{Name: "bin/ping-link", Type: tar.TypeLink, Link: "bin/ping"},
+		{Name: "dev/null", Type: tar.TypeChar, Mode: 0o666, Major: 1, Minor: 3},
+		{Name: "etc/hostname", Body: "alpha-host\n"},
+		{Name: "etc/motd", Body: "welcome\n"},
+		{Name: "etc/big", Body: strings.Repeat("0123456789abcdef", 1000) + "\n"},
+		{Name: "home/user/notes", Mode: 0o600, Body: "notes"},
+		{Name: "opt/", Type: tar.TypeDir},
 	}
 }
 
@@ -49,18 +49,18 @@ func changed(f func(e *tent) bool, extra ...tent) []tent {
 func TestRootDisksFiveDifferences(t *testing.T) {
 	a := buildDisk(t, baseTree())
 	b := buildDisk(t, changed(func(e *tent) bool {
-		switch e.name {
+		switch e.Name {
 		case "etc/hostname":
-			e.body = "omega-host\n"
+			e.Body = "omega-host\n"
 		case "etc/motd":
-			e.mode = 0o600
+			e.Mode = 0o600
 		case "home/user/notes":
-			e.uid, e.gid = 1000, 1000
+			e.UID, e.GID = 1000, 1000
 		case "bin/sh":
-			e.link = "bash"
+			e.Link = "bash"
 		}
 		return true
-	}, tent{name: "opt/new", body: "new file\n"}))
+	}, tent{Name: "opt/new", Body: "new file\n"}))
 	res, err := compareBytes(t, a, b, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -126,42 +126,42 @@ func TestRootDisksAttributes(t *testing.T) {
 		want []string
 	}{
 		{"xattr", func(e *tent) bool {
-			if e.name == "bin/ping" {
-				e.xattrs = map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x30\x00\x00"}
+			if e.Name == "bin/ping" {
+				e.Xattrs = map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x30\x00\x00"}
 			}
 			return true
 		}, []string{`/bin/ping xattr security.capability: 0x0100000200200000 -> 0x0100000200300000`}},
 		{"xattr removed", func(e *tent) bool {
-			if e.name == "bin/ping" {
-				e.xattrs = nil
+			if e.Name == "bin/ping" {
+				e.Xattrs = nil
 			}
 			return true
 		}, []string{`/bin/ping xattr security.capability: 0x0100000200200000 -> (none)`}},
 		{"type", func(e *tent) bool {
-			if e.name == "bin/sh" {
-				*e = tent{name: "bin/sh", mode: 0o755, body: "sh"}
+			if e.Name == "bin/sh" {
+				*e = tent{Name: "bin/sh", Mode: 0o755, Body: "sh"}
 			}
 			return true
 		}, []string{`/bin/sh type: symlink 0777 0:0 -> "dash" -> regular file 0755 0:0, 2 bytes`}},
 		{"device", func(e *tent) bool {
-			if e.name == "dev/null" {
-				e.minor = 5
+			if e.Name == "dev/null" {
+				e.Minor = 5
 			}
 			return true
 		}, []string{`/dev/null device: 1:3 -> 1:5`}},
 		{"hard link", func(e *tent) bool {
-			if e.name == "bin/ping-link" {
-				*e = tent{name: "bin/ping-link", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}}
+			if e.Name == "bin/ping-link" {
+				*e = tent{Name: "bin/ping-link", Mode: 0o755, Body: "ping", Xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}}
 			}
 			return true
 		}, []string{`/bin/ping-link hard link: same inode as "/bin/ping" -> own inode`}},
 		{"size and content", func(e *tent) bool {
-			if e.name == "etc/big" {
-				e.body = strings.Repeat("0123456789abcdef", 1000) + "more\n"
+			if e.Name == "etc/big" {
+				e.Body = strings.Repeat("0123456789abcdef", 1000) + "more\n"
 			}
 			return true
 		}, []string{`/etc/big content: 16001 bytes -> 16005 bytes (first difference at byte 16000, line 1: "...` /* checked below */}},
-		{"removed", func(e *tent) bool { return e.name != "etc/motd" }, []string{`/etc/motd: removed: regular file 0644 0:0, 8 bytes`}},
+		{"removed", func(e *tent) bool { return e.Name != "etc/motd" }, []string{`/etc/motd: removed: regular file 0644 0:0, 8 bytes`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := buildDisk(t, changed(tc.f))
@@ -271,7 +271,7 @@ func TestRootDisksHostile(t *testing.T) {
 	// Cancelled.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	b := buildDisk(t, changed(func(e *tent) bool { return true }, tent{name: "x", body: "x"}))
+	b := buildDisk(t, changed(func(e *tent) bool { return true }, tent{Name: "x", Body: "x"}))
 	if _, err := Compare(ctx, Artifact{"a", bytes.NewReader(a), int64(len(a))}, Artifact{"b", bytes.NewReader(b), int64(len(b))}, Options{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
@@ -303,7 +303,7 @@ func TestErofsImages(t *testing.T) {
 		return disk[p.Offset : p.Offset+p.Size]
 	}
 	a := part(buildDisk(t, baseTree()))
-	b := part(buildDisk(t, changed(func(e *tent) bool { return e.name != "etc/motd" })))
+	b := part(buildDisk(t, changed(func(e *tent) bool { return e.Name != "etc/motd" })))
 	res, err := compareBytes(t, a, b, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -200,11 +200,26 @@ func compareTrees(ctx context.Context, a, b *input, fa, fb *erofs.FS, rep *repor
 		buildA: fa.Superblock().BuildTime, buildB: fb.Superblock().BuildTime}
 	defer t.wa.stop()
 	defer t.wb.stop()
-	ea, okA, err := t.wa.advance()
+	return mergeWalks(t.wa.advance, t.wb.advance, func(e treeEntry) string { return e.path },
+		func(e treeEntry) error {
+			return rep.add(Difference{Section: SectionFiles, Kind: Removed, Path: e.path, A: t.describe(t.wa, e)})
+		},
+		func(e treeEntry) error {
+			return rep.add(Difference{Section: SectionFiles, Kind: Added, Path: e.path, B: t.describe(t.wb, e)})
+		},
+		t.compareEntry)
+}
+
+// mergeWalks goes through two walks in step, both in path order
+// (comparePaths): onlyA gets an entry whose path A has and B has not (so
+// far), onlyB the reverse, both the entries of a path both have. A walk
+// that ends with an error ends the merge with it.
+func mergeWalks[E any](nextA, nextB func() (E, bool, error), path func(E) string, onlyA, onlyB func(E) error, both func(E, E) error) error {
+	ea, okA, err := nextA()
 	if err != nil {
 		return err
 	}
-	eb, okB, err := t.wb.advance()
+	eb, okB, err := nextB()
 	if err != nil {
 		return err
 	}
@@ -216,26 +231,26 @@ func compareTrees(ctx context.Context, a, b *input, fa, fb *erofs.FS, rep *repor
 		case !okB:
 			c = -1
 		default:
-			c = comparePaths(ea.path, eb.path)
+			c = comparePaths(path(ea), path(eb))
 		}
 		switch {
 		case c < 0:
-			err = rep.add(Difference{Section: SectionFiles, Kind: Removed, Path: ea.path, A: t.describe(t.wa, ea)})
+			err = onlyA(ea)
 		case c > 0:
-			err = rep.add(Difference{Section: SectionFiles, Kind: Added, Path: eb.path, B: t.describe(t.wb, eb)})
+			err = onlyB(eb)
 		default:
-			err = t.compareEntry(ea, eb)
+			err = both(ea, eb)
 		}
 		if err != nil {
 			return err
 		}
 		if c <= 0 {
-			if ea, okA, err = t.wa.advance(); err != nil {
+			if ea, okA, err = nextA(); err != nil {
 				return err
 			}
 		}
 		if c >= 0 {
-			if eb, okB, err = t.wb.advance(); err != nil {
+			if eb, okB, err = nextB(); err != nil {
 				return err
 			}
 		}

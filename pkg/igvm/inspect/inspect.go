@@ -276,20 +276,6 @@ func Inspect(f *igvm.File) (*Report, error) {
 	return r, nil
 }
 
-func flagString(fl uint32) string {
-	var s []string
-	if fl&igvm.PageFlag2MB != 0 {
-		s = append(s, "2MB")
-	}
-	if fl&igvm.PageFlagUnmeasured != 0 {
-		s = append(s, "UNMEASURED")
-	}
-	if fl&igvm.PageFlagShared != 0 {
-		s = append(s, "SHARED")
-	}
-	return strings.Join(s, "|")
-}
-
 // fold groups the directives.
 func fold(f *igvm.File) []Entry {
 	var out []Entry
@@ -315,7 +301,7 @@ func fold(f *igvm.File) []Entry {
 		if ok {
 			start, end, mask, zero := Hex(p.GPA), Hex(p.GPA+p.PageSize()), Hex(p.CompatibilityMask), p.FileOffset == 0
 			run = &Entry{Index: idx, Count: 1, Type: h.Type().String(), Start: &start, End: &end,
-				Pages: int(p.PageSize() / igvm.PageSize4K), DataType: p.DataType.String(), Flags: flagString(p.Flags), Mask: &mask, Zero: &zero}
+				Pages: int(p.PageSize() / igvm.PageSize4K), DataType: p.DataType.String(), Flags: igvm.PageFlagNames(p.Flags), Mask: &mask, Zero: &zero}
 			last = p
 			continue
 		}
