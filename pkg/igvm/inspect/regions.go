@@ -1,5 +1,7 @@
 package inspect
 
+import "github.com/imagebuilder/imagebuilder/pkg/bootparams"
+
 // Region is a range of guest memory and what it holds, for people.
 type Region struct {
 	Start Hex    `json:"start"`
@@ -17,7 +19,8 @@ func (g Region) Contains(gpa uint64) bool { return gpa >= uint64(g.Start) && gpa
 // "cc_blob", the "GDT" and "TSS" (the BSP's gdtr and tr), "boot stack"
 // (the page below the BSP's rsp), "page tables"
 // (two pages at cr3, as a direct boot builds them), "initrd" and
-// "kernel" (pref_address to pref_address+init_size). Pages the directives
+// "kernel" (pref_address to pref_address+init_size), then the e820 map's
+// ranges other than RAM ("e820 ACPI"). Pages the directives
 // type (CPUID, secrets) and VMSAs are not memory the report reads: see the
 // directives for those.
 func (r *Report) Regions() []Region {
@@ -69,6 +72,12 @@ func (r *Report) Regions() []Region {
 	if l := r.Linux; l != nil {
 		add(uint64(l.RamdiskGPA), uint64(l.RamdiskGPA)+uint64(l.RamdiskSize), "initrd")
 		add(uint64(l.PrefAddress), uint64(l.PrefAddress)+uint64(l.InitSize), "kernel")
+		// Last, what the memory map says of the rest ("e820 ACPI").
+		for _, e := range l.E820 {
+			if e.Type != bootparams.E820RAM {
+				add(uint64(e.Addr), uint64(e.End), "e820 "+e.Name)
+			}
+		}
 	}
 	return out
 }

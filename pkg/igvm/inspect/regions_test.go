@@ -37,6 +37,7 @@ func TestRegions(t *testing.T) {
 		{uint64(l.CmdlineGPA), "kernel command line"},
 		{uint64(l.PrefAddress) + 0x1000, "kernel"},
 		{0x10, ""},
+		{0x1ff000, "e820 ACPI"}, // the default ACPI pages past the tables
 	} {
 		if got := RegionOf(regions, c.gpa); got != c.want {
 			t.Errorf("RegionOf(%#x) = %q, want %q", c.gpa, got, c.want)
