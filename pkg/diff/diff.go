@@ -140,7 +140,8 @@ type Result struct {
 	// Files are the files of a directory comparison present on both
 	// sides, by name.
 	Files []FileResult `json:"files,omitempty"`
-	// Truncated says Options.MaxDifferences stopped the comparison.
+	// Truncated says the comparison stopped early: at
+	// Options.MaxDifferences, or at 64 MiB of differences.
 	Truncated bool      `json:"truncated,omitempty"`
 	Read      ReadStats `json:"bytes_read"`
 }
@@ -405,12 +406,29 @@ func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, err
 }
 
+// maxReport bounds the memory of the differences of one comparison
+// (about 64 MiB of paths and values): a hostile image can give each of
+// many entries a path as long as its depth. A comparison that reaches it
+// stops, Truncated.
+const maxReport = 64 << 20
+
 // report collects differences.
 type report struct {
 	diffs     []Difference
 	primary   int
 	max       int
 	truncated bool
+	size      int
+}
+
+// charge counts a difference against maxReport.
+func (r *report) charge(d *Difference) bool {
+	r.size += len(d.Path) + len(d.Field) + len(d.A) + len(d.B) + len(d.Detail) + 128
+	if r.size > maxReport {
+		r.truncated = true
+		return false
+	}
+	return true
 }
 
 // add records a difference; it returns errStop once MaxDifferences
@@ -420,7 +438,7 @@ func (r *report) add(d Difference) error {
 	if r.truncated {
 		return errStop
 	}
-	if !d.Derived && r.max > 0 && r.primary >= r.max {
+	if !d.Derived && r.max > 0 && r.primary >= r.max || !r.charge(&d) {
 		r.truncated = true
 		return errStop
 	}
@@ -435,7 +453,7 @@ func (r *report) add(d Difference) error {
 // differs (finish decides).
 func (r *report) consequence(d Difference) error {
 	d.Derived = true
-	if r.truncated {
+	if r.truncated || !r.charge(&d) {
 		return errStop
 	}
 	r.diffs = append(r.diffs, d)

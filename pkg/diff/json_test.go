@@ -127,3 +127,17 @@ func TestDetect(t *testing.T) {
 		}
 	}
 }
+
+// The differences of one comparison are bounded: past maxReport bytes it
+// stops, Truncated.
+func TestReportBound(t *testing.T) {
+	r := &report{}
+	long := strings.Repeat("x", 1<<20)
+	n := 0
+	for r.add(Difference{Path: long}) == nil {
+		n++
+	}
+	if !r.truncated || n < 60 || n > 64 {
+		t.Errorf("%d differences of 1 MiB, truncated %v", n, r.truncated)
+	}
+}
