@@ -48,6 +48,7 @@ func TestStrict(t *testing.T) {
 		{"path without scheme", strings.Replace(base, "[oci-layout:oci]", "[./rootfs]", 1), `9: spec.rootfs.sources[0]: "./rootfs" is not a source: a host path needs its scheme`},
 		{"bad digest", strings.Replace(base, "[oci-layout:oci]", "[oci-layout:oci@sha256:abc]", 1), `9: spec.rootfs.sources[0]: digest "sha256:abc" is not sha256: and 64 lowercase hex digits`},
 		{"no sources", strings.Replace(base, "[oci-layout:oci]", "[]", 1), `9: spec.rootfs.sources: missing: give at least one source`},
+		{"null list item", strings.Replace(base, "[oci-layout:oci]", "\n      -", 1), `10: spec.rootfs.sources[0]: empty list item`},
 		{"bad compression", base + "  initrd:\n    compression: lz4\n", `12: spec.initrd.compression: "lz4": want none, gzip or zstd`},
 		{"level with none", base + "  initrd:\n    compression: none\n    level: 3\n", `13: spec.initrd.level: a level with compression none`},
 		{"vcpus zero", base + "  measurements:\n    targets:\n      - platform: igvm-kvm\n        vcpus: [0]\n", `14: spec.measurements.targets[0].vcpus[0]: "0": vCPU counts are 1 to 512`},
