@@ -35,6 +35,9 @@ func (s *Source) decodeNode(d *decoder, n *yaml.Node, path string) error {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 		return d.errorf(n, path, "want a source string, got %s", kindName(n))
 	}
+	if w := n.Value; strings.HasPrefix(w, "/") || strings.HasPrefix(w, "./") || strings.HasPrefix(w, "../") || strings.HasPrefix(w, CacheVar) {
+		return d.errorf(n, path, "%q is not a source: a host path needs its scheme, e.g. dir:%s or tar:%s (sources are %s)", w, w, w, SourceSyntax)
+	}
 	src, err := source.Parse(n.Value)
 	if err != nil {
 		var se *source.SyntaxError
@@ -45,9 +48,6 @@ func (s *Source) decodeNode(d *decoder, n *yaml.Node, path string) error {
 	}
 	switch src.Kind {
 	case source.Registry:
-		if w := n.Value; strings.HasPrefix(w, "/") || strings.HasPrefix(w, "./") || strings.HasPrefix(w, "../") || strings.HasPrefix(w, CacheVar) {
-			return d.errorf(n, path, "%q is not a source: a host path needs its scheme, e.g. dir:%s or tar:%s (sources are %s)", w, w, w, SourceSyntax)
-		}
 		// A reference that names a path beside the config file is a
 		// host path written without its scheme (source.Parse looks in
 		// the working directory only).

@@ -220,6 +220,9 @@ func parse(s string, lookLocal bool) (Source, error) {
 	if fi, err := os.Lstat(s); err == nil && lookLocal {
 		return bad("%s", pathHint(s, fi))
 	}
+	if ref == s && (strings.HasPrefix(s, "/") || strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || s == "." || s == "..") {
+		return bad("%q is a host path, not a registry image: write dir:%s for a tree, tar:%s for a tar file or oci-layout:%s for an OCI image layout", s, s, s, s)
+	}
 	if _, err := name.ParseReference(ref); err != nil {
 		return bad("not a registry reference (%v), and no scheme; sources are %s", err, Kinds)
 	}
