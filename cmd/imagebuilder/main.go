@@ -54,6 +54,23 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// exitStatus is an error that chooses the exit code: diff exits 1 when its
+// inputs differ (no message: the output says how) and 2 on trouble, as
+// diff(1) does.
+type exitStatus struct {
+	code int
+	err  error // nil: exit without a message
+}
+
+func (e exitStatus) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e exitStatus) Unwrap() error { return e.err }
+
 // usagef returns a usage error (exit code 2) with a formatted message.
 func usagef(format string, args ...any) error {
 	return usageError{fmt.Errorf(format, args...)}
@@ -132,6 +149,12 @@ func run(args []string) int {
 	// Messages that start with a command path ("imagebuilder verity
 	// format: ...") would repeat the program name after the prefix.
 	msg := strings.TrimPrefix(err.Error(), root.Name()+" ")
+	if es, ok := err.(exitStatus); ok {
+		if es.err != nil {
+			fmt.Fprintf(os.Stderr, "imagebuilder: %s\n", oneLine(msg))
+		}
+		return es.code
+	}
 	var ce configError
 	if errors.As(err, &ce) {
 		// A config file error: exit 2, and no pointer to --help.

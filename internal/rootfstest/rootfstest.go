@@ -16,7 +16,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -101,30 +103,53 @@ func SmallLayers(t testing.TB) [][]byte {
 	return [][]byte{writeTar(t, base), writeTar(t, top)}
 }
 
-// writeTar writes entries as a PAX tar; a zero mode is 0644 (0755 for a
-// directory).
+// writeTar writes entries as a PAX tar (see Tar).
 func writeTar(t testing.TB, ents []entry) []byte {
+	t.Helper()
+	out := make([]TarEntry, len(ents))
+	for i, e := range ents {
+		out[i] = TarEntry{Name: e.name, Type: e.typ, Mode: e.mode, UID: e.uid, GID: e.gid, Body: e.body,
+			Link: e.link, Major: e.major, Minor: e.minor, Xattrs: e.xattrs}
+	}
+	return Tar(t, out)
+}
+
+// TarEntry is one entry of a test tar.
+type TarEntry struct {
+	Name         string
+	Type         byte // tar.TypeReg when 0
+	Mode         int64
+	UID, GID     int
+	Body         string // a regular file's content
+	Link         string // a symlink's target, a hard link's name
+	Major, Minor int64
+	Xattrs       map[string]string
+}
+
+// Tar writes entries as a PAX tar; a zero mode is 0644 (0755 for a
+// directory).
+func Tar(t testing.TB, ents []TarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range ents {
-		typ := e.typ
+		typ := e.Type
 		if typ == 0 {
 			typ = tar.TypeReg
 		}
-		mode := e.mode
+		mode := e.Mode
 		if mode == 0 {
 			mode = 0o644
 			if typ == tar.TypeDir {
 				mode = 0o755
 			}
 		}
-		h := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid,
-			Linkname: e.link, Devmajor: e.major, Devminor: e.minor, Format: tar.FormatPAX}
+		h := &tar.Header{Name: e.Name, Typeflag: typ, Mode: mode, Uid: e.UID, Gid: e.GID,
+			Linkname: e.Link, Devmajor: e.Major, Devminor: e.Minor, Format: tar.FormatPAX}
 		if typ == tar.TypeReg {
-			h.Size = int64(len(e.body))
+			h.Size = int64(len(e.Body))
 		}
-		for k, v := range e.xattrs {
+		for k, v := range e.Xattrs {
 			if h.PAXRecords == nil {
 				h.PAXRecords = map[string]string{}
 			}
@@ -134,7 +159,7 @@ func writeTar(t testing.TB, ents []entry) []byte {
 			t.Fatal(err)
 		}
 		if typ == tar.TypeReg {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
+			if _, err := tw.Write([]byte(e.Body)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -143,6 +168,37 @@ func writeTar(t testing.TB, ents []entry) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// MemDisk is an in-memory disk (an io.ReaderAt, io.WriterAt and
+// Truncate, as rootfs.Build writes into).
+type MemDisk struct{ B []byte }
+
+func (m *MemDisk) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(m.B)) {
+		m.B = append(m.B, make([]byte, end-int64(len(m.B)))...)
+	}
+	return copy(m.B[off:], p), nil
+}
+
+func (m *MemDisk) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.B)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.B[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m *MemDisk) Truncate(n int64) error {
+	if n <= int64(len(m.B)) {
+		m.B = m.B[:n]
+		return nil
+	}
+	m.B = append(m.B, make([]byte, n-int64(len(m.B)))...)
+	return nil
 }
 
 // ReadBack lists the erofs of partition 1 of the disk image img through
@@ -279,5 +335,24 @@ func CompareTrees(t testing.TB, got, want map[string]string) {
 			bad = append(bad[:20], fmt.Sprintf("... and %d more", len(bad)-20))
 		}
 		t.Fatalf("trees differ (got, want):\n%s", strings.Join(bad, "\n"))
+	}
+}
+
+// FixGPTCRCs repairs the primary GPT's CRCs of a 512-byte-sector disk, as
+// far as its header's fields allow, so that fuzz targets that mutate a
+// table reach the checks behind its CRCs.
+func FixGPTCRCs(b []byte) {
+	if len(b) < 1024 {
+		return
+	}
+	le := binary.LittleEndian
+	h := b[512:1024]
+	lba, n, es := le.Uint64(h[72:]), uint64(le.Uint32(h[80:])), uint64(le.Uint32(h[84:]))
+	if lba < uint64(len(b))/512 && n*es <= 4<<20 && n*es <= uint64(len(b))-lba*512 {
+		le.PutUint32(h[88:], crc32.ChecksumIEEE(b[lba*512:lba*512+n*es]))
+	}
+	if hs := int(le.Uint32(h[12:])); hs >= 92 && hs <= 512 {
+		le.PutUint32(h[16:], 0)
+		le.PutUint32(h[16:], crc32.ChecksumIEEE(h[:hs]))
 	}
 }

@@ -56,6 +56,12 @@ func (m *Memory) lookup(page uint64) (*PageData, bool) {
 	return nil, false
 }
 
+// Page returns the PAGE_DATA header that loads the 4 KiB page holding gpa
+// (the last one, when several do).
+func (m *Memory) Page(gpa uint64) (*PageData, bool) {
+	return m.lookup(gpa &^ (PageSize4K - 1))
+}
+
 // Loaded reports whether the 4 KiB page holding gpa is loaded.
 func (m *Memory) Loaded(gpa uint64) bool {
 	_, ok := m.lookup(gpa &^ (PageSize4K - 1))

@@ -3,6 +3,7 @@ package igvm
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -257,6 +258,25 @@ func (d PageDataType) String() string {
 		return "CPUID_XF"
 	}
 	return fmt.Sprintf("DATA_TYPE_%#x", uint16(d))
+}
+
+// PageFlagNames names the bits of a PageData's flags, "2MB|UNMEASURED|SHARED"
+// (bits without a name in hex), "" for none.
+func PageFlagNames(fl uint32) string {
+	var s []string
+	if fl&PageFlag2MB != 0 {
+		s = append(s, "2MB")
+	}
+	if fl&PageFlagUnmeasured != 0 {
+		s = append(s, "UNMEASURED")
+	}
+	if fl&PageFlagShared != 0 {
+		s = append(s, "SHARED")
+	}
+	if rest := fl &^ (PageFlag2MB | PageFlagUnmeasured | PageFlagShared); rest != 0 {
+		s = append(s, fmt.Sprintf("%#x", rest))
+	}
+	return strings.Join(s, "|")
 }
 
 // PageData (0x302, 24 bytes) loads one page; FileOffset 0 means a page of

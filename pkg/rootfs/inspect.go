@@ -18,6 +18,11 @@ import (
 type InspectOptions struct {
 	// Files lists every file of the erofs in Inspection.Files.
 	Files bool
+	// SkipHashCheck reads only the tables and superblocks, not every block
+	// of partition 1: Verity.RootHash is then the root hash the PARTUUIDs
+	// carry, and RootHashOK is false (nothing was checked). For callers
+	// that read the file system themselves (pkg/diff).
+	SkipHashCheck bool
 }
 
 // Inspection is what Inspect finds in a disk image.
@@ -118,29 +123,20 @@ func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions
 	}
 	want := append(append([]byte{}, data.UUID[:]...), hash.UUID[:]...)
 	in.PartUUIDRootHash = hex.EncodeToString(want)
-	// One pass when all is well: Verify checks the tree top down against
-	// the PARTUUIDs' root hash and every data block against it.
 	vr := *plan
 	vr.RootHash = want
-	if _, err := verity.Verify(ctx, dataR, data.Size, hashR, want, verity.VerifyOptions{Params: p}); err != nil {
-		var ce *verity.CorruptError
-		if !errors.As(err, &ce) {
-			return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
+	if !opts.SkipHashCheck {
+		mismatch, err := checkHashTree(ctx, dataR, data, hashR, hash, p, want)
+		if err != nil {
+			return nil, err
 		}
-		// Which is wrong: partition 1 (its root hash is not the
-		// PARTUUIDs') or partition 2 (its tree is not partition 1's)?
-		got, ferr := verity.Format(ctx, dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
-		if ferr != nil {
-			return nil, fmt.Errorf("partition %d: %w", data.Number, ferr)
+		if mismatch != nil {
+			vr.RootHash = mismatch.RootHash
+			in.Mismatch = fmt.Sprintf("partition %d has root hash %s, the PARTUUIDs carry %s (%v)",
+				data.Number, mismatch.RootHashHex(), in.PartUUIDRootHash, mismatch.err)
+		} else {
+			in.RootHashOK = true
 		}
-		if bytes.Equal(got.RootHash, want) {
-			return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
-		}
-		vr.RootHash = got.RootHash
-		in.Mismatch = fmt.Sprintf("partition %d has root hash %s, the PARTUUIDs carry %s (%v)",
-			data.Number, got.RootHashHex(), in.PartUUIDRootHash, ce)
-	} else {
-		in.RootHashOK = true
 	}
 	in.Verity = verityInfo(&vr, p.UUID)
 	if in.Cmdline, err = cmdlines(&vr, data.UUID, hash.UUID); err != nil {
@@ -152,6 +148,39 @@ func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions
 		}
 	}
 	return in, nil
+}
+
+// hashMismatch is partition 1's own root hash when it is not the
+// PARTUUIDs'.
+type hashMismatch struct {
+	*verity.Result
+	err *verity.CorruptError
+}
+
+// checkHashTree checks the tree in partition 2 top down against the
+// PARTUUIDs' root hash and every block of partition 1 against it (one pass
+// when all is well). It returns a mismatch when partition 1's root hash is
+// not the PARTUUIDs', and an error when partition 2's tree is not
+// partition 1's.
+func checkHashTree(ctx context.Context, dataR io.ReaderAt, data *Partition, hashR io.ReaderAt, hash *Partition, p verity.Params, want []byte) (*hashMismatch, error) {
+	_, err := verity.Verify(ctx, dataR, data.Size, hashR, want, verity.VerifyOptions{Params: p})
+	if err == nil {
+		return nil, nil
+	}
+	var ce *verity.CorruptError
+	if !errors.As(err, &ce) {
+		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
+	}
+	// Which is wrong: partition 1 (its root hash is not the PARTUUIDs')
+	// or partition 2 (its tree is not partition 1's)?
+	got, ferr := verity.Format(ctx, dataR, int64(p.DataBlocks)*int64(p.DataBlockSize), discardAt{}, p)
+	if ferr != nil {
+		return nil, fmt.Errorf("partition %d: %w", data.Number, ferr)
+	}
+	if bytes.Equal(got.RootHash, want) {
+		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
+	}
+	return &hashMismatch{got, ce}, nil
 }
 
 // ctxReaderAt fails reads once ctx is done, so long reads (the hash tree

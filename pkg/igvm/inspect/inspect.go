@@ -276,20 +276,6 @@ func Inspect(f *igvm.File) (*Report, error) {
 	return r, nil
 }
 
-func flagString(fl uint32) string {
-	var s []string
-	if fl&igvm.PageFlag2MB != 0 {
-		s = append(s, "2MB")
-	}
-	if fl&igvm.PageFlagUnmeasured != 0 {
-		s = append(s, "UNMEASURED")
-	}
-	if fl&igvm.PageFlagShared != 0 {
-		s = append(s, "SHARED")
-	}
-	return strings.Join(s, "|")
-}
-
 // fold groups the directives.
 func fold(f *igvm.File) []Entry {
 	var out []Entry
@@ -315,7 +301,7 @@ func fold(f *igvm.File) []Entry {
 		if ok {
 			start, end, mask, zero := Hex(p.GPA), Hex(p.GPA+p.PageSize()), Hex(p.CompatibilityMask), p.FileOffset == 0
 			run = &Entry{Index: idx, Count: 1, Type: h.Type().String(), Start: &start, End: &end,
-				Pages: int(p.PageSize() / igvm.PageSize4K), DataType: p.DataType.String(), Flags: flagString(p.Flags), Mask: &mask, Zero: &zero}
+				Pages: int(p.PageSize() / igvm.PageSize4K), DataType: p.DataType.String(), Flags: igvm.PageFlagNames(p.Flags), Mask: &mask, Zero: &zero}
 			last = p
 			continue
 		}
@@ -362,29 +348,6 @@ func describe(h igvm.Header) string {
 	return ""
 }
 
-// SEV features bits (VMSA sev_features, AMD APM vol. 2 "SEV_FEATURES").
-var sevFeatureNames = []string{
-	0: "SNP_ACTIVE", 1: "VTOM", 2: "REFLECT_VC", 3: "RESTRICTED_INJECTION",
-	4: "ALTERNATE_INJECTION", 5: "DEBUG_SWAP", 6: "PREVENT_HOST_IBS", 7: "BTB_ISOLATION",
-	8: "VMPL_SSS", 9: "SECURE_TSC", 10: "VMGEXIT_PARAMETER", 12: "IBS_VIRTUALIZATION",
-	14: "VMSA_REG_PROT", 15: "SMT_PROTECTION",
-}
-
-func sevFeatures(v uint64) []string {
-	out := []string{}
-	for b := 0; b < 64; b++ {
-		if v&(1<<b) == 0 {
-			continue
-		}
-		if b < len(sevFeatureNames) && sevFeatureNames[b] != "" {
-			out = append(out, sevFeatureNames[b])
-		} else {
-			out = append(out, fmt.Sprintf("BIT%d", b))
-		}
-	}
-	return out
-}
-
 func seg(s snp.Segment) Segment {
 	return Segment{Hex(s.Selector), Hex(s.Attrib), Hex(s.Limit), Hex(s.Base)}
 }
@@ -404,7 +367,7 @@ func decodeVMSA(idx int, x *igvm.VPContext, v *snp.VMSA) VMSA {
 			"es": seg(v.ES), "cs": seg(v.CS), "ss": seg(v.SS), "ds": seg(v.DS), "fs": seg(v.FS), "gs": seg(v.GS),
 			"gdtr": seg(v.GDTR), "ldtr": seg(v.LDTR), "idtr": seg(v.IDTR), "tr": seg(v.TR),
 		},
-		SEVFeatures: sevFeatures(v.SEVFeatures),
+		SEVFeatures: snp.SEVFeatureNames(v.SEVFeatures),
 	}
 }
 
