@@ -170,7 +170,7 @@ func (v *verifier) linkCmdline() Link {
 	if len(forms) == 0 {
 		return fail(&Mismatch{What: "verity root", GotFrom: "podvm.igvm's command line", Got: fmt.Sprintf("names none (no ibroot.hash=, roothash= or dm-mod.create=): %q", v.cmdline)})
 	}
-	l := Link{Status: OK, Detail: fmt.Sprintf("the command line in podvm.igvm's pages (at %#x) carries root hash %s (%s) and the verity geometry of %s (%s)",
+	l := Link{Status: OK, Detail: fmt.Sprintf("the command line in podvm.igvm's pages (at %#x) names root hash %s (%s) and the verity geometry of %s: %s",
 		uint64(v.ig.linux.CmdlineGPA), hex.EncodeToString(want.rootHash), want.hashFrom, want.from, strings.Join(forms, ", "))}
 	if len(unchecked) > 0 {
 		l.Status, l.Unchecked = Partial, unchecked

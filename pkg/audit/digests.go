@@ -288,7 +288,7 @@ func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmwa
 			return 0, "", &Mismatch{What: t.Name + " firmware", WantFrom: "manifest.json's inputs.firmware", Want: "sha256 " + want,
 				GotFrom: "the firmware given", Got: strings.Join(got, ", ")}
 		}
-		return 0, "no OVMF firmware to recompute its digests from (give it: Options.Firmware, --firmware)", nil
+		return 0, "no OVMF firmware given to recompute its digests from", nil
 	}
 	for _, name := range []string{podvm.FileKernel, podvm.FileInitrd} {
 		if why := v.missing(name); why != "" {
@@ -418,15 +418,49 @@ func (v *verifier) linkIDBlocks() Link {
 				inIGVM = ", the one in podvm.igvm"
 			}
 		}
-		done = append(done, fmt.Sprintf("%s: %d block(s)%s", doc.Target, len(doc.Blocks), inIGVM))
+		done = append(done, fmt.Sprintf("%s: %s%s", doc.Target, plural(len(doc.Blocks), "block"), inIGVM))
 	}
-	// An SNP_ID_BLOCK in the IGVM file without its id-block file.
+	// An SNP_ID_BLOCK in the IGVM file without its id-block file: one the
+	// manifest does not record is a failure; otherwise it is checked on
+	// its own (its signature, and its digest against the file's).
 	if !igvmBlock && v.ig != nil {
 		for _, h := range v.ig.f.Directives() {
-			if x, ok := h.(*igvm.SNPIDBlock); ok {
-				return fail(&Mismatch{What: "SNP_ID_BLOCK", GotFrom: "podvm.igvm", Got: "has one (digest " + snp.Digest(x.LD).String() + ")",
-					WantFrom: "the id-block files", Want: "none marked in_igvm"})
+			x, ok := h.(*igvm.SNPIDBlock)
+			if !ok {
+				continue
 			}
+			if v.manifest != nil && v.manifest.IGVM.IDBlockDigest == nil {
+				return fail(&Mismatch{What: "SNP_ID_BLOCK", GotFrom: "podvm.igvm", Got: "has one (digest " + snp.Digest(x.LD).String() + ")",
+					WantFrom: "manifest.json (igvm.id_block_digest)", Want: "none"})
+			}
+			blk, auth, err := measure.VerifyIGVMIDBlock(v.ctx, v.ig.f, measure.Options{Profile: measure.ProfileMSHV})
+			if err != nil {
+				return fail(&Mismatch{What: "SNP_ID_BLOCK", GotFrom: "podvm.igvm", Got: oneLine(err.Error())})
+			}
+			if d := v.manifest; d != nil && *d.IGVM.IDBlockDigest != blk.Digest {
+				return fail(&Mismatch{What: "SNP_ID_BLOCK digest", GotFrom: "podvm.igvm", Got: blk.Digest.String(),
+					WantFrom: "manifest.json (igvm.id_block_digest)", Want: d.IGVM.IDBlockDigest.String()})
+			}
+			kd := KeyDigests{Target: "podvm.igvm", IDKeyDigest: auth.IDKeyDigest()}
+			if auth.HasAuthorKey() {
+				a := auth.AuthorKeyDigest()
+				kd.AuthorKeyDigest = &a
+			}
+			keys = append(keys, kd)
+			keyless := v.manifest != nil && v.manifestKey(false) == nil
+			if m := v.expectKey("podvm.igvm's SNP_ID_BLOCK ID key", kd.IDKeyDigest, v.opts.IDKeyDigest, v.manifestKey(false), keyless); m != nil {
+				return Link{Status: Failed, Mismatch: m, Detail: m.String(), Keys: keys}
+			}
+			if keyless {
+				if m := checkKeyless("podvm.igvm's SNP_ID_BLOCK", blk, auth); m != nil {
+					return Link{Status: Failed, Mismatch: m, Detail: m.String(), Keys: keys}
+				}
+				keys[len(keys)-1].Keyless = true
+			}
+			done = append(done, "podvm.igvm's SNP_ID_BLOCK carries its mshv launch digest")
+			unchecked = append(unchecked, "no id-block file for podvm.igvm's SNP_ID_BLOCK")
+			names = append(names, "")
+			break
 		}
 	}
 	if len(names) == 0 {
@@ -437,6 +471,13 @@ func (v *verifier) linkIDBlocks() Link {
 		l.Status, l.Unchecked = Partial, unchecked
 	}
 	return l
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func keyText(keys []KeyDigests) string {
@@ -517,6 +558,11 @@ func (v *verifier) checkIDBlocks(name string, doc *podvm.IDBlocks, t podvm.Refer
 		if err := auth.Verify(blk); err != nil {
 			return nil, mm(label+" signature", oneLine(err.Error()), "", "")
 		}
+		if doc.Keyless {
+			if m := checkKeyless(label, blk, auth); m != nil {
+				return nil, m
+			}
+		}
 		id := auth.IDKeyDigest()
 		if i == 0 {
 			kd.IDKeyDigest = id
@@ -525,10 +571,15 @@ func (v *verifier) checkIDBlocks(name string, doc *podvm.IDBlocks, t podvm.Refer
 				kd.AuthorKeyDigest = &a
 			}
 		}
-		if id != doc.IDKeyDigest {
+		// A keyless block's ID key is recovered from its fixed signature:
+		// each block has its own; the file records the first one's.
+		if id != doc.IDKeyDigest && (i == 0 || !doc.Keyless) {
 			return []KeyDigests{kd}, mm(label+" ID key", id.String()+" (signed with)", name+" (id_key_digest)", doc.IDKeyDigest.String())
 		}
-		if m := v.expectKey(label+" ID key", id, v.opts.IDKeyDigest, v.manifestKey(false), doc.Keyless); m != nil {
+		if doc.Keyless && v.manifestKey(false) != nil {
+			return []KeyDigests{kd}, mm(label, "keyless", "manifest.json (inputs.id_key)", "signed with ID key "+v.manifestKey(false).String())
+		}
+		if m := v.expectKey(label+" ID key", id, v.opts.IDKeyDigest, v.manifestKey(false), doc.Keyless); !doc.Keyless && m != nil {
 			return []KeyDigests{kd}, m
 		}
 		var author *snp.Digest
@@ -550,6 +601,21 @@ func (v *verifier) checkIDBlocks(name string, doc *podvm.IDBlocks, t podvm.Refer
 		}
 	}
 	return []KeyDigests{kd}, nil
+}
+
+// checkKeyless checks that a block said to be signed without a key
+// carries exactly the fixed keyless signature (snp.KeylessIDAuth), not a
+// signature by some key.
+func checkKeyless(what string, blk *snp.IDBlock, auth *snp.IDAuth) *Mismatch {
+	want, err := snp.KeylessIDAuth(blk)
+	if err != nil {
+		return &Mismatch{What: what, GotFrom: "the keyless signature", Got: oneLine(err.Error())}
+	}
+	if !bytes.Equal(want.Marshal(), auth.Marshal()) {
+		return &Mismatch{What: what + " ID key", GotFrom: "its signature", Got: auth.IDKeyDigest().String(),
+			WantFrom: "a keyless build (the fixed signature)", Want: want.IDKeyDigest().String()}
+	}
+	return nil
 }
 
 // expectKey checks an ID key digest against the expected one (given, or

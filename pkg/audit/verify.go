@@ -203,6 +203,14 @@ func Verify(ctx context.Context, a Artifacts, opts Options) (*Report, error) {
 			return nil, err
 		}
 		l.Number, l.Name = i+1, LinkNames[i]
+		// Names and values from hostile artifacts stay on one line.
+		l.Detail = oneLine(l.Detail)
+		for j := range l.Unchecked {
+			l.Unchecked[j] = oneLine(l.Unchecked[j])
+		}
+		if m := l.Mismatch; m != nil {
+			m.What, m.Want, m.WantFrom, m.Got, m.GotFrom, m.Detail = oneLine(m.What), oneLine(m.Want), oneLine(m.WantFrom), oneLine(m.Got), oneLine(m.GotFrom), oneLine(m.Detail)
+		}
 		if l.Status == Failed {
 			rep.OK = false
 		}

@@ -67,10 +67,10 @@ func dump(rep *Report) string {
 	return b.String()
 }
 
-// resum records a changed output's sha256 and size in manifest.json, as
+// recordSum records a changed output's sha256 and size in manifest.json, as
 // someone who changed the output on purpose would, so that the links
 // after outputs must find the change.
-func resum(t *testing.T, out, name string) {
+func recordSum(t *testing.T, out, name string) {
 	t.Helper()
 	mp := filepath.Join(out, podvm.FileManifest)
 	b, err := os.ReadFile(mp)
@@ -209,7 +209,7 @@ func TestVerifyRootfsByte(t *testing.T) {
 			if m := link(rep, "outputs").Mismatch; m == nil || m.What != "rootfs.img" {
 				t.Errorf("outputs: %+v", m)
 			}
-			resum(t, out, podvm.FileRootfs)
+			recordSum(t, out, podvm.FileRootfs)
 			rep = verifyDir(t, out, cfg)
 			if got := failedNames(rep); strings.Join(got, ",") != "rootfs" {
 				t.Errorf("with the manifest updated, failed links %v, want rootfs:\n%s", got, dump(rep))
@@ -279,7 +279,7 @@ func TestVerifyCmdlineRootHash(t *testing.T) {
 		nl, old, other = otherHash(t, l)
 		return nl
 	})
-	resum(t, out, podvm.FileIGVM)
+	recordSum(t, out, podvm.FileIGVM)
 	rep := verifyDir(t, out, cfg)
 	l := link(rep, "cmdline")
 	if l.Status != Failed || l.Mismatch.What != "ibroot.hash" || l.Mismatch.Got != other || l.Mismatch.Want != old {
@@ -312,7 +312,7 @@ func TestVerifyReferenceValues(t *testing.T) {
 		edited := rv.Targets[target].Values[0].Digest
 		b, _ = json.MarshalIndent(&rv, "", "  ")
 		os.WriteFile(p, b, 0o644)
-		resum(t, out, podvm.FileReferenceValues)
+		recordSum(t, out, podvm.FileReferenceValues)
 		rep := verifyDir(t, out, cfg)
 		l := link(rep, "launch_digest")
 		if l.Status != Failed || !strings.HasPrefix(l.Mismatch.What, rv.Targets[target].Name+" launch digest") ||
@@ -355,7 +355,7 @@ func TestVerifyIDBlockResigned(t *testing.T) {
 	doc.AuthorKeyDigest, doc.AuthorKeyEnabled = nil, false
 	b, _ = json.MarshalIndent(&doc, "", "  ")
 	os.WriteFile(p, b, 0o644)
-	resum(t, out, name)
+	recordSum(t, out, name)
 	rep := verifyDir(t, out, cfg)
 	if got := failedNames(rep); strings.Join(got, ",") != "id_block" {
 		t.Errorf("failed links %v, want id_block:\n%s", got, dump(rep))
@@ -391,7 +391,7 @@ func TestVerifyIDBlockResigned(t *testing.T) {
 	doc.Blocks[1].IDAuth = doc.Blocks[0].IDAuth
 	b, _ = json.MarshalIndent(&doc, "", "  ")
 	os.WriteFile(p, b, 0o644)
-	resum(t, out, name)
+	recordSum(t, out, name)
 	l = link(verifyDir(t, out, cfg), "id_block")
 	if l.Status != Failed || !strings.HasSuffix(l.Mismatch.What, "signature") || !strings.Contains(l.Mismatch.What, "block 1") {
 		t.Errorf("bad signature: %s", l.Detail)
@@ -437,7 +437,9 @@ func TestVerifyNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]Status{"outputs": Skipped, "rootfs": OK, "cmdline": OK, "payload": Skipped, "launch_digest": Skipped, "id_block": Failed, "handler": Skipped}
+	// The IGVM file's SNP_ID_BLOCK is checked on its own (its signature,
+	// its digest against the file's): partial without its id-block file.
+	want := map[string]Status{"outputs": Skipped, "rootfs": OK, "cmdline": OK, "payload": Skipped, "launch_digest": Skipped, "id_block": Partial, "handler": Skipped}
 	for _, l := range rep.Links {
 		if l.Status != want[l.Name] {
 			t.Errorf("%s: %s, want %s: %s", l.Name, l.Status, want[l.Name], l.Detail)
@@ -552,5 +554,44 @@ func TestVerifyHostile(t *testing.T) {
 	cancel()
 	if _, err := Verify(ctx, Artifacts{Dir: out0}, Options{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
+	}
+}
+
+// TestVerifyKeyless: ID blocks signed without a key carry exactly the
+// fixed keyless signature; one signed by a key instead fails.
+func TestVerifyKeyless(t *testing.T) {
+	root := t.TempDir()
+	cfg := reproTree(t, root)
+	b, _ := os.ReadFile(cfg)
+	y := strings.Replace(string(b), "    key: id-key.pem\n    authorKey: author-key.pem\n", "    keyless: true\n", 1)
+	if y == string(b) {
+		t.Fatal("no keys in the config")
+	}
+	os.WriteFile(cfg, []byte(y), 0o644)
+	out := filepath.Join(root, "out")
+	buildRepro(t, cfg, out)
+	rep := verifyDir(t, out, cfg)
+	l := link(rep, "id_block")
+	if !rep.OK || l.Status != OK || len(l.Keys) != 2 || !l.Keys[0].Keyless || !strings.Contains(l.Detail, "keyless, ID key") {
+		t.Fatalf("%+v\n%s", l, dump(rep))
+	}
+	// Signed by a key, still said to be keyless.
+	name := podvm.IDBlockFile("metal-qemu-snp")
+	p := filepath.Join(out, name)
+	b, _ = os.ReadFile(p)
+	var doc podvm.IDBlocks
+	json.Unmarshal(b, &doc)
+	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	raw, _ := base64.StdEncoding.DecodeString(doc.Blocks[0].IDBlock)
+	blk, _ := snp.UnmarshalIDBlock(raw)
+	auth, _ := snp.SignIDBlock(blk, key, nil)
+	doc.Blocks[0].IDAuth = base64.StdEncoding.EncodeToString(auth.Marshal())
+	doc.IDKeyDigest = auth.IDKeyDigest()
+	b, _ = json.MarshalIndent(&doc, "", "  ")
+	os.WriteFile(p, b, 0o644)
+	recordSum(t, out, name)
+	l = link(verifyDir(t, out, cfg), "id_block")
+	if l.Status != Failed || !strings.Contains(l.Detail, "a keyless build") {
+		t.Errorf("%s", l.Detail)
 	}
 }
