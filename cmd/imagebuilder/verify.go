@@ -142,16 +142,27 @@ func runVerify(cmd *cobra.Command, f *verifyFlags, args []string) error {
 
 // printVerify prints one line per link, and a summary line.
 func printVerify(w io.Writer, rep *audit.Report, quiet bool) {
-	count := map[audit.Status]int{}
 	for _, l := range rep.Links {
-		count[l.Status]++
 		if quiet && l.Status != audit.Failed {
 			continue
 		}
 		fmt.Fprintf(w, "%d %-13s %-7s %s\n", l.Number, l.Name, statusText(l.Status), linkText(l))
 	}
-	if quiet {
+	if quiet || !rep.OK {
 		return
+	}
+	what := rep.Dir
+	if what == "" {
+		what = "artifacts"
+	}
+	fmt.Fprintf(w, "%s: verified (%s)\n", what, linkCounts(rep))
+}
+
+// linkCounts counts the links by status: "6 ok, 1 skipped".
+func linkCounts(rep *audit.Report) string {
+	count := map[audit.Status]int{}
+	for _, l := range rep.Links {
+		count[l.Status]++
 	}
 	var parts []string
 	for _, s := range []audit.Status{audit.OK, audit.Partial, audit.Skipped, audit.Failed} {
@@ -159,13 +170,7 @@ func printVerify(w io.Writer, rep *audit.Report, quiet bool) {
 			parts = append(parts, fmt.Sprintf("%d %s", count[s], s))
 		}
 	}
-	what := rep.Dir
-	if what == "" {
-		what = "artifacts"
-	}
-	if rep.OK {
-		fmt.Fprintf(w, "%s: verified (%s)\n", what, strings.Join(parts, ", "))
-	}
+	return strings.Join(parts, ", ")
 }
 
 func statusText(s audit.Status) string {
