@@ -62,7 +62,7 @@ command line or config file.`,
 	fl.StringVar(&f.against, "against", "", "the published output directory (required)")
 	cmd.MarkFlagRequired("against")
 	addOutputFlag(cmd, &f.out, "keep the rebuilt output directory here (default: a temporary directory, removed)", false)
-	fl.StringVar(&f.cache, "cache", "", "the imagebuilder cache directory, for registry blobs only (default $IMAGEBUILDER_CACHE or ~/.cache/imagebuilder)")
+	fl.StringVar(&f.cache, "cache", "", "the imagebuilder cache directory, for registry blobs only: the stage cache is not used (default $IMAGEBUILDER_CACHE or ~/.cache/imagebuilder)")
 	fl.StringVar(&f.guestInit, "guest-init", "", "the default guest init (default: guest-init next to this executable)")
 	addJSONFlag(cmd, &f.json)
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress or log lines: only the result and errors")
@@ -87,11 +87,13 @@ func runReproduce(cmd *cobra.Command, f *reproduceFlags) error {
 			}
 		}
 	}
+	// As build: ${IMAGEBUILDER_CACHE} in the config is the environment's
+	// cache; --cache only moves where blobs are kept.
 	cacheDir := f.cache
 	if cacheDir == "" {
 		cacheDir = defaultCacheDir()
 	}
-	cfg, err := podvm.Load(f.file, podvm.LoadOptions{CacheDir: cacheDir})
+	cfg, err := podvm.Load(f.file, podvm.LoadOptions{CacheDir: defaultCacheDir()})
 	if err != nil {
 		return configError{fmt.Errorf("%s: %w", name, err)}
 	}
