@@ -66,17 +66,26 @@ func (v *verifier) igvmUnusable() *Link {
 	switch {
 	case v.files[podvm.FileIGVM] == nil:
 		return &Link{Status: Skipped, Detail: "podvm.igvm not given", Unchecked: []string{"podvm.igvm not given"}}
-	case v.files[podvm.FileIGVM].err != nil:
-		l := broken(podvm.FileIGVM, v.files[podvm.FileIGVM].err)
-		return &l
-	case v.igErr != nil:
-		l := broken(podvm.FileIGVM, v.igErr)
-		return &l
-	case v.ig.linux == nil || v.ig.bp == nil:
-		l := broken(podvm.FileIGVM, fmt.Errorf("%s", v.ig.noLinux()))
-		return &l
 	}
-	return nil
+	var err error
+	switch {
+	case v.files[podvm.FileIGVM].err != nil:
+		err = v.files[podvm.FileIGVM].err
+	case v.igErr != nil:
+		err = v.igErr
+	case v.ig.linux == nil || v.ig.bp == nil:
+		err = fmt.Errorf("%s", v.ig.noLinux())
+	default:
+		return nil
+	}
+	// The first link says what is wrong, the others refer to it.
+	if v.igReported != 0 && v.igReported != v.current {
+		err = fmt.Errorf("cannot be used (link %d)", v.igReported)
+	} else {
+		v.igReported = v.current
+	}
+	l := broken(podvm.FileIGVM, err)
+	return &l
 }
 
 // linkRootfs is link 2: the root disk's own chain.

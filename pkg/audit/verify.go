@@ -70,6 +70,9 @@ type Mismatch struct {
 
 func (m *Mismatch) String() string {
 	s := fmt.Sprintf("%s: %s (%s)", m.What, m.Got, m.GotFrom)
+	if m.GotFrom == "" {
+		s = fmt.Sprintf("%s: %s", m.What, m.Got)
+	}
 	if m.Want != "" || m.WantFrom != "" {
 		s += fmt.Sprintf(", want %s (%s)", m.Want, m.WantFrom)
 	}
@@ -179,6 +182,10 @@ type verifier struct {
 
 	ig       *igvmView // podvm.igvm parsed, nil when absent or bad
 	igErr    error
+	// igReported is the link that reported podvm.igvm unusable first
+	// (0: none yet); later links refer to it.
+	igReported int
+	current    int // the link being checked
 	cmdline  string // the IGVM's command line
 	haveLine bool
 }
@@ -198,6 +205,7 @@ func Verify(ctx context.Context, a Artifacts, opts Options) (*Report, error) {
 	}
 	rep := &Report{Dir: a.Dir, OK: true}
 	for i, check := range []func() Link{v.linkOutputs, v.linkRootfs, v.linkCmdline, v.linkPayload, v.linkDigests, v.linkIDBlocks, v.linkHandler} {
+		v.current = i + 1
 		l := check()
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -350,6 +358,12 @@ func keepLimit(name string) int64 {
 }
 
 func openRegular(p string) (*os.File, int64, error) {
+	// Stat first: opening a FIFO would block.
+	if st, err := os.Stat(p); err != nil {
+		return nil, 0, pathErr(err)
+	} else if !st.Mode().IsRegular() {
+		return nil, 0, errors.New("not a regular file")
+	}
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, 0, pathErr(err)
@@ -468,7 +482,7 @@ func fail(m *Mismatch) Link { return Link{Status: Failed, Mismatch: m, Detail: m
 
 // broken is a failed link on an artifact that cannot be read.
 func broken(name string, err error) Link {
-	return fail(&Mismatch{What: name, GotFrom: name, Got: oneLine(err.Error())})
+	return fail(&Mismatch{What: name, Got: oneLine(err.Error())})
 }
 
 // oneLine keeps a message on one line, control characters escaped (a
@@ -516,7 +530,7 @@ func (v *verifier) linkOutputs() Link {
 			mismatches = append(mismatches, &Mismatch{What: o.Name, WantFrom: "manifest.json", Want: want, GotFrom: "the directory", Got: "no such file"})
 			continue
 		case a.sum == "":
-			mismatches = append(mismatches, &Mismatch{What: o.Name, GotFrom: o.Name, Got: oneLine(a.err.Error())})
+			mismatches = append(mismatches, &Mismatch{What: o.Name, Got: oneLine(a.err.Error())})
 			continue
 		}
 		checked++
