@@ -180,14 +180,14 @@ type verifier struct {
 	rErr     error
 	disk     *diskCheck
 
-	ig       *igvmView // podvm.igvm parsed, nil when absent or bad
-	igErr    error
+	ig    *igvmView // podvm.igvm parsed, nil when absent or bad
+	igErr error
 	// igReported is the link that reported podvm.igvm unusable first
 	// (0: none yet); later links refer to it.
 	igReported int
-	current    int // the link being checked
-	cmdline  string // the IGVM's command line
-	haveLine bool
+	current    int    // the link being checked
+	cmdline    string // the IGVM's command line
+	haveLine   bool
 }
 
 // Verify checks the chain of links of the artifacts a names (see the
