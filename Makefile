@@ -34,8 +34,13 @@ build:
 deps:
 	@scripts/testdeps.sh
 
+# test runs every test, then every fuzz target briefly (FUZZSMOKE each), so
+# CI exercises the structure-aware targets beyond their seed corpora.
+FUZZSMOKE ?= 3s
+
 test: deps
 	$(GO) test $(TESTFLAGS) ./...
+	@scripts/fuzz.sh $(FUZZSMOKE)
 
 e2e: deps
 	$(GO) test $(E2EFLAGS) ./e2e/...

@@ -269,11 +269,14 @@ func checkDemoDoc(t *testing.T, stdout string, m *podvm.Manifest) {
 
 // TestDemoReproducible builds the demo image twice, in different
 // directories, the second time without the stage cache and with another
-// TZ, LC_ALL, GOMAXPROCS and umask: every output is identical.
+// TZ, LC_ALL, GOMAXPROCS and umask: every output is identical. The
+// first build's output then goes through the node payload's commands
+// (checkDemoPayload).
 func TestDemoReproducible(t *testing.T) {
 	needTools(t)
 	base := t.TempDir()
-	outA, _, _ := demoBuild(t, filepath.Join(base, "a"))
+	outA, _, mA := demoBuild(t, filepath.Join(base, "a"))
+	t.Run("payload", func(t *testing.T) { checkDemoPayload(t, filepath.Join(base, "a", "bin", "imagebuilder"), outA, mA) })
 	// The second build: the binaries of the first, copied elsewhere with
 	// the config, so that only the directory differs.
 	dirB := filepath.Join(base, "b", "deeper")
@@ -294,7 +297,7 @@ func TestDemoReproducible(t *testing.T) {
 		t.Fatalf("second build: %v\n%s", err, b)
 	}
 	a, b := dirSHA256(t, outA), dirSHA256(t, outB)
-	if len(a) != 8 {
+	if len(a) != 12 {
 		t.Errorf("%d outputs: %v", len(a), a)
 	}
 	for name, sum := range a {
@@ -303,6 +306,54 @@ func TestDemoReproducible(t *testing.T) {
 		}
 	}
 	t.Logf("%d outputs identical", len(a))
+}
+
+// checkDemoPayload takes the demo output as a node and a registry would:
+// 'imagebuilder install' lays the payload onto a node tree (a second run
+// changes nothing) with the files the manifest lists, and 'push
+// --oci-layout' and 'pull --oci-layout' give back every file identical.
+func checkDemoPayload(t *testing.T, ib, out string, m *podvm.Manifest) {
+	if m.Runtime == nil {
+		t.Fatal("the demo output has no node payload (spec.runtime)")
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		b, err := exec.Command(ib, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("imagebuilder %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return string(b)
+	}
+	node := t.TempDir()
+	first := run("install", out, "--root", node)
+	again := run("install", out, "--root", node)
+	h := m.Runtime.Handler
+	if !strings.Contains(first, h+": 3 files, 3 written") || !strings.Contains(again, h+": 3 files, 0 written, 3 unchanged") {
+		t.Errorf("install:\n%s\nagain:\n%s", first, again)
+	}
+	sums := dirSHA256(t, out)
+	for name, inst := range map[string]string{podvm.FileIGVM: "share/podvm.igvm", podvm.FileRootfs: "share/rootfs.img"} {
+		if got := dirSHA256(t, filepath.Join(node, "opt", h, filepath.Dir(inst)))[filepath.Base(inst)]; got != sums[name] {
+			t.Errorf("installed %s: sha256 %s, output %s", inst, got, sums[name])
+		}
+	}
+	conf, err := os.ReadFile(filepath.Join(node, "etc", "containerd", "config.toml"))
+	if err != nil || !bytes.Contains(conf, []byte("runtimes."+h+"]")) {
+		t.Errorf("containerd config (%v):\n%s", err, conf)
+	}
+	t.Logf("install:\n%s", first)
+
+	layout, pulled := filepath.Join(t.TempDir(), "layout"), filepath.Join(t.TempDir(), "pulled")
+	t.Logf("%s%s", run("push", out, "--oci-layout", layout), run("pull", "--oci-layout", layout, "-o", pulled))
+	got := dirSHA256(t, pulled)
+	if len(got) != len(sums) {
+		t.Errorf("pulled %d files, pushed %d", len(got), len(sums))
+	}
+	for name, sum := range sums {
+		if got[name] != sum {
+			t.Errorf("pulled %s: sha256 %s, pushed %s", name, got[name], sum)
+		}
+	}
 }
 
 func dirSHA256(t *testing.T, dir string) map[string]string {

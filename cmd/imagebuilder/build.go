@@ -43,7 +43,10 @@ func newBuildCmd() *cobra.Command {
 		Long: `Build the pod-VM image a PodVMImage file describes (docs/config.md) into the
 output directory DIR: rootfs.img, initrd.img, vmlinuz, cmdline.txt,
 podvm.igvm, reference-values.json, reference-values.contrast.json, an
-id-block-TARGET.json per target with an ID block, and manifest.json
+id-block-TARGET.json per target with an ID block, with spec.runtime the
+node payload of its target (runtimeclass.yaml, containerd-runtime.toml,
+configuration-TARGET.toml, install-plan.json and a QEMU target's
+ovmf-TARGET.fd: docs/node-payload.md), and manifest.json
 (docs/manifest.md). docs/build.md describes the pipeline and the cache.
 
 DIR appears complete or not at all; an existing DIR is replaced only when it
@@ -282,6 +285,12 @@ func printBuildTable(w io.Writer, m *podvm.Manifest, stages []podvm.StageStatus,
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if r := m.Runtime; r != nil {
+		fmt.Fprintln(tw, "RUNTIME HANDLER\tTARGET\tINSTALL PREFIX")
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Handler, r.Target, r.InstallPrefix)
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(tw, "STAGE\tRESULT\tTIME")
 	for _, s := range stages {
 		res := "built"

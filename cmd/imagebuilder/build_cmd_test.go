@@ -148,7 +148,7 @@ func TestBuildReproducibleCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	sums = append(sums, dirSums(t, filepath.Join(root, "out")))
-	if len(sums[0]) != 10 {
+	if len(sums[0]) != 15 {
 		t.Errorf("%d outputs: %v", len(sums[0]), sums[0])
 	}
 	for name, sum := range sums[0] {
@@ -227,12 +227,13 @@ func TestBuildCLIErrors(t *testing.T) {
 		want string
 	}{
 		{"missing file", "agent: agent", "agent: gone", "", 1, "build: inputs: spec.rootfs.agent: gone: no such file"},
-		{"bad YAML", "kind: PodVMImage", "kind: [PodVMImage", "", 2, "podvm.yaml:4: YAML syntax"},
+		{"bad YAML", "kind: PodVMImage", "kind: [PodVMImage", "", 2, "podvm.yaml:6: YAML syntax"},
 		{"unknown field", "  sourceDateEpoch:", "  sourceDateEpock:", "", 2, `spec.sourceDateEpock: unknown field (did you mean "sourceDateEpoch"?)`},
 		{"not a bzImage", bz, "bzImage: init", "", 1, "build: kernel: spec.kernel.bzImage (init): not a bzImage"},
 		{"deb without a kernel", bz, "deb: " + deb, "", 1, "build: kernel: spec.kernel.deb (" + deb + "): hello 1.0-1: no kernel image"},
 		{"OCI reference that does not resolve", "oci-layout:oci:v1", "oci-layout:oci:v9", "", 1, `build: sources: spec.rootfs.sources[0] (oci-layout:oci:v9): no manifest "v9"`},
-		{"target the layout cannot satisfy", "platform: igvm-mshv", "platform: igvm-kvm", "", 2, "spec.measurements.targets[0].platform: igvm-kvm: the IGVM is laid out for cloud-hypervisor"},
+		{"target the layout cannot satisfy", "platform: igvm-mshv", "platform: igvm-kvm", "", 2, "spec.measurements.targets[0].platform: igvm-kvm needs the kvm IGVM layout, and spec.igvm.layout.kind is mshv (the default)"},
+		{"runtime setting the payload refuses", "handlerPrefix: contrast-cc-", "handlerPrefix: contrast-cc-\n    containerdConfigVersion: 4", "", 2, "podvm.yaml:51: spec.runtime.containerdConfigVersion: 4: want 2 or 3"},
 		{"command line too long", "quiet]", "quiet, x=" + strings.Repeat("y", 2100) + "]", "", 1, "build: cmdline: spec.cmdline.parameters: the command line is"},
 		{"unwritable output", "", "", "/proc/imagebuilder-out", 1, "build: output: /proc/imagebuilder-out: cannot create files in /proc"},
 		{"output not ours", "", "", notOurs, 1, "refusing to replace it"},

@@ -49,8 +49,27 @@ var (
 
 // Check runs f, the work on an input of size bytes, and fails t if f
 // allocated more than perByte*size + fixed bytes.
+//
+// The allocation counter is the process's: the fuzzing engine's own work
+// in the worker (minimizing, exchanging inputs) can land inside the
+// window now and then. So an input over the bound is run twice more and
+// judged by its smallest count; f must do the same work each time.
 func Check(t testing.TB, input []byte, perByte, fixed uint64, f func()) {
 	t.Helper()
+	limit := perByte*uint64(len(input)) + fixed
+	alloc, d := measure(f)
+	for try := 0; alloc > limit && try < 2; try++ {
+		a, _ := measure(f)
+		alloc = min(alloc, a)
+	}
+	if alloc > limit {
+		t.Fatalf("%d-byte input: %d bytes allocated, more than the bound %d (%d per byte + %d)", len(input), alloc, limit, perByte, fixed)
+	}
+	record(t.Name(), input, d, alloc)
+}
+
+// measure runs f and returns the bytes allocated and the time taken.
+func measure(f func()) (uint64, time.Duration) {
 	// runtime/metrics reads the heap's allocation counter without
 	// stopping the world, as runtime.ReadMemStats would on every input.
 	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
@@ -60,11 +79,7 @@ func Check(t testing.TB, input []byte, perByte, fixed uint64, f func()) {
 	f()
 	d := time.Since(start)
 	metrics.Read(sample)
-	alloc := sample[0].Value.Uint64() - before
-	if limit := perByte*uint64(len(input)) + fixed; alloc > limit {
-		t.Fatalf("%d-byte input: %d bytes allocated, more than the bound %d (%d per byte + %d)", len(input), alloc, limit, perByte, fixed)
-	}
-	record(t.Name(), input, d, alloc)
+	return sample[0].Value.Uint64() - before, d
 }
 
 func record(name string, input []byte, d time.Duration, alloc uint64) {

@@ -224,6 +224,9 @@ type buildState struct {
 	ig    *igvmStage
 	ms    *measureStage
 	ids   *idBlockStage
+	// payload is the node payload's manifest section, nil without
+	// spec.runtime.
+	payload *RuntimeInfo
 }
 
 // openOutput starts the output directory and checks, before any work,

@@ -61,6 +61,10 @@ type Spec struct {
 	// IDBlock, when set, asks for an SNP ID block per target (per CPU
 	// model and vCPU count where the digest depends on them).
 	IDBlock *IDBlock `yaml:"idBlock" json:"idBlock,omitempty"`
+	// Runtime, when set, asks for the node payload of one target
+	// (pkg/payload): the runtime handler, its Kata configuration, the
+	// containerd entry, the RuntimeClass and the install plan.
+	Runtime *Runtime `yaml:"runtime" json:"runtime,omitempty"`
 }
 
 // Kernel is the guest kernel: a bzImage, or a Debian kernel package from
@@ -166,8 +170,9 @@ type IGVM struct {
 	// ACPI are the ACPI tables: a directory of .aml files or a pages
 	// file; neither means igvm-tooling's built-in tables.
 	ACPI ACPI `yaml:"acpi" json:"acpi"`
-	// Layout are igvmgen's layout switches; each defaults to true, the
-	// settings Kata Containers uses.
+	// Layout is the layout kind (which hypervisor loader the file is
+	// for) and igvmgen's layout switches; the switches default to true,
+	// the settings Kata Containers uses.
 	Layout Layout `yaml:"layout" json:"layout"`
 }
 
@@ -182,11 +187,27 @@ type ACPI struct {
 	Pages  *Path `yaml:"pages" json:"pages,omitempty"`   // a pages file: [u64 GPA][4096 bytes] records
 }
 
-// Layout are the igvmgen switches.
+// IGVM layout kinds (pkg/igvm/linuxboot's LayoutKind names): which
+// hypervisor loader the file is laid out for. One build makes one IGVM
+// file, and each kind satisfies only its own loader's targets
+// (measure.CheckLayout).
+const (
+	// LayoutMSHV is igvm-tooling igvmgen's layout, for cloud-hypervisor
+	// on Microsoft's hypervisor (igvm-mshv targets). The default.
+	LayoutMSHV = "mshv"
+	// LayoutKVM is for QEMU (>= 10.1, -object igvm-cfg) on KVM (igvm-kvm
+	// targets): the VMSA at 0xfffffffff000 holding the values KVM
+	// measures.
+	LayoutKVM = "kvm"
+)
+
+// Layout is the layout kind and the igvmgen switches.
 type Layout struct {
-	SVME          *bool `yaml:"svme" json:"svme"`                   // EFER.SVME set
-	EncryptedPage *bool `yaml:"encryptedPage" json:"encryptedPage"` // C-bit in the page tables and CR3
-	PvalidateOpt  *bool `yaml:"pvalidateOpt" json:"pvalidateOpt"`   // only the kernel pages startup_32 touches
+	// Kind is LayoutMSHV (default) or LayoutKVM.
+	Kind          string `yaml:"kind" json:"kind"`
+	SVME          *bool  `yaml:"svme" json:"svme"`                   // EFER.SVME set
+	EncryptedPage *bool  `yaml:"encryptedPage" json:"encryptedPage"` // C-bit in the page tables and CR3
+	PvalidateOpt  *bool  `yaml:"pvalidateOpt" json:"pvalidateOpt"`   // only the kernel pages startup_32 touches
 }
 
 // Measurements are the launch digests to compute.
@@ -249,6 +270,54 @@ type IDBlock struct {
 	// Keyless signs without a key: a fixed signature with the public key
 	// recovered from it (pkg/measure.KeylessIDAuth).
 	Keyless bool `yaml:"keyless" json:"keyless"`
+}
+
+// Runtime is the node payload's settings: pkg/payload's Options, field
+// for field (the Go field names are Options' own, the YAML names their
+// camelCase), for the one target the payload runs. docs/config.md and
+// docs/node-payload.md describe them.
+type Runtime struct {
+	// Target names the target whose payload is made (default: the only
+	// one). An igvm-kvm target has none: see docs/config.md.
+	Target string `yaml:"target" json:"target"`
+	// CPU picks, for a qemu-ovmf target with ID blocks for more than one
+	// CPU model, the model of the nodes (a name or signature that
+	// spec.measurements.targets[].cpus lists); default the only one.
+	CPU string `yaml:"cpu" json:"cpu,omitempty"`
+	// HandlerPrefix starts the runtime handler name (default
+	// payload.DefaultHandlerPrefix; "contrast-cc-" for Contrast).
+	HandlerPrefix string `yaml:"handlerPrefix" json:"handlerPrefix"`
+	// Platform is the handler name's platform part (default by target
+	// platform: aks-clh-snp, metal-qemu-snp).
+	Platform string `yaml:"platform" json:"platform"`
+	// InstallPrefix is the node directory the files go to, ending in "/";
+	// payload.Placeholder in it stands for the handler name.
+	InstallPrefix string `yaml:"installPrefix" json:"installPrefix"`
+	// Shim names the containerd shim (runtime_type io.containerd.SHIM.v2).
+	Shim string `yaml:"shim" json:"shim"`
+	// RuntimePath is the shim binary; "" lets containerd find it.
+	RuntimePath string `yaml:"runtimePath" json:"runtimePath,omitempty"`
+	// PodAnnotations are the annotations pods may pass to the shim; []
+	// passes none.
+	PodAnnotations               []string `yaml:"podAnnotations" json:"podAnnotations"`
+	PrivilegedWithoutHostDevices *bool    `yaml:"privilegedWithoutHostDevices" json:"privilegedWithoutHostDevices"`
+	// ContainerdConfigVersion is 2 or 3 (default 2).
+	ContainerdConfigVersion int `yaml:"containerdConfigVersion" json:"containerdConfigVersion"`
+	// VMMemoryMiB is the guest memory; 0 takes the Kata template's
+	// default_memory.
+	VMMemoryMiB int64 `yaml:"vmMemoryMiB" json:"vmMemoryMiB,omitempty"`
+	// OverheadMemoryMiB and OverheadCPU are added for the RuntimeClass's
+	// overhead.podFixed.
+	OverheadMemoryMiB *int64 `yaml:"overheadMemoryMiB" json:"overheadMemoryMiB"`
+	OverheadCPU       string `yaml:"overheadCPU" json:"overheadCPU"`
+	// NodeSelector and Labels go to the RuntimeClass.
+	NodeSelector map[string]string `yaml:"nodeSelector" json:"nodeSelector,omitempty"`
+	Labels       map[string]string `yaml:"labels" json:"labels,omitempty"`
+	// URLBase is where a node installer fetches the files from.
+	URLBase string `yaml:"urlBase" json:"urlBase"`
+	// KataConfigTemplate is the Kata configuration to start from
+	// (default pkg/payload's template of the target's hypervisor).
+	KataConfigTemplate *Path `yaml:"kataConfigTemplate" json:"kataConfigTemplate,omitempty"`
 }
 
 // CanonicalJSON is the stable JSON form of v (a Config or any part of

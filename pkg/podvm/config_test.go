@@ -48,6 +48,7 @@ func TestStrict(t *testing.T) {
 		{"path without scheme", strings.Replace(base, "[oci-layout:oci]", "[./rootfs]", 1), `9: spec.rootfs.sources[0]: "./rootfs" is not a source: a host path needs its scheme`},
 		{"bad digest", strings.Replace(base, "[oci-layout:oci]", "[oci-layout:oci@sha256:abc]", 1), `9: spec.rootfs.sources[0]: digest "sha256:abc" is not sha256: and 64 lowercase hex digits`},
 		{"no sources", strings.Replace(base, "[oci-layout:oci]", "[]", 1), `9: spec.rootfs.sources: missing: give at least one source`},
+		{"null list item", strings.Replace(base, "[oci-layout:oci]", "\n      -", 1), `10: spec.rootfs.sources[0]: empty list item`},
 		{"bad compression", base + "  initrd:\n    compression: lz4\n", `12: spec.initrd.compression: "lz4": want none, gzip or zstd`},
 		{"level with none", base + "  initrd:\n    compression: none\n    level: 3\n", `13: spec.initrd.level: a level with compression none`},
 		{"vcpus zero", base + "  measurements:\n    targets:\n      - platform: igvm-kvm\n        vcpus: [0]\n", `14: spec.measurements.targets[0].vcpus[0]: "0": vCPU counts are 1 to 512`},
@@ -148,7 +149,7 @@ func TestDefaults(t *testing.T) {
 		`"initrd":{"compression":"zstd","level":0,"dirs":[],"files":[],"specs":[],"sources":[]},` +
 		`"rootfs":{"sources":["oci-layout:oci"],"platform":"linux/amd64","agent":"agent","dirs":[],"files":[],"seed":"test"},` +
 		`"cmdline":{"parameters":["console=ttyS0","panic=-1"],"root":"ibroot"},` +
-		`"igvm":{"policy":"0x30000","acpi":{},"layout":{"svme":true,"encryptedPage":true,"pvalidateOpt":true}},` +
+		`"igvm":{"policy":"0x30000","acpi":{},"layout":{"kind":"mshv","svme":true,"encryptedPage":true,"pvalidateOpt":true}},` +
 		`"measurements":{"targets":[{"name":"igvm-mshv","platform":"igvm-mshv"}]}}}`
 	if string(b) != want {
 		t.Errorf("defaulted:\n%s\nwant:\n%s", b, want)
@@ -158,7 +159,7 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("Defaulted changed its receiver: %+v", c.Spec)
 	}
 	// Per-platform defaults.
-	c, err = parse(t, base+"  igvm: {policy: 0x70000}\n  measurements:\n    targets:\n      - {platform: igvm-kvm}\n      - {platform: qemu-ovmf, firmware: f.fd, cpus: [milan]}\n", LoadOptions{})
+	c, err = parse(t, base+"  igvm: {policy: 0x70000, layout: {kind: kvm}}\n  measurements:\n    targets:\n      - {platform: igvm-kvm}\n      - {platform: qemu-ovmf, firmware: f.fd, cpus: [milan]}\n", LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +169,31 @@ func TestDefaults(t *testing.T) {
 	}
 	if d[1].VMMType != "QEMU" || *d[1].GuestFeatures != 1 || *d[1].Policy != 0x70000 || d[1].VCPUs[0] != 1 {
 		t.Errorf("qemu defaults %+v", d[1])
+	}
+	// The default target is the one the layout is for; spec.runtime's
+	// defaults are pkg/payload's, and its target the only one.
+	_, err = parse(t, base+"  igvm: {layout: {kind: kvm}}\n  runtime: {}\n", LoadOptions{})
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Path != "spec.runtime.target" || !strings.Contains(ce.Msg, "igvm-kvm target") {
+		t.Errorf("payload of the default kvm target: %v", err)
+	}
+	c, err = parse(t, base+"  runtime: {}\n", LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = CanonicalJSON(c.Defaulted().Spec.Runtime)
+	if want := `{"target":"igvm-mshv","handlerPrefix":"imagebuilder-cc-","platform":"aks-clh-snp","installPrefix":"/opt/@@runtimeName@@/",` +
+		`"shim":"kata","podAnnotations":["io.katacontainers.*"],"privilegedWithoutHostDevices":true,"containerdConfigVersion":2,` +
+		`"overheadMemoryMiB":170,"overheadCPU":"250m","urlBase":"file:///payload/"}`; string(b) != want {
+		t.Errorf("runtime defaults:\n%s\nwant:\n%s", b, want)
+	}
+	roundTrip(t, c, LoadOptions{})
+	c, err = parse(t, base+"  igvm: {layout: {kind: kvm}}\n", LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c.Defaulted().Spec.Measurements.Targets; len(d) != 1 || d[0].Platform != PlatformIGVMKVM {
+		t.Errorf("default target with the kvm layout: %+v", d)
 	}
 }
 

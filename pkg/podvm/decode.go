@@ -102,6 +102,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, c := range n.Content {
+			if isNull(c) {
+				// A null field means "the default"; a null item has none.
+				return d.errorf(c, fmt.Sprintf("%s[%d]", path, i), "empty list item")
+			}
 			if err := d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
 			}

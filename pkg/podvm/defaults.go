@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
+	"github.com/imagebuilder/imagebuilder/pkg/payload"
 )
 
 // Defaulted returns a copy of c with every default filled in: what the
@@ -46,6 +47,9 @@ func (c *Config) Defaulted() *Config {
 		p := DefaultPolicy
 		s.IGVM.Policy = &p
 	}
+	if s.IGVM.Layout.Kind == "" {
+		s.IGVM.Layout.Kind = LayoutMSHV
+	}
 	for _, b := range []**bool{&s.IGVM.Layout.SVME, &s.IGVM.Layout.EncryptedPage, &s.IGVM.Layout.PvalidateOpt} {
 		if *b == nil {
 			t := true
@@ -53,7 +57,12 @@ func (c *Config) Defaulted() *Config {
 		}
 	}
 	if s.Measurements.Targets == nil {
-		s.Measurements.Targets = []Target{{Platform: PlatformIGVMMSHV}}
+		// The one target the IGVM layout is for.
+		p := PlatformIGVMMSHV
+		if s.IGVM.Layout.Kind == LayoutKVM {
+			p = PlatformIGVMKVM
+		}
+		s.Measurements.Targets = []Target{{Platform: p}}
 	}
 	for i := range s.Measurements.Targets {
 		t := &s.Measurements.Targets[i]
@@ -85,7 +94,55 @@ func (c *Config) Defaulted() *Config {
 			}
 		}
 	}
+	if r := s.Runtime; r != nil {
+		defaultRuntime(r, s.Measurements.Targets)
+	}
 	return d
+}
+
+// defaultRuntime fills in spec.runtime's defaults: pkg/payload's, made
+// explicit, and the target when there is only one. VMMemoryMiB stays 0
+// (the Kata template's default_memory, which only the build reads).
+func defaultRuntime(r *Runtime, targets []Target) {
+	if r.Target == "" && len(targets) == 1 {
+		r.Target = targets[0].Name
+	}
+	if r.HandlerPrefix == "" {
+		r.HandlerPrefix = payload.DefaultHandlerPrefix
+	}
+	if r.Platform == "" {
+		for _, t := range targets {
+			if t.Name == r.Target {
+				r.Platform = payload.DefaultPlatform(t.Platform)
+			}
+		}
+	}
+	if r.InstallPrefix == "" {
+		r.InstallPrefix = payload.DefaultInstallPrefix
+	}
+	if r.Shim == "" {
+		r.Shim = payload.DefaultShim
+	}
+	if r.PodAnnotations == nil {
+		r.PodAnnotations = slices.Clone(payload.DefaultPodAnnotations)
+	}
+	if r.PrivilegedWithoutHostDevices == nil {
+		t := true
+		r.PrivilegedWithoutHostDevices = &t
+	}
+	if r.ContainerdConfigVersion == 0 {
+		r.ContainerdConfigVersion = 2
+	}
+	if r.OverheadMemoryMiB == nil {
+		v := int64(payload.DefaultOverheadMemoryMiB)
+		r.OverheadMemoryMiB = &v
+	}
+	if r.OverheadCPU == "" {
+		r.OverheadCPU = payload.DefaultOverheadCPU
+	}
+	if r.URLBase == "" {
+		r.URLBase = payload.DefaultURLBase
+	}
 }
 
 func defaultDirs(ds []DirEntry) []DirEntry {

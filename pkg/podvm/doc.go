@@ -12,14 +12,16 @@
 //	b, err := podvm.CanonicalJSON(full) // stable bytes for the manifest and cache keys
 //
 // The pipeline: Build runs the stages (kernel, sources → rootfs, initrd
-// beside it, command line, IGVM, launch digests, ID blocks) as typed calls
-// of the stage packages, each reused from the stage cache when its inputs
-// are unchanged, and publishes the output directory with its
-// manifest.json (Manifest), reference values (ReferenceValues, and
-// ContrastReferenceValues in Contrast's shape) and ID block files
-// (IDBlocks) all at once. A failed stage is a *StageError. HandlerName is
-// the runtime handler naming rule. docs/build.md describes the pipeline
-// and the cache, docs/manifest.md the documents.
+// beside it, command line, IGVM in the layout spec.igvm.layout.kind
+// names, launch digests, ID blocks, and with spec.runtime the node
+// payload of pkg/payload) as typed calls of the stage packages, each
+// reused from the stage cache when its inputs are unchanged, and
+// publishes the output directory with its manifest.json (Manifest),
+// reference values (ReferenceValues, and ContrastReferenceValues in
+// Contrast's shape, keyed by the payload's runtime handler name), ID
+// block files (IDBlocks) and the payload's files all at once. A failed
+// stage is a *StageError. docs/build.md describes the pipeline and the
+// cache, docs/manifest.md the documents.
 //
 //	m, err := podvm.Build(ctx, cfg, podvm.BuildOptions{Output: "out", CacheDir: cache,
 //		GuestInit: podvm.GuestInit{Path: "bin/guest-init"}})

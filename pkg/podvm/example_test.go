@@ -27,15 +27,20 @@ func ExampleLoad() {
 	fmt.Println(s.Kernel.Deb.Resolved)
 	fmt.Println(s.Kernel.Modules, s.Initrd.Compression, s.Rootfs.Seed, s.Cmdline.Root)
 	fmt.Println(*s.SourceDateEpoch, "from the", cfg.Source.SourceDateEpochFrom)
+	fmt.Println("IGVM layout", s.IGVM.Layout.Kind)
 	for _, t := range s.Measurements.Targets {
 		fmt.Println(t.Name, t.Platform)
 	}
+	r := s.Runtime // the node payload's settings, pkg/payload's defaults filled in
+	fmt.Println(r.Target, r.HandlerPrefix, r.Platform, r.InstallPrefix, r.ContainerdConfigVersion)
 	// Output:
 	// ${IMAGEBUILDER_CACHE}/debian-kernel/linux-image-amd64.deb
 	// /var/cache/imagebuilder/debian-kernel/linux-image-amd64.deb
 	// [virtio_pci virtio_blk dm-verity erofs] zstd demo ibroot
 	// 1700000000 from the environment
+	// IGVM layout mshv
 	// aks-clh-snp igvm-mshv
+	// aks-clh-snp contrast-cc- aks-clh-snp /opt/@@runtimeName@@/ 2
 }
 
 // A config error names the file, the line and the field.

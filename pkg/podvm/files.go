@@ -53,6 +53,9 @@ func (c *Config) CheckFiles() error {
 		add("spec.idBlock.key", b.Key, false)
 		add("spec.idBlock.authorKey", b.AuthorKey, false)
 	}
+	if r := s.Runtime; r != nil {
+		add("spec.runtime.kataConfigTemplate", r.KataConfigTemplate, false)
+	}
 	for _, w := range ws {
 		if err := checkKind(w.p.Resolved, w.dir); err != nil {
 			return c.errorAt(w.path, "%s: %v", w.p.Written, err)

@@ -22,7 +22,9 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	}
-	f.Add([]byte(base + "  measurements:\n    targets:\n      - {platform: igvm-kvm, vcpus: [1, \"2-3\"], cpus: [milan]}\n"))
+	f.Add([]byte(base + "  igvm: {layout: {kind: kvm}}\n  measurements:\n    targets:\n      - {platform: igvm-kvm, vcpus: [1, \"2-3\"], cpus: [milan]}\n"))
+	f.Add([]byte(base + "  idBlock: {keyless: true}\n  measurements:\n    targets:\n      - {platform: qemu-ovmf, firmware: f.fd, cpus: [milan, genoa]}\n" +
+		"  runtime: {target: qemu-ovmf, cpu: \"0xa00f11\", labels: {a: b}, podAnnotations: [], overheadMemoryMiB: 0}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		opts := LoadOptions{CacheDir: "/cache"}
 		c, err := Parse(data, "podvm.yaml", "/conf", opts)

@@ -82,11 +82,14 @@ func (b *builder) igvm(ctx context.Context, kern *kernelStage, rd *initrdStage, 
 		inputs["acpi"] = "sha256:" + sum
 		st.acpi = &FileInput{Field: "spec.igvm.acpi.pages", Path: g.ACPI.Pages.Written, Kind: "file", SHA256: sum, Size: size}
 	}
+	kind, err := layoutKind(g.Layout.Kind)
+	if err != nil {
+		return fail("spec.igvm.layout.kind", "", err)
+	}
 	config := struct {
-		Layout  string `json:"layout"`
 		IGVM    IGVM   `json:"igvm"`
 		Cmdline string `json:"cmdline"`
-	}{IGVMLayout, g, line.Line}
+	}{g, line.Line}
 	// The file is published as it is unless an igvm-mshv target's ID
 	// block goes into it (the idblock stage then writes podvm.igvm).
 	publish := map[string]string{fileUnsigned: FileIGVM}
@@ -119,7 +122,7 @@ func (b *builder) igvm(ctx context.Context, kern *kernelStage, rd *initrdStage, 
 					return &StageError{Stage: stageIGVM, Field: "spec.igvm.acpi.pages", Input: g.ACPI.Pages.Written, Err: trimPkg(err, "linuxboot: ")}
 				}
 			}
-			opts := linuxboot.Options{Cmdline: line.Line, Initrd: idata, ACPI: acpi, Policy: snp.GuestPolicy(*g.Policy),
+			opts := linuxboot.Options{Layout: kind, Cmdline: line.Line, Initrd: idata, ACPI: acpi, Policy: snp.GuestPolicy(*g.Policy),
 				PvalidateOpt: *g.Layout.PvalidateOpt, EncryptedPage: *g.Layout.EncryptedPage, SVME: *g.Layout.SVME}
 			img, err := linuxboot.Build(ctx, bz, opts)
 			if err != nil {
@@ -130,7 +133,7 @@ func (b *builder) igvm(ctx context.Context, kern *kernelStage, rd *initrdStage, 
 				field := ""
 				if errors.As(err, &le) {
 					field = map[string]string{"Cmdline": "spec.cmdline.parameters", "Initrd": "spec.initrd", "ACPI": "spec.igvm.acpi",
-						"Policy": "spec.igvm.policy", "Kernel": "spec.kernel"}[le.Field]
+						"Policy": "spec.igvm.policy", "Kernel": "spec.kernel", "Layout": "spec.igvm.layout.kind"}[le.Field]
 				}
 				return &StageError{Stage: stageIGVM, Field: field, Err: trimPkg(err, "linuxboot: ")}
 			}

@@ -7,6 +7,7 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm/linuxboot"
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
+	"github.com/imagebuilder/imagebuilder/pkg/payload"
 	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 	"github.com/imagebuilder/imagebuilder/pkg/source"
@@ -56,6 +57,8 @@ type Manifest struct {
 	IGVM    IGVMInfo    `json:"igvm"`
 	// Targets are the launch measurements, in the config's order.
 	Targets []TargetInfo `json:"targets"`
+	// Runtime is the node payload (spec.runtime), nil without one.
+	Runtime *RuntimeInfo `json:"runtime,omitempty"`
 	// Outputs are every file of the output directory but manifest.json,
 	// by name.
 	Outputs []Output `json:"outputs"`
@@ -104,6 +107,9 @@ type Inputs struct {
 	// public keys (never their private bytes); nil without them.
 	IDKey     *KeyInput `json:"id_key,omitempty"`
 	AuthorKey *KeyInput `json:"author_key,omitempty"`
+	// KataConfigTemplate is spec.runtime.kataConfigTemplate, nil for
+	// pkg/payload's built-in template.
+	KataConfigTemplate *FileInput `json:"kata_config_template,omitempty"`
 }
 
 // FileInput is a host file or tree the build read.
@@ -218,7 +224,8 @@ type CmdlineInfo struct {
 // Result, where the kernel, the command line and the initrd are in guest
 // memory) and its ID block.
 type IGVMInfo struct {
-	// Layout is the IGVM layout kind ("mshv": igvmgen's).
+	// Layout is the IGVM layout kind (spec.igvm.layout.kind: "mshv",
+	// igvmgen's, or "kvm").
 	Layout       string                 `json:"layout"`
 	Pages        int                    `json:"pages"`
 	Policy       snp.GuestPolicy        `json:"policy"`
@@ -244,10 +251,37 @@ type IGVMInfo struct {
 }
 
 func igvmInfo(r *linuxboot.Result) IGVMInfo {
-	return IGVMInfo{Layout: "mshv", Pages: r.Pages, Policy: r.Policy, BootProtocol: r.BootProtocol,
+	return IGVMInfo{Layout: r.Layout.String(), Pages: r.Pages, Policy: r.Policy, BootProtocol: r.BootProtocol,
 		PrefAddress: r.PrefAddress, InitSize: r.InitSize, KernelEntry: r.KernelEntry, PayloadBytes: r.PayloadBytes,
 		BootParams: r.BootParams, Cmdline: r.Cmdline, CmdlineBytes: r.CmdlineBytes, Ramdisk: r.Ramdisk,
 		RamdiskSize: r.RamdiskSize, End: r.End, E820: r.E820, ACPITables: r.ACPITables, VMSA: r.VMSA}
+}
+
+// RuntimeInfo describes the node payload (pkg/payload's Payload): the
+// runtime handler that runs the image on a node, and the payload's files
+// in the output directory.
+type RuntimeInfo struct {
+	// Handler is the runtime handler name; HandlerDigest the sha256 its
+	// hex digits start, over HashedFiles (docs/node-payload.md).
+	Handler       string               `json:"handler"`
+	HandlerDigest string               `json:"handler_digest"`
+	HashedFiles   []payload.HashedFile `json:"hashed_files"`
+	// Target is the target the payload runs (spec.runtime.target),
+	// Platform the handler name's platform part, Hypervisor Kata's
+	// (clh or qemu).
+	Target     string `json:"target"`
+	Platform   string `json:"platform"`
+	Hypervisor string `json:"hypervisor"`
+	// InstallPrefix is the node directory the files go to.
+	InstallPrefix string `json:"install_prefix"`
+	// Files are the payload's files in the output directory (listed in
+	// Outputs too).
+	Files []string `json:"files"`
+	// VMMemoryMiB is the guest memory, OverheadMemoryMiB and OverheadCPU
+	// the RuntimeClass's overhead.podFixed.
+	VMMemoryMiB       int64  `json:"vm_memory_mib"`
+	OverheadMemoryMiB int64  `json:"overhead_memory_mib"`
+	OverheadCPU       string `json:"overhead_cpu"`
 }
 
 // TargetInfo is one target's launch measurement.
@@ -258,10 +292,12 @@ type TargetInfo struct {
 	Policy   snp.GuestPolicy `json:"policy"`
 	// Digests are the launch digests: one for igvm-mshv (independent of
 	// the vCPU count and CPU model), one per CPU model and vCPU count for
-	// qemu-ovmf.
+	// igvm-kvm and qemu-ovmf.
 	Digests []TargetDigest `json:"digests"`
 	// Firmware is the OVMF image (qemu-ovmf), as the config writes it.
-	Firmware      string        `json:"firmware,omitempty"`
+	Firmware string `json:"firmware,omitempty"`
+	// HostKernel is the host Linux whose KVM builds the VMSAs (igvm-kvm).
+	HostKernel    string        `json:"host_kernel,omitempty"`
 	VMMType       string        `json:"vmm_type,omitempty"`
 	GuestFeatures hexnum.Uint64 `json:"guest_features,omitempty"`
 	// OVMFHash is the digest after the firmware pages (qemu-ovmf).

@@ -26,6 +26,7 @@ type targetMeasurement struct {
 	KernelHashes  *KernelHashes   `json:"kernel_hashes,omitempty"`
 	VMMType       string          `json:"vmm_type,omitempty"`
 	GuestFeatures hexnum.Uint64   `json:"guest_features,omitempty"`
+	HostKernel    string          `json:"host_kernel,omitempty"`
 }
 
 // measureStage is the measurement stage's outcome.
@@ -62,14 +63,14 @@ func (b *builder) measure(ctx context.Context, kern *kernelStage, rd *initrdStag
 					return &StageError{Stage: stageMeasure, Field: field, Input: tg.Name, Err: trimPkg(err, "measure: ")}
 				}
 				tm := targetMeasurement{Name: tg.Name, Platform: tg.Platform, Profile: platformProfile[tg.Platform]}
+				if f == nil && tg.Platform != PlatformQEMUOVMF {
+					var err error
+					if f, err = igvm.Open(ig.file, ig.file.Size); err != nil {
+						return fail(err)
+					}
+				}
 				switch tg.Platform {
 				case PlatformIGVMMSHV:
-					if f == nil {
-						var err error
-						if f, err = igvm.Open(ig.file, ig.file.Size); err != nil {
-							return fail(err)
-						}
-					}
 					res, err := measure.MeasureIGVM(ctx, f, measure.Options{Profile: measure.ProfileMSHV})
 					if err != nil {
 						return fail(err)
@@ -118,8 +119,12 @@ func (b *builder) measure(ctx context.Context, kern *kernelStage, rd *initrdStag
 							tm.Digests = append(tm.Digests, d)
 						}
 					}
+				case PlatformIGVMKVM:
+					if err := measureKVM(ctx, f, tg, &tm); err != nil {
+						return fail(err)
+					}
 				default:
-					return fail(fmt.Errorf("%s: %v", tg.Platform, LayoutSatisfies(IGVMLayout, tg.Platform)))
+					return fail(fmt.Errorf("unknown platform %q", tg.Platform))
 				}
 				st.Targets = append(st.Targets, tm)
 				t.Add(1)
@@ -130,6 +135,78 @@ func (b *builder) measure(ctx context.Context, kern *kernelStage, rd *initrdStag
 		return nil, err
 	}
 	return st, nil
+}
+
+// measureKVM measures an igvm-kvm target: QEMU's IGVM loader on KVM, per
+// CPU model and vCPU count. First measure.CheckIGVM applies QEMU's and
+// KVM's acceptance rules to the file for each vCPU count with the
+// target's host kernel: a launch QEMU or KVM would refuse has no digest
+// any report can carry, so it is an error naming the rule, never a
+// listed value. Then the 1-vCPU digest per CPU model, extended by one AP
+// VMSA page per further vCPU (measure.ExtendVCPUs).
+func measureKVM(ctx context.Context, f *igvm.File, tg Target, tm *targetMeasurement) error {
+	host, err := measure.ParseHostKernel(tg.HostKernel)
+	if err != nil {
+		return err
+	}
+	var features *uint64
+	if tg.GuestFeatures != nil {
+		v := uint64(*tg.GuestFeatures)
+		features = &v
+	}
+	tm.HostKernel = host.String()
+	cpus := tg.CPUs
+	if len(cpus) == 0 {
+		cpus = []string{""} // one vCPU: no AP carries a CPU signature
+	}
+	for _, name := range cpus {
+		var cpu *measure.CPUModel
+		if name != "" {
+			m, err := measure.LookupCPU(name)
+			if err != nil {
+				return err
+			}
+			cpu = &m
+		}
+		opts := measure.Options{Profile: measure.ProfileKVM, CPU: cpu, HostKernel: host, GuestFeatures: features}
+		for _, n := range tg.VCPUs {
+			o := opts
+			o.VCPUs = n
+			if err := measure.CheckIGVM(ctx, f, o); err != nil {
+				return fmt.Errorf("%d vCPUs, host kernel %s: %w", n, host, trimPkg(err, "measure: "))
+			}
+		}
+		opts.VCPUs = 1
+		res, err := measure.MeasureIGVM(ctx, f, opts)
+		if err != nil {
+			return err
+		}
+		tm.Policy, tm.GuestFeatures = res.Policy, res.GuestFeatures
+		for _, n := range tg.VCPUs {
+			d := res.Digest
+			switch {
+			case n == 1:
+			case res.OneVCPUDigest != nil && res.APVMSAHash != nil:
+				if d, err = measure.ExtendVCPUs(*res.OneVCPUDigest, *res.APVMSAHash, n); err != nil {
+					return err
+				}
+			default: // the file has its own AP contexts: measure each count
+				o := opts
+				o.VCPUs = n
+				r, err := measure.MeasureIGVM(ctx, f, o)
+				if err != nil {
+					return err
+				}
+				d = r.Digest
+			}
+			td := TargetDigest{CPU: name, VCPUs: n, Digest: d}
+			if cpu != nil {
+				td.CPUSignature, td.Product = hexnum.Uint64(cpu.Signature), ProductName(cpu.Signature)
+			}
+			tm.Digests = append(tm.Digests, td)
+		}
+	}
+	return nil
 }
 
 // ProductName is the AMD product a vCPU signature (CPUID(1).EAX) belongs

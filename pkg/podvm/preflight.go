@@ -7,51 +7,23 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
-// IGVMLayout is the IGVM layout a build makes: igvm-tooling igvmgen's,
-// which cloud-hypervisor on Microsoft's hypervisor launches ("mshv").
-const IGVMLayout = "mshv"
-
-// LayoutSatisfies reports whether a build whose IGVM file has the given
-// layout can satisfy a target platform: nil, or why not. It is the one
-// place this is decided. (A kvm layout, with pkg/measure telling which
-// layout satisfies which profile, is being added: this function then
-// calls measure.CheckLayout for the IGVM platforms.)
-func LayoutSatisfies(layout, platform string) error {
-	switch platform {
-	case PlatformIGVMMSHV:
-		if layout == IGVMLayout {
-			return nil
-		}
-		return fmt.Errorf("the %s IGVM layout is not igvmgen's, which the igvm-mshv loader measures", layout)
-	case PlatformIGVMKVM:
-		if layout == IGVMLayout {
-			return errors.New("the IGVM is laid out for cloud-hypervisor on Microsoft's hypervisor (igvmgen's mshv layout), which KVM cannot launch as written: QEMU refuses its VMSA at 0x803000 (KVM measures every VMSA at 0xfffffffff000) and its restricted-injection SEV features; no kvm layout is available yet")
-		}
-		return nil
-	case PlatformQEMUOVMF:
-		// QEMU boots vmlinuz, initrd.img and cmdline.txt through OVMF,
-		// not the IGVM file: any layout will do.
-		return nil
-	}
-	return fmt.Errorf("unknown platform %q", platform)
-}
-
 // checkTargets refuses, before anything is built, a target the IGVM
-// layout cannot satisfy: a config error.
+// layout cannot satisfy and a spec.runtime that names no usable target:
+// config errors. (Load checks the same; a Config made in Go without Load
+// is checked here.)
 func checkTargets(c *Config) error {
 	d := c.Defaulted()
-	for i, t := range d.Spec.Measurements.Targets {
-		if err := LayoutSatisfies(IGVMLayout, t.Platform); err != nil {
-			return d.errorAt(fmt.Sprintf("spec.measurements.targets[%d].platform", i), "%s: %v", t.Platform, err)
-		}
+	if err := d.checkLayout(&d.Spec); err != nil {
+		return err
 	}
-	return nil
+	return d.checkRuntime(&d.Spec)
 }
 
 // preflight is what the build checks and reads before its first stage:
@@ -70,6 +42,10 @@ type preflight struct {
 	idKeyIn    *KeyInput
 	authorIn   *KeyInput
 	keySHA256s map[string]string
+	// kataTemplate is spec.runtime.kataConfigTemplate's bytes, and
+	// kataInput its record; nil without one.
+	kataTemplate []byte
+	kataInput    *FileInput
 }
 
 func (b *builder) preflight(ctx context.Context) (*preflight, error) {
@@ -135,7 +111,42 @@ func (b *builder) preflight(ctx context.Context) (*preflight, error) {
 			}
 		}
 	}
+	if r := s.Runtime; r != nil && r.KataConfigTemplate != nil {
+		const field = "spec.runtime.kataConfigTemplate"
+		data, err := readSmallFile(r.KataConfigTemplate.Resolved, maxKataTemplate)
+		if err != nil {
+			return fail(field, r.KataConfigTemplate.Written, trimOutputPrefix(err))
+		}
+		sum := sha256.Sum256(data)
+		p.kataTemplate = data
+		p.kataInput = &FileInput{Field: field, Path: r.KataConfigTemplate.Written, Kind: "file", SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+	}
+	b.pre = p
+	if err := b.checkPayload(ctx); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// maxKataTemplate bounds spec.runtime.kataConfigTemplate (Kata's own
+// configurations are about 30 KiB).
+const maxKataTemplate = 1 << 20
+
+// readSmallFile reads a file of at most max bytes.
+func readSmallFile(name string, max int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("larger than %d bytes", max)
+	}
+	return data, nil
 }
 
 // readKey reads an ID block key (P-384, PEM).

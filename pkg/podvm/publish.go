@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -50,9 +51,24 @@ func (b *builder) publish(ctx context.Context, s *buildState) (*Manifest, error)
 		}
 		small[IDBlockFile(doc.Target)] = j
 	}
-	handlers, err := b.handlerNames(s, outputs, small)
-	if err != nil {
-		return fail(FileReferenceValues, err)
+	// The node payload: its files join the small outputs, and its
+	// handler names the runtime target's reference values.
+	handlers := map[string]string{}
+	if b.cfg.Spec.Runtime != nil {
+		p, err := b.makePayload(ctx, s, outputs)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range p.Outputs() {
+			if _, dup := small[o.Name]; dup || outputs[o.Name] != nil {
+				return fail(o.Name, errors.New("the node payload names an output the build writes already"))
+			}
+			if small[o.Name], err = b.payloadData(o); err != nil {
+				return fail(o.Name, err)
+			}
+		}
+		handlers[p.Target] = p.Handler
+		s.payload = runtimeInfo(p)
 	}
 	rv, crv, err := referenceValues(b.cfg.Metadata.Name, s.ms, handlers)
 	if err != nil {
@@ -107,7 +123,7 @@ func (b *builder) targetInfo(s *buildState) ([]TargetInfo, []IDBlocks) {
 	for i, tm := range s.ms.Targets {
 		t := b.cfg.Spec.Measurements.Targets[i]
 		ti := TargetInfo{Name: tm.Name, Platform: tm.Platform, Profile: tm.Profile, Policy: tm.Policy, Digests: tm.Digests,
-			VMMType: tm.VMMType, GuestFeatures: tm.GuestFeatures, OVMFHash: tm.OVMFHash, KernelHashes: tm.KernelHashes}
+			VMMType: tm.VMMType, GuestFeatures: tm.GuestFeatures, HostKernel: tm.HostKernel, OVMFHash: tm.OVMFHash, KernelHashes: tm.KernelHashes}
 		if t.Firmware != nil {
 			ti.Firmware = t.Firmware.Written
 		}
@@ -118,45 +134,6 @@ func (b *builder) targetInfo(s *buildState) ([]TargetInfo, []IDBlocks) {
 		out = append(out, ti)
 	}
 	return out, files
-}
-
-// handlerNames names each target's runtime handler from the files a node
-// installs for it: for now the target's boot artifacts by their output
-// names (the node payload's install plan, when there is one, supplies
-// the list instead).
-func (b *builder) handlerNames(s *buildState, big map[string]*stageFile, small map[string][]byte) (map[string]string, error) {
-	sumOf := func(name string) string {
-		if f, ok := big[name]; ok {
-			return f.SHA256
-		}
-		sum := sha256.Sum256(small[name])
-		return hex.EncodeToString(sum[:])
-	}
-	out := map[string]string{}
-	for i, tm := range s.ms.Targets {
-		var names []string
-		var files []InstalledFile
-		switch tm.Platform {
-		case PlatformQEMUOVMF:
-			names = []string{FileKernel, FileInitrd, FileCmdline, FileRootfs}
-			t := b.cfg.Spec.Measurements.Targets[i]
-			files = append(files, InstalledFile{Path: "firmware/" + filepath.Base(t.Firmware.Resolved), SHA256: b.pre.fwSHA256[i]})
-		default:
-			names = []string{FileIGVM, FileRootfs}
-		}
-		if _, ok := small[IDBlockFile(tm.Name)]; ok {
-			names = append(names, IDBlockFile(tm.Name))
-		}
-		for _, n := range names {
-			files = append(files, InstalledFile{Path: n, SHA256: sumOf(n)})
-		}
-		name, err := HandlerName(DefaultHandlerPrefix, PlatformNames[tm.Platform].Handler, files)
-		if err != nil {
-			return nil, fmt.Errorf("target %s: %w", tm.Name, err)
-		}
-		out[tm.Name] = name
-	}
-	return out, nil
 }
 
 // manifest assembles manifest.json.
@@ -178,6 +155,7 @@ func (b *builder) manifest(s *buildState, targets []TargetInfo, outputs []Output
 		Cmdline: *s.line,
 		IGVM:    igvmInfo(&s.ig.res),
 		Targets: targets,
+		Runtime: s.payload,
 		Outputs: outputs,
 	}
 	if m.Initrd.Modules == nil {
@@ -199,6 +177,7 @@ func (b *builder) manifest(s *buildState, targets []TargetInfo, outputs []Output
 	in.ACPI = s.ig.acpi
 	in.Firmware = nonNil(b.pre.fwInputs)
 	in.IDKey, in.AuthorKey = b.pre.idKeyIn, b.pre.authorIn
+	in.KataConfigTemplate = b.pre.kataInput
 	return m, nil
 }
 

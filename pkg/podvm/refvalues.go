@@ -26,9 +26,9 @@ type ReferenceTarget struct {
 	// PlatformName Contrast's name for it (AKS-CLH-SNP, Metal-QEMU-SNP).
 	Platform     string `json:"platform"`
 	PlatformName string `json:"platform_name"`
-	// RuntimeHandler is the runtime handler name the Contrast file keys
-	// the target by (see HandlerName).
-	RuntimeHandler string          `json:"runtime_handler"`
+	// RuntimeHandler is the node payload's runtime handler name, for the
+	// target spec.runtime makes the payload of; "" for the others.
+	RuntimeHandler string          `json:"runtime_handler,omitempty"`
 	Policy         snp.GuestPolicy `json:"policy"`
 	PolicyFlags    []string        `json:"policy_flags"`
 	// Values are the launch digests: CPU model and vCPU count where the
@@ -38,7 +38,10 @@ type ReferenceTarget struct {
 
 // ContrastReferenceValues is reference-values.contrast.json: the shape
 // Contrast's coordinator decodes (with unknown fields refused), a map of
-// runtime handler name to reference values.
+// runtime handler name to reference values. A target without a runtime
+// handler (no spec.runtime, or not its target) is keyed by its target
+// name: no handler exists for it, and the operator keys it by the
+// handler the nodes install.
 type ContrastReferenceValues map[string]ContrastRuntime
 
 // ContrastRuntime is the reference values of one runtime handler.
@@ -80,8 +83,8 @@ func referenceValues(name string, ms *measureStage, handlers map[string]string) 
 	rv := &ReferenceValues{Schema: ReferenceValuesSchema, Name: name, Targets: []ReferenceTarget{}}
 	crv := ContrastReferenceValues{}
 	for _, tm := range ms.Targets {
-		pn := PlatformNames[tm.Platform]
-		rt := ReferenceTarget{Name: tm.Name, Platform: tm.Platform, PlatformName: pn.Contrast, RuntimeHandler: handlers[tm.Name],
+		pn := ContrastPlatforms[tm.Platform]
+		rt := ReferenceTarget{Name: tm.Name, Platform: tm.Platform, PlatformName: pn, RuntimeHandler: handlers[tm.Name],
 			Policy: tm.Policy, PolicyFlags: tm.Policy.Flags(), Values: tm.Digests}
 		rv.Targets = append(rv.Targets, rt)
 		pol, err := abi.ParseSnpPolicy(uint64(tm.Policy))
@@ -92,10 +95,17 @@ func referenceValues(name string, ms *measureStage, handlers map[string]string) 
 		// have SMT disabled; one that allows it is expected to have it on.
 		info := abi.SnpPlatformInfo{SMTEnabled: pol.SMT}
 		entry := func(product string, vcpus int, d snp.Digest) ContrastSNP {
-			return ContrastSNP{Platform: pn.Contrast, ProductName: product, TrustedMeasurement: d.String(),
+			return ContrastSNP{Platform: pn, ProductName: product, TrustedMeasurement: d.String(),
 				GuestPolicy: pol, PlatformInfo: info, CPUs: uint64(vcpus)}
 		}
-		rt2 := crv[rt.RuntimeHandler]
+		key := rt.RuntimeHandler
+		if key == "" {
+			key = tm.Name
+		}
+		if _, dup := crv[key]; dup {
+			return nil, nil, fmt.Errorf("target %s: %s keys two targets' reference values", tm.Name, key)
+		}
+		var rt2 ContrastRuntime
 		for _, d := range tm.Digests {
 			if d.CPU == "" {
 				for _, p := range ContrastProducts {
@@ -108,7 +118,7 @@ func referenceValues(name string, ms *measureStage, handlers map[string]string) 
 			}
 		}
 		if rt2.SNP != nil {
-			crv[rt.RuntimeHandler] = rt2
+			crv[key] = rt2
 		}
 	}
 	return rv, crv, nil

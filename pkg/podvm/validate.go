@@ -1,12 +1,14 @@
 package podvm
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"regexp"
 	"slices"
 	"strings"
 
+	"github.com/imagebuilder/imagebuilder/pkg/igvm/linuxboot"
 	"github.com/imagebuilder/imagebuilder/pkg/measure"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -51,7 +53,7 @@ func (c *Config) validate() error {
 	if v := *s.SourceDateEpoch; v < 0 || v > MaxSourceDateEpoch {
 		return c.errorAt("spec.sourceDateEpoch", "%d: want whole seconds since 1970, 0 to %d", v, int64(MaxSourceDateEpoch))
 	}
-	for _, check := range []func(*Spec) error{c.checkKernel, c.checkInitrd, c.checkRootfs, c.checkCmdline, c.checkIGVM, c.checkTargets, c.checkIDBlock} {
+	for _, check := range []func(*Spec) error{c.checkKernel, c.checkInitrd, c.checkRootfs, c.checkCmdline, c.checkIGVM, c.checkTargets, c.checkLayout, c.checkIDBlock, c.checkRuntime} {
 		if err := check(s); err != nil {
 			return err
 		}
@@ -209,8 +211,69 @@ func (c *Config) checkIGVM(s *Spec) error {
 	if s.IGVM.ACPI.Tables != nil && s.IGVM.ACPI.Pages != nil {
 		return c.errorAt("spec.igvm.acpi.pages", "give tables or pages, not both")
 	}
+	l := s.IGVM.Layout
+	if _, err := layoutKind(l.Kind); err != nil {
+		return c.errorAt("spec.igvm.layout.kind", "%q: want %s (igvm-tooling igvmgen's, for cloud-hypervisor on Microsoft's hypervisor) or %s (for QEMU on KVM)", l.Kind, LayoutMSHV, LayoutKVM)
+	}
+	if l.Kind == LayoutKVM && !*l.SVME {
+		return c.errorAt("spec.igvm.layout.svme", "false has no effect with the kvm layout: KVM measures EFER.SVME set whatever the file holds, so the kvm layout writes it set")
+	}
 	return nil
 }
+
+// layoutKind is the linuxboot layout kind of spec.igvm.layout.kind
+// (exactly "mshv" or "kvm": the config is strict about case).
+func layoutKind(s string) (linuxboot.LayoutKind, error) {
+	k, err := linuxboot.ParseLayoutKind(s)
+	if err != nil || k.String() != s {
+		return 0, fmt.Errorf("unknown IGVM layout kind %q", s)
+	}
+	return k, nil
+}
+
+// checkLayout refuses a target the IGVM layout cannot satisfy: one build
+// makes one IGVM file, laid out for one loader, and each layout kind
+// satisfies only its own loader's profile (measure.CheckLayout decides).
+// qemu-ovmf targets boot vmlinuz, initrd.img and cmdline.txt through the
+// firmware and do not use the IGVM file at all.
+func (c *Config) checkLayout(s *Spec) error {
+	kind, err := layoutKind(s.IGVM.Layout.Kind)
+	if err != nil {
+		return c.errorAt("spec.igvm.layout.kind", "%v", err)
+	}
+	for i, t := range s.Measurements.Targets {
+		profile, ok := igvmProfiles[t.Platform]
+		if !ok {
+			continue
+		}
+		err := measure.CheckLayout(kind, profile)
+		if err == nil {
+			continue
+		}
+		var pe *measure.ProfileError
+		if !errors.As(err, &pe) {
+			return c.errorAt(fmt.Sprintf("spec.measurements.targets[%d].platform", i), "%v", trimPkg(err, "measure: "))
+		}
+		given := "the default"
+		if pos, ok := c.pos["spec.igvm.layout.kind"]; ok {
+			given = fmt.Sprintf("line %d", pos.Line)
+		}
+		at := fmt.Sprintf("spec.measurements.targets[%d].platform", i)
+		if i >= len(c.Spec.Measurements.Targets) {
+			at = "spec.measurements.targets" // the default target
+		}
+		return c.errorAt(at, "%s needs the %s IGVM layout, and spec.igvm.layout.kind is %s (%s): %s; one build makes one IGVM file, so its targets must all fit its layout (qemu-ovmf targets fit any)",
+			t.Platform, layoutFor[t.Platform], kind, given, pe.Reason)
+	}
+	return nil
+}
+
+// igvmProfiles are the measure profiles of the target platforms that
+// launch the IGVM file, and layoutFor the layout kind each needs.
+var (
+	igvmProfiles = map[string]measure.Profile{PlatformIGVMMSHV: measure.ProfileMSHV, PlatformIGVMKVM: measure.ProfileKVM}
+	layoutFor    = map[string]string{PlatformIGVMMSHV: LayoutMSHV, PlatformIGVMKVM: LayoutKVM}
+)
 
 // targetFields says which optional target fields each platform takes.
 var targetFields = map[string][]string{
@@ -307,6 +370,78 @@ func (c *Config) checkIDBlock(s *Spec) error {
 		return c.errorAt("spec.idBlock.authorKey", "an author key signs the ID key: it needs key")
 	}
 	return nil
+}
+
+// checkRuntime checks what spec.runtime says about the targets: which
+// one the payload is for, and its CPU model. The payload's own settings
+// are checked by pkg/payload when the build starts (Build, before any
+// stage: it reads the Kata template), with the same field paths.
+func (c *Config) checkRuntime(s *Spec) error {
+	r := s.Runtime
+	if r == nil {
+		return nil
+	}
+	targets := s.Measurements.Targets
+	if r.Target == "" {
+		var names []string
+		for _, t := range targets {
+			names = append(names, t.Name)
+		}
+		return c.errorAt("spec.runtime.target", "missing: the config has %d targets (%s) and the payload runs one: name it", len(targets), strings.Join(names, ", "))
+	}
+	i := slices.IndexFunc(targets, func(t Target) bool { return t.Name == r.Target })
+	if i < 0 {
+		var names []string
+		for _, t := range targets {
+			names = append(names, t.Name)
+		}
+		return c.errorAt("spec.runtime.target", "%q: no such target (the targets are %s)", r.Target, strings.Join(names, ", "))
+	}
+	t := targets[i]
+	if t.Platform == PlatformIGVMKVM {
+		// pkg/payload's Kata configuration for the IGVM is cloud-
+		// hypervisor's, and the kvm digests are those of QEMU's IGVM
+		// loader: a node running it would launch with a digest no
+		// reference value lists.
+		return c.errorAt("spec.runtime.target", "%q is an igvm-kvm target: its digests are QEMU's IGVM loader's, and the node payload has no Kata configuration that boots the IGVM file with QEMU (its IGVM configuration is cloud-hypervisor's); make the payload for an igvm-mshv or qemu-ovmf target", r.Target)
+	}
+	if r.CPU != "" {
+		switch {
+		case t.Platform != PlatformQEMUOVMF:
+			return c.errorAt("spec.runtime.cpu", "has no effect: target %s is %s, whose launch digest depends on no CPU model", t.Name, t.Platform)
+		case s.IDBlock == nil:
+			return c.errorAt("spec.runtime.cpu", "has no effect without spec.idBlock: it picks the CPU model's ID block")
+		}
+		if _, err := runtimeCPU(r.CPU, t); err != nil {
+			return c.errorAt("spec.runtime.cpu", "%v", err)
+		}
+	}
+	for _, m := range []struct {
+		at string
+		m  map[string]string
+	}{{"spec.runtime.labels", r.Labels}, {"spec.runtime.nodeSelector", r.NodeSelector}} {
+		for _, k := range sortedKeys(m.m) {
+			if k == "" || strings.ContainsAny(k, " \t\n") {
+				return c.errorAt(m.at, "key %q", k)
+			}
+		}
+	}
+	return nil
+}
+
+// runtimeCPU is the name target t gives the CPU model spec.runtime.cpu
+// names (by name or signature): the ID blocks carry the target's names.
+func runtimeCPU(cpu string, t Target) (string, error) {
+	want, err := measure.LookupCPU(cpu)
+	if err != nil {
+		return "", errors.New(strings.TrimPrefix(err.Error(), "measure: "))
+	}
+	for _, name := range t.CPUs {
+		if m, err := measure.LookupCPU(name); err == nil && m.Signature == want.Signature {
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("%q is none of target %s's CPU models (%s)", cpu, t.Name, strings.Join(t.CPUs, ", "))
 }
 
 func sortedKeys(m map[string]string) []string {
