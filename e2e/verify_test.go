@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,10 +12,11 @@ import (
 
 // TestDemoVerifyReproduce builds the demo image (examples/podvm.yaml, the
 // real Debian kernel and root) and runs the auditor's commands on it:
-// verify passes every link it can (the demo has no ID block and no node
-// payload); a byte flipped in a file of the root file system fails links
-// outputs and rootfs, naming the file; reproduce rebuilds the demo from
-// the config without the stage cache and finds every artifact identical.
+// verify passes every link (the demo has no ID block: link id_block has
+// nothing to check); a byte flipped in a file of the root file system
+// fails links outputs and rootfs, naming the file, and handler (the node
+// installs the disk); reproduce rebuilds the demo from the config without
+// the stage cache and finds every artifact identical.
 func TestDemoVerifyReproduce(t *testing.T) {
 	needTools(t)
 	dir := t.TempDir()
@@ -33,7 +35,7 @@ func TestDemoVerifyReproduce(t *testing.T) {
 	}
 
 	stdout, stderr, code := run("verify", out)
-	if code != 0 || !strings.HasSuffix(stdout, out+": verified (6 ok, 1 skipped)\n") {
+	if code != 0 || !strings.HasSuffix(stdout, out+": verified (7 ok)\n") {
 		t.Fatalf("verify: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	t.Logf("verify:\n%s", stdout)
@@ -43,8 +45,15 @@ func TestDemoVerifyReproduce(t *testing.T) {
 	// the disk.
 	bad := filepath.Join(dir, "bad")
 	os.MkdirAll(bad, 0o755)
-	for _, n := range []string{"cmdline.txt", "initrd.img", "manifest.json", "podvm.igvm", "reference-values.contrast.json", "reference-values.json", "vmlinuz"} {
-		if err := os.Link(filepath.Join(out, n), filepath.Join(bad, n)); err != nil {
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() == "rootfs.img" {
+			continue
+		}
+		if err := os.Link(filepath.Join(out, e.Name()), filepath.Join(bad, e.Name())); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -57,14 +66,14 @@ func TestDemoVerifyReproduce(t *testing.T) {
 	stdout, stderr, code = run("verify", "-q", bad)
 	if code != 1 || !strings.Contains(stdout, "1 outputs       FAILED  rootfs.img: sha256") ||
 		!strings.Contains(stdout, "the digest of data block 5000, in /") ||
-		stderr != "imagebuilder: verify: "+bad+": 2 of 7 links failed (1 outputs, 2 rootfs)\n" {
+		stderr != "imagebuilder: verify: "+bad+": 3 of 7 links failed (1 outputs, 2 rootfs, 7 handler)\n" {
 		t.Errorf("flipped byte: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	t.Logf("flipped byte:\n%s", stdout)
 
 	stdout, stderr, code = run("reproduce", "-q", "-f", filepath.Join(dir, "examples", "podvm.yaml"), "--against", out,
 		"--guest-init", filepath.Join(dir, "bin", "guest-init"), "--cache", filepath.Join(dir, "cache"))
-	if code != 0 || !strings.HasSuffix(stdout, "reproduced: 8 artifacts identical\n") {
+	if code != 0 || !strings.HasSuffix(stdout, fmt.Sprintf("reproduced: %d artifacts identical\n", len(ents))) {
 		t.Errorf("reproduce: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	t.Logf("reproduce:\n%s", stdout)

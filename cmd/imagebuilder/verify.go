@@ -40,7 +40,8 @@ that binds a launch digest to the root disk, one line per link (docs/verify.md):
   4 payload        the kernel, initrd and command line in podvm.igvm are
                    vmlinuz, initrd.img and cmdline.txt
   5 launch_digest  every target's launch digest, recomputed, is
-                   reference-values.json's (qemu-ovmf: from --firmware)
+                   reference-values.json's (qemu-ovmf: from its firmware,
+                   the payload's ovmf-TARGET.fd or --firmware)
   6 id_block       every ID block carries its target's digest, its signature
                    verifies, its keys are the expected ones (printed)
   7 handler        the node payload's runtime handler is the hash of the files

@@ -138,14 +138,22 @@ func (v *verifier) linkDigests() Link {
 			for _, val := range t.Values {
 				opts := measure.Options{Profile: measure.ProfileMSHV}
 				if t.Platform == podvm.PlatformIGVMKVM {
+					c := cfgs[t.Name]
+					if mt, _ := v.manifestTarget(t.Name); mt != nil && mt.HostKernel != "" {
+						c.HostKernel = mt.HostKernel // as the build measured
+					}
 					var err error
-					if opts, err = kvmOptions(val, cfgs[t.Name]); err != nil {
+					if opts, err = kvmOptions(val, c); err != nil {
 						return fail(&Mismatch{What: t.Name + " value", GotFrom: where, Got: err.Error()})
 					}
 				}
 				res, err := measure.MeasureIGVM(v.ctx, v.ig.f, opts)
 				if err != nil {
-					return broken(podvm.FileIGVM, err)
+					// A file the loader would refuse under the target's
+					// settings (a kvm host kernel, a vCPU count) has no
+					// digest at all.
+					return fail(&Mismatch{What: t.Name + " launch digest" + valueLabel(val), GotFrom: "podvm.igvm measured under profile " + string(opts.Profile),
+						Got: oneLine(err.Error()), WantFrom: where, Want: val.Digest.String()})
 				}
 				if res.Digest != val.Digest {
 					return fail(&Mismatch{What: t.Name + " launch digest" + valueLabel(val), WantFrom: "podvm.igvm measured under profile " + string(opts.Profile),
@@ -160,7 +168,7 @@ func (v *verifier) linkDigests() Link {
 			if !fwRead {
 				fws, fwRead = v.firmwares(), true
 			}
-			n, why, m := v.checkOVMF(t, where, fws)
+			n, fwUsed, why, m := v.checkOVMF(t, where, fws)
 			if m != nil {
 				return fail(m)
 			}
@@ -168,7 +176,7 @@ func (v *verifier) linkDigests() Link {
 				unchecked = append(unchecked, t.Name+": "+why)
 				continue
 			}
-			done = append(done, fmt.Sprintf("%s: %d from the firmware, vmlinuz, initrd.img and the command line", t.Name, n))
+			done = append(done, fmt.Sprintf("%s: %d from %s, vmlinuz, initrd.img and the command line", t.Name, n, fwUsed))
 		default:
 			unchecked = append(unchecked, fmt.Sprintf("%s: platform %q unknown", t.Name, t.Platform))
 		}
@@ -260,8 +268,9 @@ func kvmOptions(val podvm.TargetDigest, c targetConfig) (measure.Options, error)
 
 // checkOVMF recomputes a qemu-ovmf target's digests from its firmware,
 // vmlinuz, initrd.img and the command line. It returns how many it
-// checked, or why it could not, or the first mismatch.
-func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmware) (int, string, *Mismatch) {
+// checked and from which firmware, or why it could not, or the first
+// mismatch.
+func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmware) (n int, fwName, why string, m *Mismatch) {
 	mt, idx := v.manifestTarget(t.Name)
 	want := v.recordedFirmware(idx)
 	var fw *firmware
@@ -277,7 +286,7 @@ func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmwa
 	if fw == nil {
 		for _, f := range fws {
 			if f.err != nil {
-				return 0, "", &Mismatch{What: "firmware", GotFrom: f.name, Got: oneLine(f.err.Error())}
+				return 0, "", "", &Mismatch{What: "firmware", GotFrom: f.name, Got: oneLine(f.err.Error())}
 			}
 		}
 		if len(fws) > 0 && want != "" {
@@ -285,36 +294,36 @@ func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmwa
 			for _, f := range fws {
 				got = append(got, f.name+" sha256 "+f.sum)
 			}
-			return 0, "", &Mismatch{What: t.Name + " firmware", WantFrom: "manifest.json's inputs.firmware", Want: "sha256 " + want,
+			return 0, "", "", &Mismatch{What: t.Name + " firmware", WantFrom: "manifest.json's inputs.firmware", Want: "sha256 " + want,
 				GotFrom: "the firmware given", Got: strings.Join(got, ", ")}
 		}
-		return 0, "no OVMF firmware given to recompute its digests from", nil
+		return 0, "", "no OVMF firmware given to recompute its digests from", nil
 	}
 	for _, name := range []string{podvm.FileKernel, podvm.FileInitrd} {
 		if why := v.missing(name); why != "" {
-			return 0, why, nil
+			return 0, "", why, nil
 		}
 	}
 	line, lineFrom := v.cmdline, "podvm.igvm's command line"
 	if c := v.files[podvm.FileCmdline]; c.ok() {
 		line, lineFrom = strings.TrimSuffix(string(c.data), "\n"), "cmdline.txt"
 	} else if !v.haveLine {
-		return 0, "no command line (cmdline.txt or podvm.igvm)", nil
+		return 0, "", "no command line (cmdline.txt or podvm.igvm)", nil
 	}
 	ovmf, err := measure.ParseOVMF(fw.data)
 	if err != nil {
-		return 0, "", &Mismatch{What: "firmware", GotFrom: fw.name, Got: oneLine(err.Error())}
+		return 0, "", "", &Mismatch{What: "firmware", GotFrom: fw.name, Got: oneLine(err.Error())}
 	}
 	kern, rd := v.files[podvm.FileKernel].data, v.files[podvm.FileInitrd].data
 	hashes, err := measure.HashKernel(v.ctx, bytes.NewReader(kern), bytes.NewReader(rd), line)
 	if err != nil {
-		return 0, "", &Mismatch{What: "kernel hashes", GotFrom: "vmlinuz, initrd.img", Got: err.Error()}
+		return 0, "", "", &Mismatch{What: "kernel hashes", GotFrom: "vmlinuz, initrd.img", Got: err.Error()}
 	}
 	vmm, features := measure.VMMQEMU, uint64(1)
 	if mt != nil {
 		if mt.VMMType != "" {
 			if vmm, err = measure.ParseVMMType(mt.VMMType); err != nil {
-				return 0, "", &Mismatch{What: t.Name + " vmm_type", GotFrom: "manifest.json", Got: err.Error()}
+				return 0, "", "", &Mismatch{What: t.Name + " vmm_type", GotFrom: "manifest.json", Got: err.Error()}
 			}
 		}
 		if mt.GuestFeatures != 0 {
@@ -325,7 +334,7 @@ func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmwa
 				{"kernel_sha256", kh.Kernel, hashes.Kernel.String()}, {"initrd_sha256", kh.Initrd, hashes.Initrd.String()},
 				{"cmdline_sha256", kh.Cmdline, hashes.Cmdline.String()}} {
 				if c.got != c.want {
-					return 0, "", &Mismatch{What: t.Name + " " + c.what, GotFrom: "manifest.json (kernel_hashes)", Got: c.got,
+					return 0, "", "", &Mismatch{What: t.Name + " " + c.what, GotFrom: "manifest.json (kernel_hashes)", Got: c.got,
 						WantFrom: "vmlinuz, initrd.img and " + lineFrom, Want: c.want}
 				}
 			}
@@ -336,20 +345,20 @@ func (v *verifier) checkOVMF(t podvm.ReferenceTarget, where string, fws []firmwa
 		if val.CPU != "" {
 			cpu, err := measure.LookupCPU(val.CPU)
 			if err != nil {
-				return 0, "", &Mismatch{What: t.Name + " cpu", GotFrom: where, Got: err.Error()}
+				return 0, "", "", &Mismatch{What: t.Name + " cpu", GotFrom: where, Got: err.Error()}
 			}
 			sig = cpu.Signature
 		}
 		m, err := measure.MeasureOVMF(v.ctx, ovmf, measure.OVMFConfig{VCPUs: max(val.VCPUs, 1), VCPUSig: sig, GuestFeatures: features, VMM: vmm, Kernel: &hashes})
 		if err != nil {
-			return 0, "", &Mismatch{What: t.Name + " launch digest" + valueLabel(val), GotFrom: fw.name, Got: oneLine(err.Error())}
+			return 0, "", "", &Mismatch{What: t.Name + " launch digest" + valueLabel(val), GotFrom: fw.name, Got: oneLine(err.Error())}
 		}
 		if m.Digest != val.Digest {
-			return 0, "", &Mismatch{What: t.Name + " launch digest" + valueLabel(val), WantFrom: fmt.Sprintf("%s, vmlinuz, initrd.img and %s", fw.name, lineFrom),
+			return 0, "", "", &Mismatch{What: t.Name + " launch digest" + valueLabel(val), WantFrom: fmt.Sprintf("%s, vmlinuz, initrd.img and %s", fw.name, lineFrom),
 				Want: m.Digest.String(), GotFrom: where, Got: val.Digest.String()}
 		}
 	}
-	return len(t.Values), "", nil
+	return len(t.Values), filepath.Base(fw.name), "", nil
 }
 
 // linkIDBlocks is link 6: every ID block carries its target's digest and

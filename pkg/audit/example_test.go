@@ -51,7 +51,7 @@ func ExampleVerify() {
 	// 4 payload ok
 	// 5 launch_digest ok
 	// 6 id_block ok
-	// 7 handler skipped
+	// 7 handler ok
 	// ID key af505bae611515b0
 	// ok: true
 }
@@ -78,5 +78,5 @@ func ExampleReproduce() {
 	}
 	fmt.Println(len(r.Artifacts), "artifacts, identical:", r.Identical)
 	// Output:
-	// 10 artifacts, identical: true
+	// 15 artifacts, identical: true
 }

@@ -172,7 +172,10 @@ func FuzzVerify(f *testing.F) {
 		}
 		failed := func(link string) bool { return linkOf(rep, link).Status == Failed }
 		switch {
-		case !resum || name == podvm.FileManifest:
+		case name == podvm.FileManifest:
+			// Not every field of the manifest is checked (labels, the
+			// tool, input paths).
+		case !resum:
 			if rep.OK {
 				t.Fatalf("%s changed at %d, every link holds", name, at)
 			}

@@ -45,7 +45,7 @@ func TestReproduceIdentical(t *testing.T) {
 	if !r.Identical || r.First != nil || len(r.Inputs) != 0 {
 		t.Fatalf("not identical: %+v", r.First)
 	}
-	if len(r.Artifacts) != 10 {
+	if len(r.Artifacts) != 15 {
 		t.Errorf("%d artifacts: %+v", len(r.Artifacts), r.Artifacts)
 	}
 	var stages []string
@@ -57,7 +57,7 @@ func TestReproduceIdentical(t *testing.T) {
 			stages = append(stages, a.Stage)
 		}
 	}
-	if got := strings.Join(stages, " "); got != "kernel rootfs initrd igvm measure idblock manifest" {
+	if got := strings.Join(stages, " "); got != "kernel rootfs initrd igvm measure idblock payload manifest" {
 		t.Errorf("stage order %s", got)
 	}
 	pinned := map[string]podvm.Pin{}

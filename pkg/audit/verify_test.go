@@ -111,7 +111,7 @@ func TestVerifyFresh(t *testing.T) {
 	if !rep.OK {
 		t.Fatalf("a fresh build does not verify:\n%s", dump(rep))
 	}
-	want := map[string]Status{"outputs": OK, "rootfs": OK, "cmdline": OK, "payload": OK, "launch_digest": OK, "id_block": OK, "handler": Skipped}
+	want := map[string]Status{"outputs": OK, "rootfs": OK, "cmdline": OK, "payload": OK, "launch_digest": OK, "id_block": OK, "handler": OK}
 	for _, l := range rep.Links {
 		if l.Status != want[l.Name] {
 			t.Errorf("link %d %s: %s, want %s: %s", l.Number, l.Name, l.Status, want[l.Name], l.Detail)
@@ -124,10 +124,23 @@ func TestVerifyFresh(t *testing.T) {
 	if len(keys) != 2 || keys[0].AuthorKeyDigest == nil || keys[0].IDKeyDigest == (snp.Digest{}) {
 		t.Errorf("keys: %+v", keys)
 	}
-	// Without the firmware, the qemu-ovmf target is not recomputed: the
-	// link is partial and says why.
+	if l := link(rep, "handler"); !strings.HasPrefix(l.Detail, "contrast-cc-metal-qemu-snp-") || !strings.Contains(l.Detail, "is the hash of its 5 installed files") {
+		t.Errorf("handler: %s", l.Detail)
+	}
+	// The node payload carries the qemu-ovmf target's firmware: it is
+	// used without Options.Firmware.
 	rep, err := Verify(context.Background(), Artifacts{Dir: out}, Options{})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if l := link(rep, "launch_digest"); !rep.OK || l.Status != OK || !strings.Contains(l.Detail, "metal-qemu-snp: 4 from ovmf-metal-qemu-snp.fd,") {
+		t.Errorf("firmware of the payload: %+v", l)
+	}
+	// Without any firmware, the qemu-ovmf target is not recomputed: the
+	// link is partial and says why.
+	a := Artifacts{IGVM: filepath.Join(out, podvm.FileIGVM), Kernel: filepath.Join(out, podvm.FileKernel), Initrd: filepath.Join(out, podvm.FileInitrd),
+		ReferenceValues: filepath.Join(out, podvm.FileReferenceValues), Manifest: filepath.Join(out, podvm.FileManifest)}
+	if rep, err = Verify(context.Background(), a, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	l := link(rep, "launch_digest")
@@ -203,16 +216,17 @@ func TestVerifyRootfsByte(t *testing.T) {
 			}
 			flipByte(t, img, off)
 			rep := verifyDir(t, out, cfg)
-			if got := failedNames(rep); strings.Join(got, ",") != "outputs,rootfs" {
-				t.Errorf("failed links %v, want outputs and rootfs:\n%s", got, dump(rep))
+			// The node payload installs rootfs.img: its plan has the digest.
+			if got := failedNames(rep); strings.Join(got, ",") != "outputs,rootfs,handler" {
+				t.Errorf("failed links %v, want outputs, rootfs and handler:\n%s", got, dump(rep))
 			}
 			if m := link(rep, "outputs").Mismatch; m == nil || m.What != "rootfs.img" {
 				t.Errorf("outputs: %+v", m)
 			}
 			recordSum(t, out, podvm.FileRootfs)
 			rep = verifyDir(t, out, cfg)
-			if got := failedNames(rep); strings.Join(got, ",") != "rootfs" {
-				t.Errorf("with the manifest updated, failed links %v, want rootfs:\n%s", got, dump(rep))
+			if got := failedNames(rep); strings.Join(got, ",") != "rootfs,handler" {
+				t.Errorf("with the manifest updated, failed links %v, want rootfs and handler:\n%s", got, dump(rep))
 			}
 			l := link(rep, "rootfs")
 			if l.Mismatch == nil || l.Mismatch.What != "root hash" || !strings.Contains(l.Detail, c.where) ||
@@ -593,5 +607,98 @@ func TestVerifyKeyless(t *testing.T) {
 	l = link(verifyDir(t, out, cfg), "id_block")
 	if l.Status != Failed || !strings.Contains(l.Detail, "a keyless build") {
 		t.Errorf("%s", l.Detail)
+	}
+}
+
+// TestVerifyHandler: the node payload's files and plan. The handler name
+// is the hash of what the node installs: a changed Kata configuration, a
+// plan whose digest is not its files', a RuntimeClass for another handler
+// each fail link handler.
+func TestVerifyHandler(t *testing.T) {
+	cases := []struct {
+		name, file string
+		edit       func(string) string
+		want       string
+	}{
+		{"Kata configuration", "configuration-metal-qemu-snp.toml", func(s string) string {
+			return strings.Replace(s, "default_vcpus = 1", "default_vcpus = 2", 1)
+		}, "configuration-metal-qemu-snp.toml (installed as /opt/contrast-cc-metal-qemu-snp-"},
+		{"plan digest", "install-plan.json", func(s string) string {
+			i := strings.Index(s, `"handler_digest": "`) + len(`"handler_digest": "`)
+			return s[:i] + "0000" + s[i+4:]
+		}, "handler digest: 0000"},
+		{"RuntimeClass", "runtimeclass.yaml", func(s string) string {
+			return strings.Replace(s, "handler: contrast-cc-", "handler: other-cc-", 1)
+		}, "runtime handler: another handler (runtimeclass.yaml)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, cfg := fresh(t)
+			p := filepath.Join(out, c.file)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := c.edit(string(b))
+			if e == string(b) {
+				t.Fatalf("%s: the edit changes nothing", c.file)
+			}
+			os.WriteFile(p, []byte(e), 0o644)
+			recordSum(t, out, c.file)
+			rep := verifyDir(t, out, cfg)
+			if got := failedNames(rep); strings.Join(got, ",") != "handler" {
+				t.Errorf("failed links %v, want handler:\n%s", got, dump(rep))
+			}
+			if l := link(rep, "handler"); !strings.HasPrefix(l.Detail, c.want) {
+				t.Errorf("handler: %s", l.Detail)
+			}
+		})
+	}
+}
+
+// TestVerifyKVM: an IGVM file laid out for QEMU on KVM (the VMSA at
+// KVM's address) with an igvm-kvm target: the kvm profile's digests per
+// CPU model and vCPU count, with the target's host kernel.
+func TestVerifyKVM(t *testing.T) {
+	root := t.TempDir()
+	cfg := reproTree(t, root)
+	b, _ := os.ReadFile(cfg)
+	s := string(b)
+	i, j := strings.Index(s, "  measurements:"), strings.Index(s, "  idBlock:")
+	s = s[:i] + `  igvm:
+    layout:
+      kind: kvm
+  measurements:
+    targets:
+      - name: qemu-igvm
+        platform: igvm-kvm
+        vcpus: [1, 3]
+        cpus: [EPYC-Milan, genoa]
+        hostKernel: "6.12"
+` + s[j:]
+	if k := strings.Index(s, "  runtime:"); k > 0 {
+		s = s[:k] // the payload runs no igvm-kvm target
+	}
+	os.WriteFile(cfg, []byte(s), 0o644)
+	out := filepath.Join(root, "out")
+	buildRepro(t, cfg, out)
+	rep := verifyDir(t, out, cfg)
+	if !rep.OK || !strings.Contains(link(rep, "launch_digest").Detail, "qemu-igvm: 4 from podvm.igvm") ||
+		!strings.Contains(link(rep, "id_block").Detail, "qemu-igvm: 4 blocks") || link(rep, "payload").Status != OK {
+		t.Fatalf("\n%s", dump(rep))
+	}
+	// A host kernel under which QEMU and KVM could not launch the file:
+	// no digest exists.
+	mp := filepath.Join(out, podvm.FileManifest)
+	mb, _ := os.ReadFile(mp)
+	edited := strings.Replace(string(mb), `"host_kernel": "6.12"`, `"host_kernel": "6.6"`, 1)
+	if edited == string(mb) {
+		t.Fatal("no host_kernel in the manifest")
+	}
+	os.WriteFile(mp, []byte(edited), 0o644)
+	rep = verifyDir(t, out, cfg)
+	if l := link(rep, "launch_digest"); l.Status != Failed || !strings.HasPrefix(l.Mismatch.What, "qemu-igvm launch digest (EPYC-Milan, 1 vCPUs)") ||
+		!strings.Contains(l.Detail, "hypothetical-host: host kernel 6.6") {
+		t.Errorf("host kernel 6.6: %s", l.Detail)
 	}
 }
