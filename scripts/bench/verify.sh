@@ -15,12 +15,12 @@ cd "$(dirname "$0")/../.."
 ib=${IMAGEBUILDER:-bin/imagebuilder}
 [ -x "$ib" ] || { echo "bench: build $ib first (make build)" >&2; exit 1; }
 out=${DEMO_OUT:-out/demo}
-if [ ! -f "$out/manifest.json" ]; then
-  echo "bench: building the demo into $out" >&2
-  DEMO_OUT=$out bash scripts/demo.sh >/dev/null
-fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+if [ ! -f "$out/manifest.json" ]; then
+  echo "bench: building the demo into $out" >&2
+  DEMO_OUT=$out bash scripts/demo.sh >"$work/demo.log" 2>&1 || { cat "$work/demo.log" >&2; exit 1; }
+fi
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.2f\", $1 }"; }
 cat "$out"/* >/dev/null # page cache warm for both sides
