@@ -227,7 +227,7 @@ func Verify(ctx context.Context, a Artifacts, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-// roles maps the fixed output names to the Artifacts field naming them.
+// named maps the output names of the files named one by one to their paths.
 func (a *Artifacts) named() map[string]string {
 	m := map[string]string{}
 	set := func(name, p string) {
