@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/erofstest"
@@ -21,6 +24,7 @@ import (
 // fuzzSet is one build of the reproducibility config, in memory, with
 // where the structures of its root disk and IGVM file are.
 type fuzzSet struct {
+	root     string // removed by TestMain (fuzzing workers killed early leave it: sweepFuzzDirs)
 	dir      string // the build, on disk (unchanged files are linked from it)
 	firmware string
 	names    []string
@@ -39,7 +43,8 @@ var (
 
 func loadFuzzSet(t testing.TB) *fuzzSet {
 	fuzzOnce.Do(func() {
-		root, err := os.MkdirTemp("", "audit-fuzz-")
+		sweepFuzzDirs()
+		root, err := os.MkdirTemp("", fmt.Sprintf("audit-fuzz-%d-", os.Getpid()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,6 +87,7 @@ func loadFuzzSet(t testing.TB) *fuzzSet {
 		ig := s.files[podvm.FileIGVM]
 		end := int64(binary.LittleEndian.Uint32(ig[8:]) + binary.LittleEndian.Uint32(ig[12:]))
 		s.regions[podvm.FileIGVM] = [][2]int64{{0, 24}, {24, end}, {end, int64(len(ig))}}
+		s.root = root
 		fuzzBase = s
 	})
 	if fuzzBase == nil {
@@ -192,6 +198,25 @@ func FuzzVerify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sweepFuzzDirs removes the build directories of fuzzing processes that
+// no longer run ("audit-fuzz-PID-...").
+func sweepFuzzDirs() {
+	ents, _ := os.ReadDir(os.TempDir())
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), "audit-fuzz-")
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(filepath.Join(os.TempDir(), e.Name()))
+		}
+	}
 }
 
 func linkOf(rep *Report, name string) Link {

@@ -98,5 +98,8 @@ func TestMain(m *testing.M) {
 	if reproDir != "" {
 		os.RemoveAll(filepath.Dir(reproDir))
 	}
+	if fuzzBase != nil {
+		os.RemoveAll(fuzzBase.root)
+	}
 	os.Exit(code)
 }
