@@ -193,6 +193,17 @@ func (v *verifier) linkDigests() Link {
 			}
 		}
 	}
+	// Contrast's coordinator reads reference-values.contrast.json: every
+	// measurement it accepts must be one of the digests above.
+	if c := v.files[podvm.FileContrastReferences]; c != nil && from == podvm.FileReferenceValues {
+		if c.err != nil {
+			return broken(podvm.FileContrastReferences, c.err)
+		}
+		if m := checkContrast(c.data, targets); m != nil {
+			return fail(m)
+		}
+		done = append(done, "reference-values.contrast.json lists only those")
+	}
 	if len(done) == 0 {
 		return Link{Status: Skipped, Detail: "no launch digest could be recomputed", Unchecked: unchecked}
 	}
@@ -201,6 +212,50 @@ func (v *verifier) linkDigests() Link {
 		l.Status, l.Unchecked = Partial, unchecked
 	}
 	return l
+}
+
+// checkContrast checks that every measurement of Contrast's reference
+// values is a launch digest of a target of its platform, for its product
+// and vCPU count where the digest depends on them.
+func checkContrast(data []byte, targets []podvm.ReferenceTarget) *Mismatch {
+	var doc map[string]struct {
+		SNP []struct {
+			Platform           string
+			ProductName        string
+			TrustedMeasurement string
+			CPUs               int
+		} `json:"snp"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return &Mismatch{What: podvm.FileContrastReferences, Got: oneLine("not Contrast's reference values: " + err.Error())}
+	}
+	handlers := make([]string, 0, len(doc))
+	for h := range doc {
+		handlers = append(handlers, h)
+	}
+	sort.Strings(handlers)
+	for _, h := range handlers {
+		for i, e := range doc[h].SNP {
+			ok := false
+			for _, t := range targets {
+				if t.PlatformName != e.Platform {
+					continue
+				}
+				for _, val := range t.Values {
+					if val.Digest.String() == e.TrustedMeasurement && (val.Product == "" || val.Product == e.ProductName) &&
+						(val.VCPUs == 0 || val.VCPUs == e.CPUs) {
+						ok = true
+					}
+				}
+			}
+			if !ok {
+				return &Mismatch{What: fmt.Sprintf("%s[%s].snp[%d]", podvm.FileContrastReferences, h, i),
+					Got: fmt.Sprintf("TrustedMeasurement %s (%s, %s, %d vCPUs)", e.TrustedMeasurement, e.Platform, e.ProductName, e.CPUs),
+					GotFrom: podvm.FileContrastReferences, WantFrom: podvm.FileReferenceValues, Want: "a launch digest of a target of that platform, product and vCPU count"}
+			}
+		}
+	}
+	return nil
 }
 
 // publishedTargets are reference-values.json's targets, or without it the

@@ -702,3 +702,22 @@ func TestVerifyKVM(t *testing.T) {
 		t.Errorf("host kernel 6.6: %s", l.Detail)
 	}
 }
+
+// TestVerifyContrast: a measurement of reference-values.contrast.json
+// that is no launch digest of its platform fails link launch_digest.
+func TestVerifyContrast(t *testing.T) {
+	out, cfg := fresh(t)
+	p := filepath.Join(out, podvm.FileContrastReferences)
+	b, _ := os.ReadFile(p)
+	key := `"TrustedMeasurement": "`
+	i := strings.Index(string(b), key) + len(key)
+	b[i] ^= 1 // a hex digit to another
+	os.WriteFile(p, b, 0o644)
+	recordSum(t, out, podvm.FileContrastReferences)
+	rep := verifyDir(t, out, cfg)
+	l := link(rep, "launch_digest")
+	if got := failedNames(rep); strings.Join(got, ",") != "launch_digest" || !strings.HasPrefix(l.Detail, "reference-values.contrast.json[") ||
+		!strings.Contains(l.Detail, "TrustedMeasurement") {
+		t.Errorf("%v: %s", got, l.Detail)
+	}
+}
