@@ -250,7 +250,7 @@ func checkContrast(data []byte, targets []podvm.ReferenceTarget) *Mismatch {
 			}
 			if !ok {
 				return &Mismatch{What: fmt.Sprintf("%s[%s].snp[%d]", podvm.FileContrastReferences, h, i),
-					Got: fmt.Sprintf("TrustedMeasurement %s (%s, %s, %d vCPUs)", e.TrustedMeasurement, e.Platform, e.ProductName, e.CPUs),
+					Got:     fmt.Sprintf("TrustedMeasurement %s (%s, %s, %d vCPUs)", e.TrustedMeasurement, e.Platform, e.ProductName, e.CPUs),
 					GotFrom: podvm.FileContrastReferences, WantFrom: podvm.FileReferenceValues, Want: "a launch digest of a target of that platform, product and vCPU count"}
 			}
 		}
