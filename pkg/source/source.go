@@ -71,7 +71,13 @@ func (s Source) String() string {
 	case DockerArchive, Dir:
 		return string(s.Kind) + ":" + s.Path
 	case Registry:
-		return s.Repository + s.refSuffix(":")
+		plain := s.Repository + s.refSuffix(":")
+		if back, err := parse(plain, false); err != nil || back != s {
+			// "tar:x" would read back as a tar file: say it is a
+			// registry reference.
+			return "docker://" + plain
+		}
+		return plain
 	case Image:
 		return "image:" + s.Repository
 	}
@@ -155,7 +161,12 @@ var portRE = regexp.MustCompile(`^[0-9]+(/|$)`)
 // registry reference ("docker://" may precede it), unless it names an
 // existing file or directory: that is an error saying which scheme to
 // write, since looking up "." or "./base" in a registry only confuses.
-func Parse(s string) (Source, error) {
+func Parse(s string) (Source, error) { return parse(s, true) }
+
+// parse is Parse; lookLocal says whether a string without a scheme that
+// names an existing path is refused (Parse) or read as the registry
+// reference it spells (the syntax alone, for tests of String).
+func parse(s string, lookLocal bool) (Source, error) {
 	bad := func(format string, args ...any) (Source, error) {
 		return Source{}, &SyntaxError{Source: s, Msg: fmt.Sprintf(format, args...)}
 	}
@@ -206,17 +217,56 @@ func Parse(s string) (Source, error) {
 		// a scheme we do not know.
 		return bad("unknown scheme %q; sources are %s", scheme, Kinds)
 	}
-	if fi, err := os.Lstat(s); err == nil {
+	if fi, err := os.Lstat(s); err == nil && lookLocal {
 		return bad("%s", pathHint(s, fi))
 	}
 	if _, err := name.ParseReference(ref); err != nil {
 		return bad("not a registry reference (%v), and no scheme; sources are %s", err, Kinds)
 	}
 	repo, tag, digest := splitRegistryRef(ref)
+	if err := checkRepository(repo); err != nil {
+		return bad("not a registry reference (%v), and no scheme; sources are %s", err, Kinds)
+	}
 	if digest != "" && !validDigest(digest) {
 		return bad("digest %q is not sha256: and 64 lowercase hex digits", digest)
 	}
 	return Source{Kind: Registry, Repository: repo, Tag: tag, Digest: digest}, nil
+}
+
+// repoComponentRE is a repository path component as the distribution
+// specification defines it (go-containerregistry accepts more, such as
+// ".").
+var repoComponentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+
+// hostRE is a registry host: a DNS name or a bracketed IPv6 address, with
+// an optional port.
+var hostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$`)
+
+// checkRepository checks the path components of a repository, after the
+// registry host if one is given.
+func checkRepository(repo string) error {
+	parts := strings.Split(repo, "/")
+	if len(parts) > 1 && (strings.ContainsAny(parts[0], ".:[") || parts[0] == "localhost") {
+		if !hostRE.MatchString(parts[0]) {
+			return fmt.Errorf("registry %q is not a host name or address with an optional port", parts[0])
+		}
+		parts = parts[1:]
+	}
+	for _, p := range parts {
+		if !repoComponentRE.MatchString(p) {
+			return fmt.Errorf("repository %q: path component %q is not lower-case letters and digits separated by . _ __ or -", repo, p)
+		}
+	}
+	return nil
+}
+
+// isKind says whether s is one of our scheme names.
+func isKind(s string) bool {
+	switch Kind(s) {
+	case OCILayout, OCIArchive, Tar, DockerArchive, Dir, Registry, Image:
+		return true
+	}
+	return false
 }
 
 // pathHint says which scheme to write for an existing path given without
