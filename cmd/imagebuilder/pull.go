@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/imagebuilder/imagebuilder/pkg/audit"
 	"github.com/imagebuilder/imagebuilder/pkg/payload"
 )
 
@@ -13,6 +15,7 @@ func init() { register(newPullCmd) }
 func newPullCmd() *cobra.Command {
 	var layoutDir, out string
 	var js jsonFlag
+	var noVerify bool
 	cmd := &cobra.Command{
 		Use:   "pull REF -o DIR | pull --oci-layout LAYOUT [DIGEST] -o DIR",
 		Short: "Fetch an output set pushed as an OCI artifact, checking every digest",
@@ -35,9 +38,22 @@ file that does not match is named and the command exits 1.
 			if layoutDir == "" && len(args) != 1 {
 				return usagef("%s: give REF, or --oci-layout LAYOUT", commandName(cmd))
 			}
-			// verify (another area's command) plugs in through
-			// PullOptions.Verify once it exists.
 			opts := payload.PullOptions{}
+			var verified *audit.Report
+			if !noVerify {
+				opts.Verify = func(ctx context.Context, dir string) error {
+					rep, err := audit.Verify(ctx, audit.Artifacts{Dir: dir}, audit.Options{})
+					if err != nil {
+						return err
+					}
+					if failed := rep.Failed(); len(failed) > 0 {
+						l := failed[0]
+						return fmt.Errorf("link %d %s failed: %s", l.Number, l.Name, l.Detail)
+					}
+					verified = rep
+					return nil
+				}
+			}
 			var res *payload.PullResult
 			var err error
 			if layoutDir != "" {
@@ -63,12 +79,17 @@ file that does not match is named and the command exits 1.
 			for _, f := range res.Files {
 				size += f.Size
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d files, %d bytes, digest %s, checked\n", out, len(res.Files), size, res.Digest)
+			line := fmt.Sprintf("%s: %d files, %d bytes, digest %s, checked", out, len(res.Files), size, res.Digest)
+			if verified != nil {
+				line += ", verified (" + linkCounts(verified) + ")"
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), line)
 			return nil
 		},
 	}
 	addOutputFlag(cmd, &out, "the directory to write the output set to", true)
 	cmd.Flags().StringVar(&layoutDir, "oci-layout", "", "read from the OCI image layout LAYOUT instead of a registry")
+	cmd.Flags().BoolVar(&noVerify, "no-verify", false, "do not run 'imagebuilder verify' on the pulled set (the digests are checked in any case)")
 	addJSONFlag(cmd, &js)
 	return cmd
 }

@@ -50,7 +50,7 @@ func TestImportGraph(t *testing.T) {
 		t.Skip("no go command")
 	}
 	rules := []struct {
-		pkg, why string
+		pkg, why  string
 		forbidden func(dep string) bool
 	}{
 		{"pkg/verity", "pkg/verity imports none of ours", func(d string) bool { return strings.HasPrefix(d, module) }},
