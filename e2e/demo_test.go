@@ -223,25 +223,33 @@ func systemdBlock(t *testing.T) []byte {
 	}
 }
 
-// checkDemoDoc compares the demo output in docs/build.md with this build's
-// table: every line but the stage times, when the doc's run used the same
-// kernel package (the fixture follows Debian's current kernel).
+// checkDemoDoc compares the demo output in docs/build.md and README.md
+// with this build's table: every line but the stage times, when the doc's
+// run used the same kernel package (the fixture follows Debian's current
+// kernel).
 func checkDemoDoc(t *testing.T, stdout string, m *podvm.Manifest) {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "build.md"))
+	for _, name := range []string{filepath.Join("docs", "build.md"), "README.md"} {
+		checkDemoBlock(t, name, stdout, m)
+	}
+}
+
+func checkDemoBlock(t *testing.T, name, stdout string, m *podvm.Manifest) {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join(repoRoot(t), name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	const marker = "<!-- demo output: kernel package "
 	i := bytes.Index(doc, []byte(marker))
 	if i < 0 {
-		t.Fatal("docs/build.md has no demo output block")
+		t.Fatalf("%s has no demo output block", name)
 	}
 	rest := doc[i+len(marker):]
 	pkg, rest, _ := bytes.Cut(rest, []byte(" -->\n```text\n"))
 	block := string(rest[:bytes.Index(rest, []byte("```"))])
 	if string(pkg) != m.Inputs.Kernel.Package+" "+m.Inputs.Kernel.Version {
-		t.Logf("docs/build.md shows a build of kernel package %s, not %s %s: not compared", pkg, m.Inputs.Kernel.Package, m.Inputs.Kernel.Version)
+		t.Logf("%s shows a build of kernel package %s, not %s %s: not compared", name, pkg, m.Inputs.Kernel.Package, m.Inputs.Kernel.Version)
 		return
 	}
 	stable := func(s string) []string {
@@ -263,7 +271,7 @@ func checkDemoDoc(t *testing.T, stdout string, m *podvm.Manifest) {
 	}
 	got, want := strings.Join(stable(stdout), "\n"), strings.Join(stable(block), "\n")
 	if got != want {
-		t.Errorf("docs/build.md's demo output differs from this build's:\n%s\nbuilt:\n%s", want, got)
+		t.Errorf("%s: the demo output differs from this build's:\n%s\nbuilt:\n%s", name, want, got)
 	}
 }
 
