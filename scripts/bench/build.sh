@@ -50,7 +50,7 @@ ours() { # NAME CONFIG CACHE: one build; prints its stage table
   sed -n '/^STAGE/,/^total/p' "$work/$1.txt" | sed 's/^/    /'
 }
 
-echo "== imagebuilder build, demo config ($(nproc) CPUs, load average $(cut -d' ' -f1 /proc/loadavg))"
+echo "== imagebuilder build, demo config ($(nproc) CPUs)"
 ours cold_deb "$work/examples/deb.yaml" "$work/cache-deb"
 ours cold_extracted "$work/examples/extracted.yaml" "$work/cache-x"
 ours warm_cmdline "$work/examples/cmdline.yaml" "$work/cache-x"

@@ -56,7 +56,7 @@ for i in 1 2 3; do
 done
 
 size=$(du -sm "$out" | cut -f1)
-echo "== imagebuilder verify $out ($size MiB; $(nproc) CPUs, load average $(cut -d' ' -f1 /proc/loadavg))"
+echo "== imagebuilder verify $out ($size MiB; $(nproc) CPUs)"
 sed 's/^/    /' "$work/verify.txt" | cut -c1-110
 printf 'verify: %ss (best of 3), peak RSS %d MiB\n' "$best" $((mem / 1024))
 printf 'reference (sha256sum of every file + veritysetup verify): %ss; ratio %s\n' "$refbest" "$(calc "$best / $refbest")"
