@@ -263,15 +263,6 @@ func checkRepository(repo string) error {
 	return nil
 }
 
-// isKind says whether s is one of our scheme names.
-func isKind(s string) bool {
-	switch Kind(s) {
-	case OCILayout, OCIArchive, Tar, DockerArchive, Dir, Registry, Image:
-		return true
-	}
-	return false
-}
-
 // pathHint says which scheme to write for an existing path given without
 // one.
 func pathHint(p string, fi os.FileInfo) string {
