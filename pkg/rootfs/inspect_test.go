@@ -40,11 +40,11 @@ func (s sliceAt) WriteAt(p []byte, off int64) (int, error) {
 func smallDisk(t testing.TB) []byte {
 	t.Helper()
 	opts, _ := smallBuild(t, t.TempDir())
-	d := &memDisk{}
+	d := &rootfstest.MemDisk{}
 	if _, err := Build(context.Background(), opts, d); err != nil {
 		t.Fatal(err)
 	}
-	return d.b
+	return d.B
 }
 
 // partitions returns the erofs and the hash partition of a disk.
@@ -369,11 +369,11 @@ func TestDeepImage(t *testing.T) {
 	dir := t.TempDir()
 	p := writeFile(t, filepath.Join(dir, "deep.tar"), deepTar(t, depth))
 	opts := Options{Sources: srcs(t, "tar:"+p), Agent: fakeAgent(t, dir), Seed: "deep"}
-	d := &memDisk{}
+	d := &rootfstest.MemDisk{}
 	if _, err := Build(context.Background(), opts, d); err != nil {
 		t.Fatal(err)
 	}
-	in, err := Inspect(context.Background(), bytes.NewReader(d.b), int64(len(d.b)), InspectOptions{Files: true})
+	in, err := Inspect(context.Background(), bytes.NewReader(d.B), int64(len(d.B)), InspectOptions{Files: true})
 	if err != nil || !in.RootHashOK {
 		t.Fatal(err)
 	}
