@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -114,21 +115,8 @@ func (kh KernelHashes) page(offset int) ([]byte, error) {
 // does), stopping with ctx's error at the first write after ctx is
 // cancelled.
 func copyCtx(ctx context.Context, w io.Writer, r io.Reader) error {
-	_, err := io.Copy(ctxWriter{ctx, w}, r)
+	_, err := io.Copy(ctxio.Writer(ctx, w), r)
 	return err
-}
-
-// ctxWriter fails its writes once its context is done.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
 }
 
 // OVMFConfig describes an OVMF launch to measure.
