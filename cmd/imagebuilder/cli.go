@@ -113,6 +113,20 @@ func printJSON(w io.Writer, v any) error {
 	return err
 }
 
+// writeResultJSON writes v to the --json=FILE file, if one was given.
+func writeResultJSON(js *jsonFlag, v any) error {
+	set := &atomicfile.Set{}
+	defer set.Abort()
+	write, err := js.stage(set)
+	if err != nil {
+		return err
+	}
+	if err := write(v); err != nil {
+		return err
+	}
+	return set.Commit()
+}
+
 // stage adds the JSON file to set when --json=FILE was given; it returns
 // a function that writes v into it, to be called before set.Commit.
 func (j *jsonFlag) stage(set *atomicfile.Set) (write func(v any) error, err error) {
