@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/erofstest"
 	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
+	"github.com/imagebuilder/imagebuilder/internal/gpttest"
 	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/erofs"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
@@ -433,7 +434,7 @@ func FuzzInspect(f *testing.F) {
 		disk := append([]byte(nil), good...)
 		if raw {
 			copy(disk, ops)
-			rootfstest.FixGPTCRCs(disk)
+			gpttest.FixCRCs(disk, 512)
 		} else {
 			_, d, _ := partitions(t, disk)
 			erofstest.Mutate(d, layout, ops)
