@@ -18,6 +18,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // ArtifactType is the artifactType of the OCI manifest of an output set.
@@ -194,7 +196,7 @@ type PushResult struct {
 // Push uploads the output directory dir to ref as one artifact and
 // returns its digest. Blobs the registry has already are not sent again.
 func Push(ctx context.Context, dir, ref string, opts ...remote.Option) (*PushResult, error) {
-	r, err := name.ParseReference(ref)
+	r, err := source.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("reference %q: %w", ref, err)
 	}
@@ -283,7 +285,7 @@ func (r remoteBlobs) blob(_ context.Context, d v1.Descriptor) (io.ReadCloser, er
 // replaced when it holds an output set already), checking every digest,
 // and then the files against manifest.json and install-plan.json.
 func Pull(ctx context.Context, ref, out string, opts PullOptions) (*PullResult, error) {
-	r, err := name.ParseReference(ref)
+	r, err := source.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("reference %q: %w", ref, err)
 	}
