@@ -158,6 +158,11 @@ type OVMFMeasurement struct {
 // firmware has no SNP_KERNEL_HASHES section to put its hashes in.
 var ErrNoKernelHashesSection = errors.New("measure: kernel specified but the OVMF SEV metadata has no SNP_KERNEL_HASHES section (only AmdSev builds of OVMF support measured direct boot)")
 
+// WarnVMSAChanged begins the warning that KVM measures vCPU 0's VMSA with
+// other values than the file holds; the names of the fields follow
+// (Result.VMSAChanges has each, with both values).
+const WarnVMSAChanged = "KVM measures vCPU 0's VMSA with other values than the file holds in"
+
 // WarnNoSEVMetadata is the warning for a firmware without SEV metadata.
 const WarnNoSEVMetadata = "OVMF has no SEV metadata: it does not pre-validate guest memory and cannot boot an SEV-SNP guest; the digest is computed anyway, as sev-snp-measure does"
 
