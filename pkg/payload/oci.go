@@ -38,6 +38,10 @@ var emptyJSON = []byte("{}")
 const (
 	MaxFiles        = 1000
 	MaxManifestSize = 4 << 20
+	// MaxDocumentSize bounds the JSON documents read from an output set
+	// or an OCI layout (manifest.json, install-plan.json, index.json):
+	// real ones are a few KiB.
+	MaxDocumentSize = 16 << 20
 )
 
 // artifactManifest is the OCI image manifest of an output set, written by
@@ -432,9 +436,9 @@ func CheckOutputSet(ctx context.Context, dir string, files []PulledFile) error {
 		by[f.Name] = f
 	}
 	if _, ok := by[ManifestFile]; ok {
-		data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+		data, err := readDocument(filepath.Join(dir, ManifestFile))
 		if err != nil {
-			return err
+			return &PullError{ManifestFile, err}
 		}
 		var m struct {
 			Schema  string `json:"schema"`
@@ -468,9 +472,9 @@ func CheckOutputSet(ctx context.Context, dir string, files []PulledFile) error {
 		}
 	}
 	if _, ok := by[InstallPlanFile]; ok {
-		data, err := os.ReadFile(filepath.Join(dir, InstallPlanFile))
+		data, err := readDocument(filepath.Join(dir, InstallPlanFile))
 		if err != nil {
-			return err
+			return &PullError{InstallPlanFile, err}
 		}
 		plan, err := ParsePlan(data, InstallPlanFile)
 		if err != nil {
@@ -487,6 +491,28 @@ func CheckOutputSet(ctx context.Context, dir string, files []PulledFile) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// errTooLarge is a document over MaxDocumentSize.
+var errTooLarge = fmt.Errorf("larger than %d MiB: not a document of an output set", MaxDocumentSize>>20)
+
+// readDocument reads the JSON document at p, refusing one over
+// MaxDocumentSize (errTooLarge) instead of reading whatever a hostile
+// file holds into memory.
+func readDocument(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxDocumentSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxDocumentSize {
+		return nil, errTooLarge
+	}
+	return b, nil
 }
 
 // ManifestFile is the build's manifest in an output directory.
