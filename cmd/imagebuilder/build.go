@@ -16,7 +16,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/internal/buildenv"
 	"github.com/imagebuilder/imagebuilder/internal/progress"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
@@ -102,21 +101,18 @@ func defaultCacheDir() string {
 }
 
 func runBuild(cmd *cobra.Command, f *buildFlags) error {
-	name := cmd.CommandPath()
+	name := commandName(cmd)
 	if f.logFormat != "text" && f.logFormat != "json" {
 		return usagef("%s: --log-format %q: want text or json", name, f.logFormat)
 	}
 	if f.quiet && f.json.toStdout() {
 		return usagef("%s: -q and --json both decide what goes to stdout; give --json=FILE", name)
 	}
-	if flagChanged(cmd, "cache") && f.cache == "" {
-		return usagef("%s: --cache: empty directory name", name)
+	if err := checkPipelineFlags(cmd, f.cache, f.out); err != nil {
+		return err
 	}
 	if f.noCache && flagChanged(cmd, "cache") {
 		return usagef("%s: --cache has no effect with --no-cache", name)
-	}
-	if f.out == "-" {
-		return usagef("%s: -o -: the output is a directory; give its name", name)
 	}
 	var opts podvm.LoadOptions
 	opts.CacheDir = defaultCacheDir()
@@ -130,19 +126,14 @@ func runBuild(cmd *cobra.Command, f *buildFlags) error {
 		return configError{fmt.Errorf("%s: %w", name, err)}
 	}
 
-	mode := progress.Auto
-	if f.quiet {
-		mode = progress.Quiet
+	guestInit, err := guestInitPath(name, f.guestInit)
+	if err != nil {
+		return err
 	}
-	rep, err := progress.New(os.Stderr, mode, f.logFormat)
+	prog, logger, err := newBuildProgress(f.quiet, f.logFormat)
 	if err != nil {
 		return usagef("%s: %v", name, err)
 	}
-	logger := rep.Logger()
-	if f.quiet {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	prog := &buildProgress{r: rep}
 	bopts := podvm.BuildOptions{
 		Output:   f.out,
 		NoCache:  f.noCache,
@@ -154,46 +145,24 @@ func runBuild(cmd *cobra.Command, f *buildFlags) error {
 	if bopts.CacheDir == "" {
 		bopts.CacheDir = opts.CacheDir
 	}
+	bopts.GuestInit.Path = guestInit
 	if exe, err := os.Executable(); err == nil {
 		// A binary built from changed sources under the same revision
 		// string never reuses another's cache entries.
 		if sum, err := sha256OfFile(exe); err == nil {
 			bopts.CacheSalt = sum
 		}
-		if f.guestInit == "" {
-			if p := filepath.Join(filepath.Dir(exe), "guest-init"); fileExists(p) {
-				bopts.GuestInit.Path = p
-			}
-		}
-	}
-	if f.guestInit != "" {
-		if !fileExists(f.guestInit) {
-			return usagef("%s: --guest-init %s: no such file", name, f.guestInit)
-		}
-		bopts.GuestInit.Path = f.guestInit
 	}
 	start := time.Now()
 	m, err := podvm.Build(cmd.Context(), cfg, bopts)
 	if err != nil {
-		var se *podvm.StageError
-		var ce *podvm.Error
-		if !errors.As(err, &se) && errors.As(err, &ce) {
-			return configError{fmt.Errorf("%s: %w", name, err)}
-		}
-		return fmt.Errorf("%s: %w", name, err)
+		return pipelineError(name, err)
 	}
-	if f.json.set {
-		b, err := marshalJSON(m)
-		if err != nil {
-			return err
-		}
-		if f.json.toStdout() {
-			_, err = os.Stdout.Write(b)
-			return err
-		}
-		if err := atomicfile.WriteFile(f.json.path, b, 0o644); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
+	if f.json.toStdout() {
+		return printJSON(os.Stdout, m)
+	}
+	if err := writeResultJSON(&f.json, m); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	if f.quiet {
 		return nil
@@ -212,6 +181,68 @@ func runBuild(cmd *cobra.Command, f *buildFlags) error {
 			fmt.Sprintf("%d of %d stages cached", cached, len(prog.statuses())))
 	}
 	return nil
+}
+
+// checkPipelineFlags checks the flags build and reproduce share: --cache
+// names a directory, -o a directory (never stdout).
+func checkPipelineFlags(cmd *cobra.Command, cache, out string) error {
+	name := commandName(cmd)
+	if flagChanged(cmd, "cache") && cache == "" {
+		return usagef("%s: --cache: empty directory name", name)
+	}
+	if out == "-" {
+		return usagef("%s: -o -: the output is a directory; give its name", name)
+	}
+	return nil
+}
+
+// guestInitPath is the default guest init: --guest-init when given (it
+// must exist), else the guest-init program next to this executable when
+// there is one ('make build' puts both in bin/), else "".
+func guestInitPath(name, flag string) (string, error) {
+	if flag != "" {
+		if !fileExists(flag) {
+			return "", usagef("%s: --guest-init %s: no such file", name, flag)
+		}
+		return flag, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(exe), "guest-init"); fileExists(p) {
+			return p, nil
+		}
+	}
+	return "", nil
+}
+
+// pipelineError wraps an error of podvm.Build or audit.Reproduce: a bad
+// config (a *podvm.Error outside any stage) exits 2 like a usage error, a
+// stage that failed exits 1.
+func pipelineError(name string, err error) error {
+	var se *podvm.StageError
+	var ce *podvm.Error
+	if !errors.As(err, &se) && errors.As(err, &ce) {
+		return configError{fmt.Errorf("%s: %w", name, err)}
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// newBuildProgress shows a pipeline's stages on stderr (a bar on a
+// terminal, log lines in logFormat elsewhere); quiet shows and logs
+// nothing.
+func newBuildProgress(quiet bool, logFormat string) (*buildProgress, *slog.Logger, error) {
+	mode := progress.Auto
+	if quiet {
+		mode = progress.Quiet
+	}
+	rep, err := progress.New(os.Stderr, mode, logFormat)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger := rep.Logger()
+	if quiet {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &buildProgress{r: rep}, logger, nil
 }
 
 // buildProgress shows the stages with internal/progress and keeps their

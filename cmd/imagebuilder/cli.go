@@ -17,6 +17,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/internal/buildenv"
+	"github.com/imagebuilder/imagebuilder/internal/suggest"
 )
 
 // newGroupCmd returns a command that only holds subcommands: without an
@@ -46,36 +47,9 @@ func noSubcommandArgs(cmd *cobra.Command, args []string) error {
 	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		// The closest of cobra's suggestions ("verty": verity, not verify).
-		best := s[0]
-		for _, c := range s[1:] {
-			if editDistance(args[0], c) < editDistance(args[0], best) {
-				best = c
-			}
-		}
-		msg += fmt.Sprintf("; did you mean %q?", best)
+		msg += fmt.Sprintf("; did you mean %q?", suggest.Closest(args[0], s, -1))
 	}
 	return usagef("%s", msg)
-}
-
-// editDistance is the Levenshtein distance of a and b (bytes).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // jsonFlag is --json[=FILE]: --json prints the command's result as JSON to
@@ -137,6 +111,20 @@ func printJSON(w io.Writer, v any) error {
 	}
 	_, err = w.Write(b)
 	return err
+}
+
+// writeResultJSON writes v to the --json=FILE file, if one was given.
+func writeResultJSON(js *jsonFlag, v any) error {
+	set := &atomicfile.Set{}
+	defer set.Abort()
+	write, err := js.stage(set)
+	if err != nil {
+		return err
+	}
+	if err := write(v); err != nil {
+		return err
+	}
+	return set.Commit()
 }
 
 // stage adds the JSON file to set when --json=FILE was given; it returns

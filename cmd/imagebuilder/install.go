@@ -6,7 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/pkg/payload"
 )
 
@@ -51,20 +50,6 @@ changes nothing. Nothing is restarted: the command prints what to restart.`,
 	cmd.Flags().StringVar(&opts.ContainerdConfig, "containerd-config", payload.DefaultContainerdConfig, "containerd's config file on the node")
 	addJSONFlag(cmd, &js)
 	return cmd
-}
-
-// writeResultJSON writes v to the --json=FILE file, if one was given.
-func writeResultJSON(js *jsonFlag, v any) error {
-	set := &atomicfile.Set{}
-	defer set.Abort()
-	write, err := js.stage(set)
-	if err != nil {
-		return err
-	}
-	if err := write(v); err != nil {
-		return err
-	}
-	return set.Commit()
 }
 
 func printInstall(w io.Writer, res *payload.InstallResult) {

@@ -99,8 +99,11 @@ of vCPU 0's VMSA that KVM measures with other values than the file holds
 			}
 			stderr := cmd.ErrOrStderr()
 			for _, w := range results[0].Warnings {
-				if expl && len(results[0].VMSAChanges) > 0 && strings.HasPrefix(w, "KVM measures vCPU 0's VMSA") {
-					continue // --explain lists them
+				if strings.HasPrefix(w, measure.WarnVMSAChanged) {
+					if expl {
+						continue // --explain lists them
+					}
+					w += " (--explain lists them)"
 				}
 				fmt.Fprintf(stderr, "imagebuilder: warning: measure igvm: %s: %s\n", args[0], w)
 			}

@@ -55,6 +55,7 @@ func TestMeasureIGVMCLI(t *testing.T) {
 		{"kvm refused", []string{"measure", "igvm", kvmReady, "--profile", "kvm"}, exitFailure, "", "kvm:kvm_is_valid_sregs: vCPU 0: EFER.LMA set while CR0.PG is clear"},
 		{"kvm hypothetical", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--skip-kvm-checks"}, exitOK, "\n", "HYPOTHETICAL kvm digests"},
 		{"explain hypothetical", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--skip-kvm-checks", "--explain"}, exitOK, "HYPOTHETICAL", ""},
+		{"changes named", []string{"measure", "igvm", d01, "--profile", "kvm", "--skip-kvm-checks"}, exitOK, "\n", "other values than the file holds in tr.base, cr4, cr0, mxcsr, x87_fcw (--explain lists them)\n"},
 		{"explain changes", []string{"measure", "igvm", d01, "--profile", "kvm", "--skip-kvm-checks", "--explain"}, exitOK, "  tr.base          0x3470000            -> 0x0", ""},
 		{"json hypothetical", []string{"measure", "igvm", kvmReady, "--profile", "kvm", "--skip-kvm-checks", "--json"}, exitOK, `"hypothetical": true`, ""},
 		{"host 6.8", []string{"measure", "igvm", kvmFile, "--profile", "kvm", "--host-kernel", "6.8"}, exitFailure, "", "hypothetical-host"},

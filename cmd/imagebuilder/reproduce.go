@@ -1,17 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/imagebuilder/imagebuilder/internal/progress"
 	"github.com/imagebuilder/imagebuilder/pkg/audit"
 	"github.com/imagebuilder/imagebuilder/pkg/diff"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
@@ -71,11 +68,8 @@ command line or config file.`,
 
 func runReproduce(cmd *cobra.Command, f *reproduceFlags) error {
 	name := commandName(cmd)
-	if flagChanged(cmd, "cache") && f.cache == "" {
-		return usagef("%s: --cache: empty directory name", name)
-	}
-	if f.out == "-" {
-		return usagef("%s: -o -: the output is a directory; give its name", name)
+	if err := checkPipelineFlags(cmd, f.cache, f.out); err != nil {
+		return err
 	}
 	if st, err := os.Stat(f.against); err != nil || !st.IsDir() {
 		return usagef("%s: --against %s: not a directory", name, f.against)
@@ -98,36 +92,17 @@ func runReproduce(cmd *cobra.Command, f *reproduceFlags) error {
 		return configError{fmt.Errorf("%s: %w", name, err)}
 	}
 	opts := audit.ReproduceOptions{CacheDir: cacheDir, Output: f.out, Tool: toolInfo()}
-	if f.guestInit != "" {
-		if !fileExists(f.guestInit) {
-			return usagef("%s: --guest-init %s: no such file", name, f.guestInit)
-		}
-		opts.GuestInit.Path = f.guestInit
-	} else if exe, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(exe), "guest-init"); fileExists(p) {
-			opts.GuestInit.Path = p
-		}
+	if opts.GuestInit.Path, err = guestInitPath(name, f.guestInit); err != nil {
+		return err
 	}
-	mode := progress.Auto
-	if f.quiet {
-		mode = progress.Quiet
-	}
-	rep, err := progress.New(os.Stderr, mode, "text")
+	prog, logger, err := newBuildProgress(f.quiet, "text")
 	if err != nil {
 		return usagef("%s: %v", name, err)
 	}
-	opts.Progress, opts.Logger = &buildProgress{r: rep}, rep.Logger()
-	if f.quiet {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	opts.Progress, opts.Logger = prog, logger
 	r, err := audit.Reproduce(cmd.Context(), cfg, f.against, opts)
 	if err != nil {
-		var ce *podvm.Error
-		var se *podvm.StageError
-		if !errors.As(err, &se) && errors.As(err, &ce) {
-			return configError{fmt.Errorf("%s: %w", name, err)}
-		}
-		return fmt.Errorf("%s: %w", name, err)
+		return pipelineError(name, err)
 	}
 	if f.json.toStdout() {
 		if err := printJSON(cmd.OutOrStdout(), r); err != nil {

@@ -16,9 +16,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -32,20 +30,6 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 )
 
-// entry is one entry of a fixture tar.
-type entry struct {
-	name   string
-	typ    byte
-	mode   int64
-	uid    int
-	gid    int
-	body   string
-	link   string
-	major  int64
-	minor  int64
-	xattrs map[string]string
-}
-
 // SmallLayers returns the fixed small fixture: two uncompressed tar layers,
 // bottom first, that use whiteouts, an opaque directory, hard links (also
 // to a lower layer's file), symlinks (one of 3000 bytes), device nodes, a
@@ -55,63 +39,52 @@ type entry struct {
 // change.
 func SmallLayers(t testing.TB) [][]byte {
 	t.Helper()
-	many := []entry{{name: "usr/share/many", typ: tar.TypeDir}}
+	many := []TarEntry{{Name: "usr/share/many", Type: tar.TypeDir}}
 	for i := range 300 {
-		many = append(many, entry{name: fmt.Sprintf("usr/share/many/entry-with-a-rather-long-name-%03d", i), body: fmt.Sprint(i)})
+		many = append(many, TarEntry{Name: fmt.Sprintf("usr/share/many/entry-with-a-rather-long-name-%03d", i), Body: fmt.Sprint(i)})
 	}
-	base := append([]entry{
-		{name: "./", typ: tar.TypeDir},
-		{name: "bin/", typ: tar.TypeDir},
-		{name: "bin/sh", mode: 0o755, body: "original shell"},
-		{name: "bin/sh-link", typ: tar.TypeLink, link: "bin/sh"},
-		{name: "bin/ping", mode: 0o755, body: "ping", xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
-		{name: "bin/su", mode: 0o4755, body: "su"},
-		{name: "dev/", typ: tar.TypeDir},
-		{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3},
-		{name: "dev/sda", typ: tar.TypeBlock, mode: 0o660, major: 8, minor: 0, gid: 6},
-		{name: "dev/big", typ: tar.TypeChar, mode: 0o600, major: 511, minor: 70000},
-		{name: "run/initctl", typ: tar.TypeFifo, mode: 0o600},
-		{name: "etc/", typ: tar.TypeDir},
-		{name: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n"},
-		{name: "etc/old/", typ: tar.TypeDir},
-		{name: "etc/old/a", body: "a"},
-		{name: "etc/old/sub/b", body: "b"},
-		{name: "home/user/notes", uid: 1000, gid: 70000, mode: 0o600, body: "large gid"},
-		{name: "usr/lib/block", body: strings.Repeat("x", 4096)},
-		{name: "usr/lib/tail", body: strings.Repeat("y", 10000)},
-		{name: "usr/lib/bigtail", body: strings.Repeat("z", 8192+3000)},
-		{name: "usr/lib/empty"},
-		{name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
-		{name: "usr/lib/longlink", typ: tar.TypeSymlink, link: strings.Repeat("d/", 1500) + "end"},
-		{name: "usr/lib/replaced-by-file/", typ: tar.TypeDir},
-		{name: "usr/lib/replaced-by-file/inner", body: "gone"},
+	base := append([]TarEntry{
+		{Name: "./", Type: tar.TypeDir},
+		{Name: "bin/", Type: tar.TypeDir},
+		{Name: "bin/sh", Mode: 0o755, Body: "original shell"},
+		{Name: "bin/sh-link", Type: tar.TypeLink, Link: "bin/sh"},
+		{Name: "bin/ping", Mode: 0o755, Body: "ping", Xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00"}},
+		{Name: "bin/su", Mode: 0o4755, Body: "su"},
+		{Name: "dev/", Type: tar.TypeDir},
+		{Name: "dev/null", Type: tar.TypeChar, Mode: 0o666, Major: 1, Minor: 3},
+		{Name: "dev/sda", Type: tar.TypeBlock, Mode: 0o660, Major: 8, Minor: 0, GID: 6},
+		{Name: "dev/big", Type: tar.TypeChar, Mode: 0o600, Major: 511, Minor: 70000},
+		{Name: "run/initctl", Type: tar.TypeFifo, Mode: 0o600},
+		{Name: "etc/", Type: tar.TypeDir},
+		{Name: "etc/passwd", Body: "root:x:0:0::/root:/bin/sh\n"},
+		{Name: "etc/old/", Type: tar.TypeDir},
+		{Name: "etc/old/a", Body: "a"},
+		{Name: "etc/old/sub/b", Body: "b"},
+		{Name: "home/user/notes", UID: 1000, GID: 70000, Mode: 0o600, Body: "large gid"},
+		{Name: "usr/lib/block", Body: strings.Repeat("x", 4096)},
+		{Name: "usr/lib/tail", Body: strings.Repeat("y", 10000)},
+		{Name: "usr/lib/bigtail", Body: strings.Repeat("z", 8192+3000)},
+		{Name: "usr/lib/empty"},
+		{Name: "lib", Type: tar.TypeSymlink, Link: "usr/lib"},
+		{Name: "usr/lib/longlink", Type: tar.TypeSymlink, Link: strings.Repeat("d/", 1500) + "end"},
+		{Name: "usr/lib/replaced-by-file/", Type: tar.TypeDir},
+		{Name: "usr/lib/replaced-by-file/inner", Body: "gone"},
 	}, many...)
-	top := []entry{
-		{name: "bin/ping-link", typ: tar.TypeLink, link: "bin/ping"}, // to a lower layer's file
-		{name: "bin/sh-before", typ: tar.TypeLink, link: "bin/sh"},   // keeps the old shell...
-		{name: "etc/.wh.passwd"},
-		{name: "etc/passwd.new", body: "new"},
-		{name: "etc/old/.wh..wh..opq"},
-		{name: "etc/old/c", body: "c"},
-		{name: "bin/sh", mode: 0o755, body: "new shell"}, // ...which this replaces
-		{name: "usr/lib/replaced-by-file", body: "now a file"},
-		{name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
-		{name: "etc/hosts", body: "127.0.0.1 localhost\n"},
-		{name: "etc/hosts-link", typ: tar.TypeLink, link: "etc/hosts"},
-		{name: "bin/", typ: tar.TypeDir, mode: 0o700},
+	top := []TarEntry{
+		{Name: "bin/ping-link", Type: tar.TypeLink, Link: "bin/ping"}, // to a lower layer's file
+		{Name: "bin/sh-before", Type: tar.TypeLink, Link: "bin/sh"},   // keeps the old shell...
+		{Name: "etc/.wh.passwd"},
+		{Name: "etc/passwd.new", Body: "new"},
+		{Name: "etc/old/.wh..wh..opq"},
+		{Name: "etc/old/c", Body: "c"},
+		{Name: "bin/sh", Mode: 0o755, Body: "new shell"}, // ...which this replaces
+		{Name: "usr/lib/replaced-by-file", Body: "now a file"},
+		{Name: "usr/share/many/.wh.entry-with-a-rather-long-name-007"},
+		{Name: "etc/hosts", Body: "127.0.0.1 localhost\n"},
+		{Name: "etc/hosts-link", Type: tar.TypeLink, Link: "etc/hosts"},
+		{Name: "bin/", Type: tar.TypeDir, Mode: 0o700},
 	}
-	return [][]byte{writeTar(t, base), writeTar(t, top)}
-}
-
-// writeTar writes entries as a PAX tar (see Tar).
-func writeTar(t testing.TB, ents []entry) []byte {
-	t.Helper()
-	out := make([]TarEntry, len(ents))
-	for i, e := range ents {
-		out[i] = TarEntry{Name: e.name, Type: e.typ, Mode: e.mode, UID: e.uid, GID: e.gid, Body: e.body,
-			Link: e.link, Major: e.major, Minor: e.minor, Xattrs: e.xattrs}
-	}
-	return Tar(t, out)
+	return [][]byte{Tar(t, base), Tar(t, top)}
 }
 
 // TarEntry is one entry of a test tar.
@@ -124,6 +97,9 @@ type TarEntry struct {
 	Link         string // a symlink's target, a hard link's name
 	Major, Minor int64
 	Xattrs       map[string]string
+	// Size, when not zero, is the header's size in place of len(Body);
+	// when it differs, the tar ends after Body (cut short on purpose).
+	Size int64
 }
 
 // Tar writes entries as a PAX tar; a zero mode is 0644 (0755 for a
@@ -149,6 +125,9 @@ func Tar(t testing.TB, ents []TarEntry) []byte {
 		if typ == tar.TypeReg {
 			h.Size = int64(len(e.Body))
 		}
+		if e.Size != 0 {
+			h.Size = e.Size
+		}
 		for k, v := range e.Xattrs {
 			if h.PAXRecords == nil {
 				h.PAXRecords = map[string]string{}
@@ -159,6 +138,10 @@ func Tar(t testing.TB, ents []TarEntry) []byte {
 			t.Fatal(err)
 		}
 		if typ == tar.TypeReg {
+			if e.Size != 0 && e.Size != int64(len(e.Body)) {
+				tw.Write([]byte(e.Body))
+				return buf.Bytes() // truncated on purpose
+			}
 			if _, err := tw.Write([]byte(e.Body)); err != nil {
 				t.Fatal(err)
 			}
@@ -335,24 +318,5 @@ func CompareTrees(t testing.TB, got, want map[string]string) {
 			bad = append(bad[:20], fmt.Sprintf("... and %d more", len(bad)-20))
 		}
 		t.Fatalf("trees differ (got, want):\n%s", strings.Join(bad, "\n"))
-	}
-}
-
-// FixGPTCRCs repairs the primary GPT's CRCs of a 512-byte-sector disk, as
-// far as its header's fields allow, so that fuzz targets that mutate a
-// table reach the checks behind its CRCs.
-func FixGPTCRCs(b []byte) {
-	if len(b) < 1024 {
-		return
-	}
-	le := binary.LittleEndian
-	h := b[512:1024]
-	lba, n, es := le.Uint64(h[72:]), uint64(le.Uint32(h[80:])), uint64(le.Uint32(h[84:]))
-	if lba < uint64(len(b))/512 && n*es <= 4<<20 && n*es <= uint64(len(b))-lba*512 {
-		le.PutUint32(h[88:], crc32.ChecksumIEEE(b[lba*512:lba*512+n*es]))
-	}
-	if hs := int(le.Uint32(h[12:])); hs >= 92 && hs <= 512 {
-		le.PutUint32(h[16:], 0)
-		le.PutUint32(h[16:], crc32.ChecksumIEEE(h[:hs]))
 	}
 }

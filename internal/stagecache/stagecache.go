@@ -26,6 +26,7 @@ import (
 	"strings"
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // Schema is the version of the entry layout; bump it when entries change
@@ -161,24 +162,11 @@ func hashFile(ctx context.Context, path string) (int64, string, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, ctxReader{ctx, f})
+	n, err := io.Copy(h, ctxio.Reader(ctx, f))
 	if err != nil {
 		return 0, "", err
 	}
 	return n, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// ctxReader stops a long read when the context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Pending is an entry being written.
@@ -236,7 +224,7 @@ func (p *Pending) Commit(ctx context.Context, result any) (*Entry, error) {
 	for _, n := range names {
 		f := p.files[n]
 		h := sha256.New()
-		size, err := io.Copy(h, ctxReader{ctx, io.NewSectionReader(f, 0, 1<<62)})
+		size, err := io.Copy(h, ctxio.Reader(ctx, io.NewSectionReader(f, 0, 1<<62)))
 		if err != nil {
 			p.Abort()
 			return nil, fmt.Errorf("stage cache: %s: %w", n, err)

@@ -16,8 +16,8 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/erofstest"
 	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
+	"github.com/imagebuilder/imagebuilder/internal/gpttest"
 	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
-	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
 )
 
@@ -140,7 +140,7 @@ func FuzzVerify(f *testing.F) {
 		}
 		switch name {
 		case podvm.FileRootfs:
-			rootfstest.FixGPTCRCs(b)
+			gpttest.FixCRCs(b, 512)
 		case podvm.FileIGVM:
 			igvmtest.FixChecksum(b)
 		}

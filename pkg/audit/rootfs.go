@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"os"
 	"strings"
 
@@ -197,7 +196,7 @@ func (d *diskCheck) finishTree(ctx context.Context, ra io.ReaderAt, res *verity.
 	// again, block by block (only when it differs), the leaf level first
 	// (a difference there names a data block), then the rest.
 	hbs := int64(d.params.HashBlockSize)
-	leaf := d.leafStart()
+	leaf, _ := d.plan.LeafLevel()
 	stored := make([]byte, hbs)
 	for _, r := range [][2]int64{{leaf, int64(len(computed))}, {0, leaf}} {
 		for off := r[0]; off < r[1]; off += hbs {
@@ -216,55 +215,14 @@ func (d *diskCheck) finishTree(ctx context.Context, ra io.ReaderAt, res *verity.
 				return
 			}
 			d.treeDiff = fmt.Sprintf("hash block %d", block)
-			if n := d.leafDataBlock(off + int64(i)); n >= 0 {
-				d.firstBadData = n
+			if n, ok := d.plan.DataBlockAt(off + int64(i)); ok {
+				d.firstBadData = int64(n)
 				d.treeDiff += fmt.Sprintf(", the digest of data block %d", n)
-				d.where = fileAt(ctx, ra, d.data, int64(d.params.DataBlockSize), n)
+				d.where = fileAt(ctx, ra, d.data, int64(d.params.DataBlockSize), int64(n))
 			}
 			return
 		}
 	}
-}
-
-// leafStart is the byte offset of the tree's leaf level in the hash area
-// (the end of the area when the tree has none). The leaf level is the
-// last (verity's layout: the top level first).
-func (d *diskCheck) leafStart() int64 {
-	p := d.params
-	hbs := int64(p.HashBlockSize)
-	end := (int64(d.plan.HashStartBlock) + int64(d.plan.HashBlocks)) * hbs
-	ds := map[string]int{"sha1": 20, "sha256": 32, "sha512": 64}[p.HashAlgorithm]
-	if ds == 0 || d.plan.Levels == 0 {
-		return end
-	}
-	per := int64(1) << (bits.Len64(uint64(p.HashBlockSize)/uint64(ds)) - 1)
-	return end - (int64(p.DataBlocks)+per-1)/per*hbs
-}
-
-// leafDataBlock maps a byte offset of the hash area to the data block
-// whose digest it holds, or -1 when it is not in the leaf level.
-func (d *diskCheck) leafDataBlock(off int64) int64 {
-	p := d.params
-	ds := map[string]int{"sha1": 20, "sha256": 32, "sha512": 64}[p.HashAlgorithm]
-	leaf := d.leafStart()
-	if ds == 0 || off < leaf {
-		return -1
-	}
-	stride := ds
-	if p.HashType == 1 {
-		stride = 1 << bits.Len(uint(ds-1))
-	}
-	hbs := int64(p.HashBlockSize)
-	per := int64(1) << (bits.Len64(uint64(hbs)/uint64(ds)) - 1)
-	rel := off - leaf
-	if rel%hbs >= per*int64(stride) {
-		return -1 // the zeros after a block's digests
-	}
-	n := rel/hbs*per + (rel%hbs)/int64(stride)
-	if n >= int64(p.DataBlocks) {
-		return -1
-	}
-	return n
 }
 
 // fileAt says what data block n of the erofs in partition part holds:

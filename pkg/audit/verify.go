@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -408,7 +409,7 @@ func readArtifact(ctx context.Context, name, p string, keep int64) *artifact {
 		buf.Grow(int(size))
 		w = io.MultiWriter(h, &buf)
 	}
-	n, err := io.Copy(w, ctxReader{ctx, f})
+	n, err := io.Copy(w, ctxio.Reader(ctx, f))
 	if err != nil {
 		a.err = fmt.Errorf("reading: %w", pathErr(err))
 		return a
@@ -424,21 +425,6 @@ func readArtifact(ctx context.Context, name, p string, keep int64) *artifact {
 		a.err = fmt.Errorf("%d bytes: larger than the %d this artifact may have", n, keep)
 	}
 	return a
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	if len(p) > 1<<20 {
-		p = p[:1<<20]
-	}
-	return c.r.Read(p)
 }
 
 // parseManifest reads manifest.json.

@@ -10,6 +10,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // EntryType is the kind of a data.tar entry. Only these four occur in
@@ -104,20 +106,6 @@ func (p *Package) Walk(ctx context.Context, opts WalkOptions, fn func(e *Entry, 
 	return walkTar(ctx, p.DataMember, r, opts.limits(), fn)
 }
 
-// ctxReader fails reads once the context is done, so that a long copy
-// stops within one buffer.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
-}
-
 // dataReader turns an early EOF of an entry's contents into a FormatError
 // and passes the caller's own errors through.
 type dataReader struct {
@@ -146,7 +134,7 @@ func (d *dataReader) Read(b []byte) (int, error) {
 
 // walkTar reads the tar stream r of member m.
 func walkTar(ctx context.Context, m Member, r io.Reader, lim walkLimits, fn func(e *Entry, r io.Reader) error) error {
-	tr := tar.NewReader(ctxReader{ctx, r})
+	tr := tar.NewReader(ctxio.Reader(ctx, r))
 	seen := map[string]EntryType{} // checked path -> type, for parents, links and duplicates
 	var total int64
 	for n := 0; ; n++ {
@@ -160,7 +148,7 @@ func walkTar(ctx context.Context, m Member, r io.Reader, lim walkLimits, fn func
 			}
 			// Read the compressed stream to its end, so that its
 			// integrity checks (and a truncation) are seen.
-			if _, err := io.Copy(io.Discard, ctxReader{ctx, r}); err != nil {
+			if _, err := io.Copy(io.Discard, ctxio.Reader(ctx, r)); err != nil {
 				if ce := ctx.Err(); ce != nil {
 					return ce
 				}

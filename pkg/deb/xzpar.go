@@ -11,6 +11,8 @@ import (
 	"runtime"
 
 	"github.com/therootcompany/xz"
+
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // xz streams made by multi-threaded xz (as dpkg-deb writes data.tar.xz)
@@ -186,7 +188,7 @@ func newParallelXZ(r io.ReaderAt, hdr []byte, blocks []xzBlock, workers int) *pa
 					err = zr.Reset(blockStream(r, hdr, b))
 				}
 				if err == nil {
-					_, err = io.Copy(w, ctxReader{ctx, zr})
+					_, err = io.Copy(w, ctxio.Reader(ctx, zr))
 				}
 				decoders <- zr
 				if err == nil && int64(len(w.buf)) != b.size {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/erofstest"
 	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
+	"github.com/imagebuilder/imagebuilder/internal/gpttest"
 	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
-	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm"
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
@@ -108,7 +108,7 @@ func FuzzRootDisks(f *testing.F) {
 		b := append([]byte(nil), a...)
 		if raw {
 			copy(b[512:], ops[:min(len(ops), 33*512)])
-			rootfstest.FixGPTCRCs(b)
+			gpttest.FixCRCs(b, 512)
 		} else {
 			erofstest.Mutate(b[p.Offset:p.Offset+p.Size], layout, ops)
 		}

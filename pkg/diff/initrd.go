@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 	"github.com/imagebuilder/imagebuilder/pkg/initrd"
 )
 
@@ -196,24 +197,12 @@ func compareInitrds(ctx context.Context, ra, rb io.Reader, a, b *input, rep *rep
 func (t *cpioCompare) hold(w *cpioWalk, e cpioEntry, pend map[string]*pendingEntry) error {
 	p := &pendingEntry{h: e.h, linkOf: e.linkOf}
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, ctxReader{t.ctx, e.content}, t.buf.a); err != nil {
+	if _, err := io.CopyBuffer(h, ctxio.Reader(t.ctx, e.content), t.buf.a); err != nil {
 		return w.in.fail(fmt.Errorf("%s: %w", safe(e.h.Name), err))
 	}
 	h.Sum(p.sha[:0])
 	pend[e.h.Name] = p
 	return nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // matchPending pairs the entries held on both sides by name; the others
@@ -305,10 +294,10 @@ func (t *cpioCompare) compareEntry(ea, eb cpioEntry) error {
 	if name == initrd.LoadOrderPath && ea.h.Size <= maxModulesOrder && eb.h.Size <= maxModulesOrder {
 		// Read whole: the module lists are compared too.
 		var x, y bytes.Buffer
-		if _, err := io.Copy(&x, ctxReader{t.ctx, ea.content}); err != nil {
+		if _, err := io.Copy(&x, ctxio.Reader(t.ctx, ea.content)); err != nil {
 			return t.wa.in.fail(fmt.Errorf("%s: %w", safe(name), err))
 		}
-		if _, err := io.Copy(&y, ctxReader{t.ctx, eb.content}); err != nil {
+		if _, err := io.Copy(&y, ctxio.Reader(t.ctx, eb.content)); err != nil {
 			return t.wb.in.fail(fmt.Errorf("%s: %w", safe(name), err))
 		}
 		t.modules = [2][]string{moduleLines(x.Bytes()), moduleLines(y.Bytes())}

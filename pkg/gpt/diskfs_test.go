@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	diskfs "github.com/diskfs/go-diskfs/partition/gpt"
+
+	"github.com/imagebuilder/imagebuilder/internal/gpttest"
 )
 
 // Why pkg/gpt is hand-written and not github.com/diskfs/go-diskfs's
@@ -123,7 +125,7 @@ func TestDiskfsReadAllocatesDeclaredSize(t *testing.T) {
 	}
 	b := []byte(writeTest(t))
 	binary.LittleEndian.PutUint32(b[512+80:], 1<<20)
-	fixCRCs(b, 512)
+	gpttest.FixCRCs(b, 512)
 	f := fileOf(t, b)
 	alloc := func(fn func()) uint64 {
 		var m0, m1 runtime.MemStats

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/testvectors"
@@ -82,5 +83,19 @@ func TestKVMChecks(t *testing.T) {
 	}
 	if !res.Hypothetical || len(res.KVMChecksSkipped) != len(ce.Violations) {
 		t.Errorf("hypothetical %v, skipped checks %v", res.Hypothetical, res.KVMChecksSkipped)
+	}
+	// The file's VMSA is not what KVM measures: one warning names the
+	// fields (and no CLI flag: a library's words are its own).
+	var changed []string
+	for _, w := range res.Warnings {
+		if strings.HasPrefix(w, WarnVMSAChanged) {
+			changed = append(changed, w)
+		}
+		if strings.Contains(w, "--") {
+			t.Errorf("warning names a flag: %q", w)
+		}
+	}
+	if len(res.VMSAChanges) == 0 || len(changed) != 1 || !strings.Contains(changed[0], res.VMSAChanges[0].Field) {
+		t.Errorf("VMSA changes %v, warnings %q", res.VMSAChanges, res.Warnings)
 	}
 }

@@ -115,7 +115,7 @@ func (m *measurer) planKVM(mask uint32) (*kvmPlan, error) {
 				for j, c := range m.res.VMSAChanges {
 					names[j] = c.Field
 				}
-				m.res.Warnings = append(m.res.Warnings, fmt.Sprintf("KVM measures vCPU 0's VMSA with other values than the file holds in %s (--explain lists them)", strings.Join(names, ", ")))
+				m.res.Warnings = append(m.res.Warnings, WarnVMSAChanged+" "+strings.Join(names, ", "))
 			}
 		}
 		p.vmsaHashes[i], p.vmsaWhat[i] = Digest(sha512.Sum384(measured)), fmt.Sprintf("VMSA of vCPU %d (file, by KVM)", i)

@@ -122,9 +122,14 @@ func ReadOVMF(path string) (*OVMF, error) {
 	if fi.Size() > maxOVMFSize {
 		return nil, fmt.Errorf("measure: OVMF %s: %d bytes, more than the %d a firmware image can have", path, fi.Size(), maxOVMFSize)
 	}
-	data, err := io.ReadAll(f)
+	// Bounded again while reading: the size of a FIFO or a growing file
+	// says nothing.
+	data, err := io.ReadAll(io.LimitReader(f, maxOVMFSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("measure: OVMF %s: %w", path, err)
+	}
+	if len(data) > maxOVMFSize {
+		return nil, fmt.Errorf("measure: OVMF %s: more than the %d bytes a firmware image can have", path, maxOVMFSize)
 	}
 	o, err := ParseOVMF(data)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
@@ -114,21 +115,8 @@ func (kh KernelHashes) page(offset int) ([]byte, error) {
 // does), stopping with ctx's error at the first write after ctx is
 // cancelled.
 func copyCtx(ctx context.Context, w io.Writer, r io.Reader) error {
-	_, err := io.Copy(ctxWriter{ctx, w}, r)
+	_, err := io.Copy(ctxio.Writer(ctx, w), r)
 	return err
-}
-
-// ctxWriter fails its writes once its context is done.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
 }
 
 // OVMFConfig describes an OVMF launch to measure.
@@ -169,6 +157,11 @@ type OVMFMeasurement struct {
 // ErrNoKernelHashesSection is returned when a kernel is given but the
 // firmware has no SNP_KERNEL_HASHES section to put its hashes in.
 var ErrNoKernelHashesSection = errors.New("measure: kernel specified but the OVMF SEV metadata has no SNP_KERNEL_HASHES section (only AmdSev builds of OVMF support measured direct boot)")
+
+// WarnVMSAChanged begins the warning that KVM measures vCPU 0's VMSA with
+// other values than the file holds; the names of the fields follow
+// (Result.VMSAChanges has each, with both values).
+const WarnVMSAChanged = "KVM measures vCPU 0's VMSA with other values than the file holds in"
 
 // WarnNoSEVMetadata is the warning for a firmware without SEV metadata.
 const WarnNoSEVMetadata = "OVMF has no SEV metadata: it does not pre-validate guest memory and cannot boot an SEV-SNP guest; the digest is computed anyway, as sev-snp-measure does"

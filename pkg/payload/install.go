@@ -106,7 +106,7 @@ func Install(ctx context.Context, outDir string, opts InstallOptions) (*InstallR
 		return nil, &InstallError{opts.ContainerdConfig, errors.New("want an absolute path on the node")}
 	}
 	planName := filepath.Join(outDir, InstallPlanFile)
-	data, err := os.ReadFile(planName)
+	data, err := readDocument(planName)
 	if err != nil {
 		return nil, &InstallError{planName, err}
 	}

@@ -43,10 +43,12 @@ func WriteLayout(ctx context.Context, dir, layoutDir string) (*PushResult, error
 		return nil, err
 	}
 	index := ociIndex{SchemaVersion: 2, MediaType: types.OCIImageIndex}
-	if data, err := os.ReadFile(filepath.Join(layoutDir, "index.json")); err == nil {
+	if data, err := readDocument(filepath.Join(layoutDir, "index.json")); err == nil {
 		if err := json.Unmarshal(data, &index); err != nil {
 			return nil, fmt.Errorf("%s: index.json: %w", layoutDir, err)
 		}
+	} else if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("%s: index.json: %w", layoutDir, err)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
@@ -115,7 +117,10 @@ func (l layoutBlobs) blob(_ context.Context, d v1.Descriptor) (io.ReadCloser, er
 // the only output-set artifact of the layout) from the OCI layout at
 // layoutDir into out, with Pull's checks.
 func PullLayout(ctx context.Context, layoutDir, digest, out string, opts PullOptions) (*PullResult, error) {
-	data, err := os.ReadFile(filepath.Join(layoutDir, "index.json"))
+	data, err := readDocument(filepath.Join(layoutDir, "index.json"))
+	if errors.Is(err, errTooLarge) {
+		return nil, fmt.Errorf("%s: index.json: %w", layoutDir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: not an OCI layout: %w", layoutDir, err)
 	}

@@ -18,6 +18,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
 
 // ArtifactType is the artifactType of the OCI manifest of an output set.
@@ -36,6 +38,10 @@ var emptyJSON = []byte("{}")
 const (
 	MaxFiles        = 1000
 	MaxManifestSize = 4 << 20
+	// MaxDocumentSize bounds the JSON documents read from an output set
+	// or an OCI layout (manifest.json, install-plan.json, index.json):
+	// real ones are a few KiB.
+	MaxDocumentSize = 16 << 20
 )
 
 // artifactManifest is the OCI image manifest of an output set, written by
@@ -194,7 +200,7 @@ type PushResult struct {
 // Push uploads the output directory dir to ref as one artifact and
 // returns its digest. Blobs the registry has already are not sent again.
 func Push(ctx context.Context, dir, ref string, opts ...remote.Option) (*PushResult, error) {
-	r, err := name.ParseReference(ref)
+	r, err := source.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("reference %q: %w", ref, err)
 	}
@@ -283,7 +289,7 @@ func (r remoteBlobs) blob(_ context.Context, d v1.Descriptor) (io.ReadCloser, er
 // replaced when it holds an output set already), checking every digest,
 // and then the files against manifest.json and install-plan.json.
 func Pull(ctx context.Context, ref, out string, opts PullOptions) (*PullResult, error) {
-	r, err := name.ParseReference(ref)
+	r, err := source.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("reference %q: %w", ref, err)
 	}
@@ -430,9 +436,9 @@ func CheckOutputSet(ctx context.Context, dir string, files []PulledFile) error {
 		by[f.Name] = f
 	}
 	if _, ok := by[ManifestFile]; ok {
-		data, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+		data, err := readDocument(filepath.Join(dir, ManifestFile))
 		if err != nil {
-			return err
+			return &PullError{ManifestFile, err}
 		}
 		var m struct {
 			Schema  string `json:"schema"`
@@ -466,9 +472,9 @@ func CheckOutputSet(ctx context.Context, dir string, files []PulledFile) error {
 		}
 	}
 	if _, ok := by[InstallPlanFile]; ok {
-		data, err := os.ReadFile(filepath.Join(dir, InstallPlanFile))
+		data, err := readDocument(filepath.Join(dir, InstallPlanFile))
 		if err != nil {
-			return err
+			return &PullError{InstallPlanFile, err}
 		}
 		plan, err := ParsePlan(data, InstallPlanFile)
 		if err != nil {
@@ -485,6 +491,28 @@ func CheckOutputSet(ctx context.Context, dir string, files []PulledFile) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// errTooLarge is a document over MaxDocumentSize.
+var errTooLarge = fmt.Errorf("larger than %d MiB: not a document of an output set", MaxDocumentSize>>20)
+
+// readDocument reads the JSON document at p, refusing one over
+// MaxDocumentSize (errTooLarge) instead of reading whatever a hostile
+// file holds into memory.
+func readDocument(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxDocumentSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxDocumentSize {
+		return nil, errTooLarge
+	}
+	return b, nil
 }
 
 // ManifestFile is the build's manifest in an output directory.

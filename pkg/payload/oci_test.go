@@ -207,6 +207,21 @@ func TestPullChecksManifest(t *testing.T) {
 	}
 }
 
+// TestBadReference: a reference outside the distribution grammar is
+// refused before any request (pkg/source's rule, which go-containerregistry
+// alone would let through).
+func TestBadReference(t *testing.T) {
+	ctx := context.Background()
+	for _, ref := range []string{"reg.example/./x:1", "Not A Ref!", ""} {
+		if _, err := Push(ctx, t.TempDir(), ref); err == nil || !strings.Contains(err.Error(), "reference") {
+			t.Errorf("Push to %q: %v", ref, err)
+		}
+		if _, err := Pull(ctx, ref, filepath.Join(t.TempDir(), "x"), PullOptions{}); err == nil || !strings.Contains(err.Error(), "reference") {
+			t.Errorf("Pull from %q: %v", ref, err)
+		}
+	}
+}
+
 func TestLayout(t *testing.T) {
 	ctx := context.Background()
 	out := testOutputDir(t)

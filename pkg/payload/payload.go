@@ -631,7 +631,11 @@ func templateSizes(tmpl []byte, table []string) (vcpus, memoryMiB int64, err err
 		return 0, 0, fmt.Errorf("no [%s] table", strings.Join(table, "."))
 	}
 	vcpus, memoryMiB = 1, 2048
-	for key, dst := range map[string]*int64{"default_vcpus": &vcpus, "default_memory": &memoryMiB} {
+	for _, f := range []struct {
+		key string
+		dst *int64
+	}{{"default_vcpus", &vcpus}, {"default_memory", &memoryMiB}} {
+		key, dst := f.key, f.dst
 		v, ok := t[key]
 		if !ok {
 			continue

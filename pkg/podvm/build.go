@@ -279,7 +279,7 @@ func replaceableOutput(dir string) error {
 	if len(ents) == 0 {
 		return nil
 	}
-	b, err := os.ReadFile(filepath.Join(dir, FileManifest))
+	b, err := readSmallFile(filepath.Join(dir, FileManifest), 64<<20) // audit.MaxDocument
 	if err != nil {
 		return fmt.Errorf("exists, is not empty and holds no %s of a previous build (refusing to replace it)", FileManifest)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/imagebuilder/imagebuilder/internal/suggest"
 )
 
 // Position is where a field's value is in the file.
@@ -196,7 +198,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) error
 		seen[k.Value] = true
 		f, ok := fieldByTag(t, k.Value)
 		if !ok {
-			return d.errorf(k, join(path, k.Value), "unknown field%s", suggest(t, k.Value))
+			return d.errorf(k, join(path, k.Value), "unknown field%s", fieldHint(t, k.Value))
 		}
 		if err := d.decode(val, v.FieldByIndex(f.Index), join(path, k.Value)); err != nil {
 			return err
@@ -225,36 +227,16 @@ func fieldByTag(t reflect.Type, key string) (reflect.StructField, bool) {
 	return reflect.StructField{}, false
 }
 
-// suggest names the known fields, or the one a mistyped key is closest to.
-func suggest(t reflect.Type, key string) string {
+// fieldHint names the known fields, or the one a mistyped key is closest to.
+func fieldHint(t reflect.Type, key string) string {
 	var names []string
 	for i := 0; i < t.NumField(); i++ {
 		if n := yamlName(t.Field(i)); n != "" {
 			names = append(names, n)
-			if strings.EqualFold(n, key) || editDistance(strings.ToLower(n), strings.ToLower(key)) <= 2 {
-				return fmt.Sprintf(" (did you mean %q?)", n)
-			}
 		}
+	}
+	if n := suggest.Closest(key, names, 2); n != "" {
+		return fmt.Sprintf(" (did you mean %q?)", n)
 	}
 	return " (known: " + strings.Join(names, ", ") + ")"
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }

@@ -16,24 +16,13 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // Digests of the host inputs, for stage cache keys and the manifest. A
 // digest covers everything of an input that can reach an output, so that
 // a stage whose inputs' digests are unchanged may be reused.
-
-// ctxReader stops a long read when the context is cancelled.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
 
 // fileDigest returns the hex sha256 and the size of the file at path
 // (symlinks followed).
@@ -56,7 +45,7 @@ func fileDigest(ctx context.Context, path string) (string, int64, error) {
 // readerDigest hashes r to its end.
 func readerDigest(ctx context.Context, r io.Reader) (string, int64, error) {
 	h := sha256.New()
-	n, err := io.Copy(h, ctxReader{ctx, r})
+	n, err := io.Copy(h, ctxio.Reader(ctx, r))
 	if err != nil {
 		return "", 0, err
 	}

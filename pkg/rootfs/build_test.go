@@ -298,7 +298,7 @@ func TestOptionErrors(t *testing.T) {
 	} {
 		o := good
 		c.change(&o)
-		d, err := Build(context.Background(), o, &memDisk{})
+		d, err := Build(context.Background(), o, &rootfstest.MemDisk{})
 		var oe *OptionError
 		if d != nil || !errors.As(err, &oe) || oe.Field != c.field || oe.Index != c.index || strings.Contains(err.Error(), "--") {
 			t.Errorf("%s: %v (%+v)", c.field, err, oe)
@@ -313,7 +313,7 @@ func TestBuildCancel(t *testing.T) {
 	opts, _ := smallBuild(t, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	d, err := Build(ctx, opts, &memDisk{})
+	d, err := Build(ctx, opts, &rootfstest.MemDisk{})
 	if d != nil || !errors.Is(err, context.Canceled) {
 		t.Errorf("Build with a cancelled context: %v, %v", d, err)
 	}
@@ -328,7 +328,7 @@ func TestBuildCancel(t *testing.T) {
 
 // cancellingDisk cancels the build after a few writes.
 type cancellingDisk struct {
-	memDisk
+	rootfstest.MemDisk
 	cancel func()
 	after  int
 }
@@ -337,5 +337,5 @@ func (c *cancellingDisk) WriteAt(p []byte, off int64) (int, error) {
 	if c.after--; c.after == 0 {
 		c.cancel()
 	}
-	return c.memDisk.WriteAt(p, off)
+	return c.MemDisk.WriteAt(p, off)
 }

@@ -27,37 +27,37 @@ func TestCollisions(t *testing.T) {
 	}
 	cases := []struct {
 		name   string
-		layers [][]tent
+		layers [][]rootfstest.TarEntry
 		want   map[string]string // path -> substring of its read-back ("" = absent)
 	}{
-		{"same file twice in a layer", [][]tent{{
-			{name: "etc/a", body: "first"}, {name: "./etc/a", body: "second", mode: 0o600},
+		{"same file twice in a layer", [][]rootfstest.TarEntry{{
+			{Name: "etc/a", Body: "first"}, {Name: "./etc/a", Body: "second", Mode: 0o600},
 		}}, map[string]string{"/etc/a": "100600 0:0 size=6 nlink=1 " + sha("second")}},
-		{"file over directory drops its subtree", [][]tent{
-			{{name: "d/sub/f", body: "x"}},
-			{{name: "d", body: "now a file"}},
+		{"file over directory drops its subtree", [][]rootfstest.TarEntry{
+			{{Name: "d/sub/f", Body: "x"}},
+			{{Name: "d", Body: "now a file"}},
 		}, map[string]string{"/d": sha("now a file"), "/d/sub": "", "/d/sub/f": ""}},
-		{"directory over file", [][]tent{
-			{{name: "d", body: "file"}},
-			{{name: "d/", typ: tar.TypeDir, mode: 0o700}, {name: "d/g", body: "g"}},
+		{"directory over file", [][]rootfstest.TarEntry{
+			{{Name: "d", Body: "file"}},
+			{{Name: "d/", Type: tar.TypeDir, Mode: 0o700}, {Name: "d/g", Body: "g"}},
 		}, map[string]string{"/d": "040700 0:0", "/d/g": sha("g")}},
-		{"directory over directory keeps children", [][]tent{
-			{{name: "d/", typ: tar.TypeDir}, {name: "d/keep", body: "k"}},
-			{{name: "d/", typ: tar.TypeDir, mode: 0o750, uid: 5, gid: 6}},
+		{"directory over directory keeps children", [][]rootfstest.TarEntry{
+			{{Name: "d/", Type: tar.TypeDir}, {Name: "d/keep", Body: "k"}},
+			{{Name: "d/", Type: tar.TypeDir, Mode: 0o750, UID: 5, GID: 6}},
 		}, map[string]string{"/d": "040750 5:6", "/d/keep": sha("k")}},
-		{"symlink over directory", [][]tent{
-			{{name: "d/f", body: "x"}},
-			{{name: "d", typ: tar.TypeSymlink, link: "/elsewhere"}},
+		{"symlink over directory", [][]rootfstest.TarEntry{
+			{{Name: "d/f", Body: "x"}},
+			{{Name: "d", Type: tar.TypeSymlink, Link: "/elsewhere"}},
 		}, map[string]string{"/d": "120777 0:0 -> /elsewhere", "/d/f": ""}},
-		{"whiteout and entry of one name in one layer", [][]tent{
-			{{name: "w", body: "lower"}},
-			{{name: "w", body: "upper"}, {name: ".wh.w"}},
+		{"whiteout and entry of one name in one layer", [][]rootfstest.TarEntry{
+			{{Name: "w", Body: "lower"}},
+			{{Name: "w", Body: "upper"}, {Name: ".wh.w"}},
 		}, map[string]string{"/w": sha("upper")}},
-		{"hard link keeps the replaced target's inode", [][]tent{{
-			{name: "t", body: "old"}, {name: "l", typ: tar.TypeLink, link: "t"}, {name: "t", body: "new"},
+		{"hard link keeps the replaced target's inode", [][]rootfstest.TarEntry{{
+			{Name: "t", Body: "old"}, {Name: "l", Type: tar.TypeLink, Link: "t"}, {Name: "t", Body: "new"},
 		}}, map[string]string{"/l": "nlink=1 " + sha("old"), "/t": "nlink=1 " + sha("new")}},
-		{"hard link replaced by a file", [][]tent{{
-			{name: "t", body: "t"}, {name: "l", typ: tar.TypeLink, link: "./t"}, {name: "l", body: "own"},
+		{"hard link replaced by a file", [][]rootfstest.TarEntry{{
+			{Name: "t", Body: "t"}, {Name: "l", Type: tar.TypeLink, Link: "./t"}, {Name: "l", Body: "own"},
 		}}, map[string]string{"/l": "nlink=1 " + sha("own"), "/t": "nlink=1 " + sha("t")}},
 	}
 	for _, c := range cases {
@@ -65,7 +65,7 @@ func TestCollisions(t *testing.T) {
 			dir := t.TempDir()
 			opts := Options{Agent: fakeAgent(t, dir), Seed: "s"}
 			for i, l := range c.layers {
-				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), mkTar(t, l))
+				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), rootfstest.Tar(t, l))
 				opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 			}
 			img := filepath.Join(dir, "rootfs.img")
@@ -101,7 +101,7 @@ func TestSeedDerivations(t *testing.T) {
 		salt       = "3c92ae11a1dd2fe144fd31c563eb472866770498f28e3a676c06932be065a804"
 	)
 	dir := t.TempDir()
-	p := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "f", body: "x"}}))
+	p := writeFile(t, filepath.Join(dir, "l.tar"), rootfstest.Tar(t, []rootfstest.TarEntry{{Name: "f", Body: "x"}}))
 	img := filepath.Join(dir, "rootfs.img")
 	d, err := buildFile(t, Options{Sources: srcs(t, "tar:"+p), Agent: fakeAgent(t, dir), Seed: "imagebuilder-test"}, img)
 	if err != nil {
@@ -141,7 +141,7 @@ func TestSeedDerivations(t *testing.T) {
 func TestFileFlagOverDirectory(t *testing.T) {
 	dir := t.TempDir()
 	src := writeFile(t, filepath.Join(dir, "agent.toml"), []byte("[agent]\n"))
-	layer := writeFile(t, filepath.Join(dir, "l.tar"), mkTar(t, []tent{{name: "etc/kata/", typ: tar.TypeDir}}))
+	layer := writeFile(t, filepath.Join(dir, "l.tar"), rootfstest.Tar(t, []rootfstest.TarEntry{{Name: "etc/kata/", Type: tar.TypeDir}}))
 	for _, c := range []struct{ dst, want string }{
 		{"/etc", `added files: entry "` + src + `:/etc": /etc is a directory`},
 		{"/etc/kata", "/etc/kata is a directory"},

@@ -81,7 +81,7 @@ func TestFlatten(t *testing.T) {
 	dir := t.TempDir()
 	layers := rootfstest.SmallLayers(t)
 	layout := writeLayout(t, filepath.Join(dir, "layout"), "amd64", layers)
-	extra := mkTar(t, []tent{{name: "etc/hostname", body: "pod\n"}, {name: ".wh.tmp"}})
+	extra := rootfstest.Tar(t, []rootfstest.TarEntry{{Name: "etc/hostname", Body: "pod\n"}, {Name: ".wh.tmp"}})
 	writeFile(t, filepath.Join(dir, "extra.tar"), extra)
 	m := newModel()
 	for _, l := range layers {
@@ -97,7 +97,7 @@ func TestFlatten(t *testing.T) {
 	rootfstest.CompareTrees(t, describeFlat(t, f), m.describe())
 
 	// The same hostile-layer rules as Build.
-	bad := mkTar(t, []tent{{name: "a/../../etc/passwd", body: "x"}})
+	bad := rootfstest.Tar(t, []rootfstest.TarEntry{{Name: "a/../../etc/passwd", Body: "x"}})
 	writeFile(t, filepath.Join(dir, "bad.tar"), bad)
 	_, err = source.Flatten(ctx, srcs(t, "tar:"+filepath.Join(dir, "bad.tar")), source.Options{})
 	if err == nil || !strings.Contains(err.Error(), `".." component`) {

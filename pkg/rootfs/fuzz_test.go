@@ -8,49 +8,20 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 	"github.com/imagebuilder/imagebuilder/pkg/source"
 )
-
-// memDisk is an in-memory Disk.
-type memDisk struct{ b []byte }
-
-func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
-	if end := off + int64(len(p)); end > int64(len(m.b)) {
-		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
-	}
-	return copy(m.b[off:], p), nil
-}
-
-func (m *memDisk) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m *memDisk) Truncate(n int64) error {
-	if n <= int64(len(m.b)) {
-		m.b = m.b[:n]
-		return nil
-	}
-	m.b = append(m.b, make([]byte, n-int64(len(m.b)))...)
-	return nil
-}
 
 // FuzzLayer feeds arbitrary bytes as a tar: layer: flattening, laying
 // out and writing must fail cleanly or produce an erofs that go-erofs reads
 // back. (pkg/source's FuzzTarLayer mutates the tar structure itself.)
 func FuzzLayer(f *testing.F) {
-	f.Add(mkTar(f, []tent{{name: ".", typ: tar.TypeDir}, {name: "bin/sh", mode: 0o755, body: "sh"},
-		{name: "bin/ln", typ: tar.TypeLink, link: "bin/sh"}, {name: "lib", typ: tar.TypeSymlink, link: "usr/lib"},
-		{name: "dev/null", typ: tar.TypeChar, major: 1, minor: 3},
-		{name: "f", body: "x", xattrs: map[string]string{"security.capability": "c"}},
-		{name: "big", body: string(make([]byte, 5000))}}))
-	f.Add(mkTar(f, []tent{{name: "a/.wh..wh..opq"}, {name: "a/b", typ: tar.TypeLink, link: "c"}}))
+	f.Add(rootfstest.Tar(f, []rootfstest.TarEntry{{Name: ".", Type: tar.TypeDir}, {Name: "bin/sh", Mode: 0o755, Body: "sh"},
+		{Name: "bin/ln", Type: tar.TypeLink, Link: "bin/sh"}, {Name: "lib", Type: tar.TypeSymlink, Link: "usr/lib"},
+		{Name: "dev/null", Type: tar.TypeChar, Major: 1, Minor: 3},
+		{Name: "f", Body: "x", Xattrs: map[string]string{"security.capability": "c"}},
+		{Name: "big", Body: string(make([]byte, 5000))}}))
+	f.Add(rootfstest.Tar(f, []rootfstest.TarEntry{{Name: "a/.wh..wh..opq"}, {Name: "a/b", Type: tar.TypeLink, Link: "c"}}))
 	dir := f.TempDir()
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -70,7 +41,7 @@ func FuzzLayer(f *testing.F) {
 		if im.Size() > 4<<20 {
 			return
 		}
-		disk := &memDisk{}
+		disk := &rootfstest.MemDisk{}
 		buf := make([]byte, 1<<16)
 		err = flat.Contents(ctx, func(i int, r io.Reader) error {
 			return im.writeFile(disk, byInode[flat.Entries[i].Inode-1], r, buf)
@@ -89,4 +60,4 @@ func FuzzLayer(f *testing.F) {
 }
 
 // Compile-time check: the in-memory disk is a Disk.
-var _ Disk = (*memDisk)(nil)
+var _ Disk = (*rootfstest.MemDisk)(nil)

@@ -17,70 +17,6 @@ import (
 	"github.com/imagebuilder/imagebuilder/internal/rootfstest"
 )
 
-// tent is one entry of a test tar.
-type tent struct {
-	name   string
-	typ    byte
-	mode   int64
-	uid    int
-	gid    int
-	body   string
-	link   string
-	major  int64
-	minor  int64
-	size   int64 // overrides len(body) in the header when non-zero
-	xattrs map[string]string
-}
-
-func mkTar(t testing.TB, ents []tent) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range ents {
-		typ := e.typ
-		if typ == 0 {
-			typ = tar.TypeReg
-		}
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-			if typ == tar.TypeDir {
-				mode = 0o755
-			}
-		}
-		h := &tar.Header{Name: e.name, Typeflag: typ, Mode: mode, Uid: e.uid, Gid: e.gid,
-			Linkname: e.link, Devmajor: e.major, Devminor: e.minor, Format: tar.FormatPAX}
-		if typ == tar.TypeReg {
-			h.Size = int64(len(e.body))
-		}
-		if e.size != 0 {
-			h.Size = e.size
-		}
-		for k, v := range e.xattrs {
-			if h.PAXRecords == nil {
-				h.PAXRecords = map[string]string{}
-			}
-			h.PAXRecords["SCHILY.xattr."+k] = v
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if typ == tar.TypeReg {
-			if e.size != 0 && e.size != int64(len(e.body)) {
-				tw.Write([]byte(e.body))
-				return buf.Bytes() // truncated on purpose
-			}
-			if _, err := tw.Write([]byte(e.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 func writeFile(t testing.TB, p string, b []byte) string {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -286,17 +222,17 @@ func additions(t testing.TB, agent string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return mkTar(t, []tent{
-		{name: "dev", typ: tar.TypeDir}, {name: "proc", typ: tar.TypeDir, mode: 0o555},
-		{name: "sys", typ: tar.TypeDir, mode: 0o555}, {name: "run", typ: tar.TypeDir},
-		{name: "tmp", typ: tar.TypeDir, mode: 0o1777}, {name: "var", typ: tar.TypeDir},
-		{name: "mnt", typ: tar.TypeDir},
-		{name: "usr/bin/kata-agent", mode: 0o755, body: string(b)},
-		{name: "usr/lib/systemd/system/kata-agent.service", body: kataAgentService},
-		{name: "usr/lib/systemd/system/kata-containers.target", body: kataContainersTarget},
-		{name: "etc/systemd/system/default.target", typ: tar.TypeSymlink, link: "/usr/lib/systemd/system/kata-containers.target"},
-		{name: "etc/machine-id", mode: 0o444},
-		{name: "etc/fstab", body: fstab},
+	return rootfstest.Tar(t, []rootfstest.TarEntry{
+		{Name: "dev", Type: tar.TypeDir}, {Name: "proc", Type: tar.TypeDir, Mode: 0o555},
+		{Name: "sys", Type: tar.TypeDir, Mode: 0o555}, {Name: "run", Type: tar.TypeDir},
+		{Name: "tmp", Type: tar.TypeDir, Mode: 0o1777}, {Name: "var", Type: tar.TypeDir},
+		{Name: "mnt", Type: tar.TypeDir},
+		{Name: "usr/bin/kata-agent", Mode: 0o755, Body: string(b)},
+		{Name: "usr/lib/systemd/system/kata-agent.service", Body: kataAgentService},
+		{Name: "usr/lib/systemd/system/kata-containers.target", Body: kataContainersTarget},
+		{Name: "etc/systemd/system/default.target", Type: tar.TypeSymlink, Link: "/usr/lib/systemd/system/kata-containers.target"},
+		{Name: "etc/machine-id", Mode: 0o444},
+		{Name: "etc/fstab", Body: fstab},
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 	"github.com/imagebuilder/imagebuilder/pkg/erofs"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/verity"
@@ -84,7 +85,7 @@ func Inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions
 }
 
 func inspect(ctx context.Context, r io.ReaderAt, size int64, opts InspectOptions) (*Inspection, error) {
-	r = ctxReaderAt{ctx, r}
+	r = ctxio.ReaderAt(ctx, r)
 	tab, err := gpt.Read(r, size, 0)
 	if err != nil {
 		return nil, err
@@ -181,20 +182,6 @@ func checkHashTree(ctx context.Context, dataR io.ReaderAt, data *Partition, hash
 		return nil, fmt.Errorf("partition %d: %w", hash.Number, err)
 	}
 	return &hashMismatch{got, ce}, nil
-}
-
-// ctxReaderAt fails reads once ctx is done, so long reads (the hash tree
-// check) stop within a block of a cancellation.
-type ctxReaderAt struct {
-	ctx context.Context
-	r   io.ReaderAt
-}
-
-func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.ReadAt(p, off)
 }
 
 type discardAt struct{}

@@ -83,7 +83,7 @@ func multiPlatform(t testing.TB, layout string) {
 	amd := ix.Manifests[0]
 	delete(amd, "annotations")
 	amd["platform"] = map[string]string{"os": "linux", "architecture": "amd64"}
-	arm := writeLayout(t, filepath.Join(layout, "..", "arm"), "arm64", [][]byte{mkTar(t, []tent{{name: "arm", body: "arm"}})})
+	arm := writeLayout(t, filepath.Join(layout, "..", "arm"), "arm64", [][]byte{rootfstest.Tar(t, []rootfstest.TarEntry{{Name: "arm", Body: "arm"}})})
 	aidx, _ := os.ReadFile(filepath.Join(arm, "index.json"))
 	var ax struct {
 		Manifests []map[string]any `json:"manifests"`
@@ -332,29 +332,29 @@ func TestRegistry(t *testing.T) {
 func TestHostile(t *testing.T) {
 	cases := []struct {
 		name   string
-		layers [][]tent
+		layers [][]rootfstest.TarEntry
 		want   string
 	}{
-		{"path traversal", [][]tent{{{name: "../../evil", body: "x"}}}, `entry "../../evil": path has a ".." component`},
-		{"inner traversal", [][]tent{{{name: "a/../../evil", body: "x"}}}, `".." component`},
-		{"absolute hard link", [][]tent{{{name: "pw", typ: tar.TypeLink, link: "/etc/passwd"}}}, `entry "pw": hard link to absolute path "/etc/passwd"`},
-		{"hard link escape", [][]tent{{{name: "x", typ: tar.TypeLink, link: "../outside"}}}, `entry "x": hard link target "../outside"`},
-		{"hard link to missing", [][]tent{{{name: "x", typ: tar.TypeLink, link: "nope"}}}, `entry "x": hard link to "nope", which does not exist`},
-		{"hard link to directory", [][]tent{{{name: "d", typ: tar.TypeDir}, {name: "x", typ: tar.TypeLink, link: "d"}}}, `hard link to directory "d"`},
-		{"absurd size", [][]tent{{{name: "huge", size: 1 << 40}}}, `entry "huge": file size 1099511627776 is out of range`},
-		{"truncated data", [][]tent{{{name: "short", size: 1 << 20, body: "abc"}}}, `unexpected EOF`},
-		{"through a symlink", [][]tent{{{name: "lib", typ: tar.TypeSymlink, link: "/etc"}}, {{name: "lib/passwd", body: "x"}}}, `layer1.tar: entry "lib/passwd": parent "lib" is not a directory`},
-		{"long name", [][]tent{{{name: strings.Repeat("n", 300), body: "x"}}}, `name component longer than 255 bytes`},
-		{"xattr namespace", [][]tent{{{name: "f", body: "x", xattrs: map[string]string{"system.foo": "1"}}}}, `entry "f": extended attribute "system.foo"`},
-		{"root as file", [][]tent{{{name: ".", body: "x"}}}, `the root must be a directory`},
-		{"device out of range", [][]tent{{{name: "d", typ: tar.TypeChar, major: 1 << 13}}}, `device number`},
+		{"path traversal", [][]rootfstest.TarEntry{{{Name: "../../evil", Body: "x"}}}, `entry "../../evil": path has a ".." component`},
+		{"inner traversal", [][]rootfstest.TarEntry{{{Name: "a/../../evil", Body: "x"}}}, `".." component`},
+		{"absolute hard link", [][]rootfstest.TarEntry{{{Name: "pw", Type: tar.TypeLink, Link: "/etc/passwd"}}}, `entry "pw": hard link to absolute path "/etc/passwd"`},
+		{"hard link escape", [][]rootfstest.TarEntry{{{Name: "x", Type: tar.TypeLink, Link: "../outside"}}}, `entry "x": hard link target "../outside"`},
+		{"hard link to missing", [][]rootfstest.TarEntry{{{Name: "x", Type: tar.TypeLink, Link: "nope"}}}, `entry "x": hard link to "nope", which does not exist`},
+		{"hard link to directory", [][]rootfstest.TarEntry{{{Name: "d", Type: tar.TypeDir}, {Name: "x", Type: tar.TypeLink, Link: "d"}}}, `hard link to directory "d"`},
+		{"absurd size", [][]rootfstest.TarEntry{{{Name: "huge", Size: 1 << 40}}}, `entry "huge": file size 1099511627776 is out of range`},
+		{"truncated data", [][]rootfstest.TarEntry{{{Name: "short", Size: 1 << 20, Body: "abc"}}}, `unexpected EOF`},
+		{"through a symlink", [][]rootfstest.TarEntry{{{Name: "lib", Type: tar.TypeSymlink, Link: "/etc"}}, {{Name: "lib/passwd", Body: "x"}}}, `layer1.tar: entry "lib/passwd": parent "lib" is not a directory`},
+		{"long name", [][]rootfstest.TarEntry{{{Name: strings.Repeat("n", 300), Body: "x"}}}, `name component longer than 255 bytes`},
+		{"xattr namespace", [][]rootfstest.TarEntry{{{Name: "f", Body: "x", Xattrs: map[string]string{"system.foo": "1"}}}}, `entry "f": extended attribute "system.foo"`},
+		{"root as file", [][]rootfstest.TarEntry{{{Name: ".", Body: "x"}}}, `the root must be a directory`},
+		{"device out of range", [][]rootfstest.TarEntry{{{Name: "d", Type: tar.TypeChar, Major: 1 << 13}}}, `device number`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			opts := Options{Agent: fakeAgent(t, dir), Seed: "s"}
 			for i, l := range c.layers {
-				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), mkTar(t, l))
+				p := writeFile(t, filepath.Join(dir, fmt.Sprintf("layer%d.tar", i)), rootfstest.Tar(t, l))
 				opts.Sources = append(opts.Sources, srcs(t, "tar:"+p)...)
 			}
 			hostileBuild(t, dir, opts, c.want)

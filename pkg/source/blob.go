@@ -18,6 +18,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // digestReader hashes what it reads; at EOF it reports the sum to onSum
@@ -60,20 +61,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// ctxReader fails with the context's error once it is cancelled, so that
-// a long copy stops within one read.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // decompress detects gzip or zstd by magic number; anything else is read as
@@ -167,7 +154,7 @@ func cachedBlob(ctx context.Context, dir string, dig v1.Hash, l v1.Layer) (strin
 		return "", fmt.Errorf("blob cache: %w", err)
 	}
 	defer f.Abort()
-	vr := verifying(ctxReader{ctx, rc}, dig.String(), "blob", dig.String())
+	vr := verifying(ctxio.Reader(ctx, rc), dig.String(), "blob", dig.String())
 	if _, err := io.Copy(f, vr); err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) || ctx.Err() != nil {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // Upper is a layer the caller puts over the sources (Options.Upper), with
@@ -350,7 +352,7 @@ func readEntries(ctx context.Context, l *layer, idx int) ([]entry, error) {
 	defer rc.Close()
 	// Count what the tar reader consumes, to say how much of an entry's
 	// declared size was there when the stream ends early.
-	cr := &countingReader{r: ctxReader{ctx, rc}}
+	cr := &countingReader{r: ctxio.Reader(ctx, rc)}
 	tr := tar.NewReader(cr)
 	var out []entry
 	var prev *tar.Header
@@ -568,7 +570,7 @@ func layerContents(ctx context.Context, l *layer, want map[int]*node, fn func(n 
 		return fmt.Errorf("%s: %w", l.name, err)
 	}
 	defer rc.Close()
-	tr := tar.NewReader(ctxReader{ctx, rc})
+	tr := tar.NewReader(ctxio.Reader(ctx, rc))
 	left := len(want)
 	for j := 0; left > 0; j++ {
 		h, err := tr.Next()
@@ -642,7 +644,7 @@ func hostContent(ctx context.Context, n *node, fn func(n *node, r io.Reader) err
 	if testHookHostOpened != nil {
 		testHookHostOpened(n.src.host)
 	}
-	return fn(n, &exactReader{r: ctxReader{ctx, f}, left: n.size, path: n.src.host, size: n.size})
+	return fn(n, &exactReader{r: ctxio.Reader(ctx, f), left: n.size, path: n.src.host, size: n.size})
 }
 
 // exactReader yields exactly size bytes of a host file, and fails naming

@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/imagebuilder/imagebuilder/internal/ctxio"
 )
 
 // Resolved records what one source resolved to, so that a build can say
@@ -595,7 +597,7 @@ func Resolve(ctx context.Context, src Source, opts Options) (*Resolved, error) {
 		}
 		defer f.Close()
 		h := sha256.New()
-		if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
+		if _, err := io.Copy(h, ctxio.Reader(ctx, f)); err != nil {
 			return nil, fmt.Errorf("source %s: %w", src, err)
 		}
 		sum := hex.EncodeToString(h.Sum(nil))

@@ -223,17 +223,48 @@ func parse(s string, lookLocal bool) (Source, error) {
 	if ref == s && (strings.HasPrefix(s, "/") || strings.HasPrefix(s, "./") || strings.HasPrefix(s, "../") || s == "." || s == "..") {
 		return bad("%q is a host path, not a registry image: write dir:%s for a tree, tar:%s for a tar file or oci-layout:%s for an OCI image layout", s, s, s, s)
 	}
-	if _, err := name.ParseReference(ref); err != nil {
-		return bad("not a registry reference (%v), and no scheme; sources are %s", err, Kinds)
+	_, repo, tag, digest, err := parseRegistry(ref)
+	var de digestError
+	if errors.As(err, &de) {
+		return bad("%v", err)
 	}
-	repo, tag, digest := splitRegistryRef(ref)
-	if err := checkRepository(repo); err != nil {
+	if err != nil {
 		return bad("not a registry reference (%v), and no scheme; sources are %s", err, Kinds)
-	}
-	if digest != "" && !validDigest(digest) {
-		return bad("digest %q is not sha256: and 64 lowercase hex digits", digest)
 	}
 	return Source{Kind: Registry, Repository: repo, Tag: tag, Digest: digest}, nil
+}
+
+// ParseReference reads a registry reference,
+// [docker://]REGISTRY/REPO[:TAG|@sha256:HEX], by the grammar Parse applies
+// to a Registry source: the distribution specification's, stricter than
+// go-containerregistry's alone (which takes "." as a path component).
+func ParseReference(s string) (name.Reference, error) {
+	r, _, _, _, err := parseRegistry(strings.TrimPrefix(s, "docker://"))
+	return r, err
+}
+
+// digestError is a reference whose digest is not sha256 and 64 lowercase
+// hex digits.
+type digestError string
+
+func (e digestError) Error() string {
+	return fmt.Sprintf("digest %q is not sha256: and 64 lowercase hex digits", string(e))
+}
+
+// parseRegistry reads a registry reference without a scheme, returning it
+// and its repository, tag and digest as written.
+func parseRegistry(ref string) (r name.Reference, repo, tag, digest string, err error) {
+	if r, err = name.ParseReference(ref); err != nil {
+		return nil, "", "", "", err
+	}
+	repo, tag, digest = splitRegistryRef(ref)
+	if err := checkRepository(repo); err != nil {
+		return nil, "", "", "", err
+	}
+	if digest != "" && !validDigest(digest) {
+		return nil, "", "", "", digestError(digest)
+	}
+	return r, repo, tag, digest, nil
 }
 
 // repoComponentRE is a repository path component as the distribution
@@ -261,15 +292,6 @@ func checkRepository(repo string) error {
 		}
 	}
 	return nil
-}
-
-// isKind says whether s is one of our scheme names.
-func isKind(s string) bool {
-	switch Kind(s) {
-	case OCILayout, OCIArchive, Tar, DockerArchive, Dir, Registry, Image:
-		return true
-	}
-	return false
 }
 
 // pathHint says which scheme to write for an existing path given without

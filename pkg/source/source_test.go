@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
 )
 
 var digestA = "sha256:" + strings.Repeat("a", 64)
@@ -184,4 +186,37 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q) = %+v; its String %q parses to %+v, %v", s, src, src.String(), again, err)
 		}
 	})
+}
+
+// TestParseReference: the registry grammar of Parse, for callers that
+// take a registry reference alone (payload's push and pull).
+func TestParseReference(t *testing.T) {
+	hex := strings.Repeat("ab", 32)
+	for _, tc := range []struct{ in, want string }{
+		{"localhost:5000/pod/vm:1", "localhost:5000/pod/vm:1"},
+		{"docker://127.0.0.1:5000/x/a:1", "127.0.0.1:5000/x/a:1"},
+		{"ghcr.io/a/b@sha256:" + hex, "ghcr.io/a/b@sha256:" + hex},
+	} {
+		r, err := ParseReference(tc.in)
+		if err != nil || r.String() != tc.want {
+			t.Errorf("ParseReference(%q) = %v, %v; want %s", tc.in, r, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		in, want string
+		ggcr     bool // go-containerregistry alone accepts it
+	}{
+		{"reg.io/./x:1", `path component "."`, true},
+		{"Not A Ref!", "", false},
+		{"x@sha256:abc", "", false},
+		{"", "", false},
+	} {
+		_, ggcrErr := name.ParseReference(tc.in)
+		if (ggcrErr == nil) != tc.ggcr {
+			t.Errorf("name.ParseReference(%q): %v", tc.in, ggcrErr)
+		}
+		if _, err := ParseReference(tc.in); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseReference(%q) = %v, want an error with %q", tc.in, err, tc.want)
+		}
+	}
 }

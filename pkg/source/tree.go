@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -216,7 +218,10 @@ func xattrNamespaceOK(name string) bool {
 }
 
 func checkXattrs(x map[string]string) error {
-	for k, v := range x {
+	// In name order, so an entry with several bad attributes is always
+	// reported by the same one.
+	for _, k := range slices.Sorted(maps.Keys(x)) {
+		v := x[k]
 		if !xattrNamespaceOK(k) {
 			return fmt.Errorf("extended attribute %q has a namespace erofs cannot store", k)
 		}

@@ -138,3 +138,42 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 	*r = res
 	return nil
 }
+
+// LeafLevel is the byte range [start, end) of the tree's leaf level in
+// the hash device: the level that holds the digest of each data block,
+// stored last (the top level comes first). A tree of one data block has
+// no levels: start and end are then both the end of the tree.
+func (r *Result) LeafLevel() (start, end int64) {
+	hbs := int64(r.Params.HashBlockSize)
+	end = int64(r.HashStartBlock+r.HashBlocks) * hbs
+	g, err := newGeometry(&r.Params, r.DataBlocks)
+	if err != nil || g.levels == 0 {
+		return end, end
+	}
+	return int64(g.levelStart[0]) * hbs, end
+}
+
+// DataBlockAt says which data block's digest the byte at offset off of
+// the hash device belongs to; ok is false outside the leaf level's
+// digests (the superblock, upper levels, the zeros after a block's last
+// digest).
+func (r *Result) DataBlockAt(off int64) (n uint64, ok bool) {
+	g, err := newGeometry(&r.Params, r.DataBlocks)
+	if err != nil || g.levels == 0 {
+		return 0, false
+	}
+	hbs := int64(r.Params.HashBlockSize)
+	rel := off - int64(g.levelStart[0])*hbs
+	if rel < 0 || rel >= int64(g.levelSize[0])*hbs {
+		return 0, false
+	}
+	in := rel % hbs
+	if in >= int64(g.hashPerBlock*g.stride) {
+		return 0, false
+	}
+	n = uint64(rel/hbs)*uint64(g.hashPerBlock) + uint64(in)/uint64(g.stride)
+	if n >= g.dataBlocks {
+		return 0, false
+	}
+	return n, true
+}
