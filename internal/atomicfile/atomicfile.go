@@ -57,6 +57,11 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return nil, fmt.Errorf("output %s: is a directory", path)
+	} else if err == nil && !st.Mode().IsRegular() {
+		// Publishing replaces the name: a device, FIFO or socket there
+		// (or behind a symlink, like /dev/stdout) would be replaced by a
+		// regular file, not written to.
+		return nil, fmt.Errorf("output %s: is a %s, not a regular file", path, kind(st.Mode()))
 	}
 	if st, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("output %s: %w", path, err)
@@ -78,6 +83,21 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	f := &File{File: tmp, final: path, tmpName: name}
 	f.unreg = RegisterCleanup(func() { os.Remove(name) })
 	return f, nil
+}
+
+// kind names a non-regular file type for an error.
+func kind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
+	}
+	return "special file"
 }
 
 // createTemp creates a new file ".base.tmp-NNNN" in dir.
