@@ -72,11 +72,33 @@ func (j *jsonFlag) Set(s string) error {
 	if s == "" {
 		return fmt.Errorf("empty file name (--json alone prints to stdout)")
 	}
+	// Refused here, as a bad flag value, rather than when the output is
+	// created, after the work.
+	if st, err := os.Stat(s); s != "-" && err == nil && st.IsDir() {
+		return fmt.Errorf("%s: is a directory; give a file name", s)
+	} else if s != "-" && err == nil && !st.Mode().IsRegular() {
+		return fmt.Errorf("%s: is a %s, not a regular file", s, fileKind(st.Mode()))
+	}
 	j.set, j.path = true, s
 	return nil
 }
 
 func (j *jsonFlag) Type() string { return "file" }
+
+// fileKind names a non-regular file type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "block device"
+	}
+	return "special file"
+}
 
 // addJSONFlag registers --json on cmd.
 func addJSONFlag(cmd *cobra.Command, j *jsonFlag) {
@@ -172,6 +194,14 @@ func checkOutputPath(cmd *cobra.Command, path string, streamOK bool) error {
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return usagef("%s: -o %s: is a directory; give a file name", cmd.CommandPath(), path)
+	} else if err == nil && !st.Mode().IsRegular() {
+		// The output replaces the name, so a device or FIFO there would
+		// be replaced, not written to.
+		hint := ""
+		if streamOK {
+			hint = " (-o - writes to stdout)"
+		}
+		return usagef("%s: -o %s: is a %s, not a regular file%s", cmd.CommandPath(), path, fileKind(st.Mode()), hint)
 	}
 	return nil
 }

@@ -37,6 +37,10 @@ func TestInitrdBuildDefects(t *testing.T) {
 	out := filepath.Join(dir, "initrd.img")
 	mods := filepath.Join(dir, "lib", "modules", "6.99.0-test")
 	os.MkdirAll(filepath.Join(mods, "kernel"), 0o755)
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		args []string
@@ -62,6 +66,7 @@ func TestInitrdBuildDefects(t *testing.T) {
 		{"empty module", []string{"--modules-dir", mods, "--module", "erofs,"}, exitUsage, "--module: empty module name"},
 		{"duplicate dir", []string{"--dir", tree, "--dir", tree}, exitUsage, "initrd build: --dir " + tree + ": given twice"},
 		{"output is a directory", []string{"--dir", tree, "-o", dir}, exitUsage, "initrd build: -o " + dir + ": is a directory"},
+		{"output is a FIFO", []string{"--dir", tree, "-o", fifo}, exitUsage, "initrd build: -o " + fifo + ": is a FIFO, not a regular file (-o - writes to stdout)"},
 		{"json to stdout with -o -", []string{"--dir", tree, "-o", "-", "--json"}, exitUsage, "-o - and --json both write to stdout"},
 		{"missing dir", []string{"--dir", filepath.Join(dir, "nosuch")}, exitFailure,
 			"initrd build: dir " + filepath.Join(dir, "nosuch") + ": stat " + filepath.Join(dir, "nosuch") + ": no such file or directory"},
