@@ -152,6 +152,9 @@ seed is used, so the output is always reproducible.`,
   imagebuilder verity format disk.img disk.img --hash-offset=1073741824 --json`,
 		Args: exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.rootHashFile == "-" {
+				return usagef("%s: --root-hash-file -: the root hash is printed on stdout already (--json prints it as JSON); give a file name", commandName(cmd))
+			}
 			if err := checkVerityArgs(cmd, args, f.rootHashFile, f.json.path); err != nil {
 				return err
 			}

@@ -609,3 +609,21 @@ func TestVerityJSONFile(t *testing.T) {
 		t.Fatalf("verify JSON: %v %s", err, b)
 	}
 }
+
+// TestVerityRootHashFileDash: --root-hash-file - is refused (stdout
+// already carries the root hash), never a file named "-"; before, it
+// wrote one in the working directory.
+func TestVerityRootHashFileDash(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.WriteFile("data", make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCaptured(t, "verity", "format", "data", "hash", "--root-hash-file", "-")
+	if code != exitUsage || stdout != "" || !strings.Contains(stderr, "verity format: --root-hash-file -: ") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
+}
