@@ -232,6 +232,16 @@ func TestPaths(t *testing.T) {
 	if strings.Contains(string(b), "/home/u") || strings.Contains(string(b), "/work/conf") {
 		t.Errorf("resolved paths in the canonical JSON: %s", b)
 	}
+	// A relative cache directory ($IMAGEBUILDER_CACHE=cache, --cache
+	// cache) is the working directory's, as the stage cache under it is:
+	// not the config file's.
+	c, err = parse(t, doc, LoadOptions{CacheDir: "rel/cache"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wd, _ := os.Getwd(); c.Spec.Kernel.Deb.Resolved != filepath.Join(wd, "rel/cache/debian-kernel/k.deb") {
+		t.Errorf("relative cache directory: resolved %s, want it under %s", c.Spec.Kernel.Deb.Resolved, wd)
+	}
 	// Load takes paths from the file's directory, not the working one.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(base), 0o644)
