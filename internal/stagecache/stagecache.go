@@ -109,7 +109,11 @@ type CorruptError struct {
 }
 
 func (e *CorruptError) Error() string {
-	return fmt.Sprintf("stage cache: %s entry %s: %s: %s", e.Stage, e.Key[:12], e.File, e.Reason)
+	stage := ""
+	if e.Stage != "" { // unknown when the entry's description does not parse
+		stage = e.Stage + " "
+	}
+	return fmt.Sprintf("stage cache: %sentry %s: %s: %s", stage, e.Key[:12], e.File, e.Reason)
 }
 
 // Lookup returns the entry for sum if it exists and every file still has

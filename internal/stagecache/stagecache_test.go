@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -69,6 +70,25 @@ func TestStoreLookup(t *testing.T) {
 	store(t, c, sum, map[string]string{"rootfs.img": "disk"})
 	if e, err := c.Lookup(context.Background(), sum); e == nil || err != nil {
 		t.Fatalf("rebuilt entry: %v %v", e, err)
+	}
+}
+
+// TestCorruptDescription: an entry whose entry.json does not parse is a
+// miss with one readable line (no stage is known before it is read).
+func TestCorruptDescription(t *testing.T) {
+	c := Open(t.TempDir())
+	sum, _ := Key{Stage: "initrd"}.Sum()
+	store(t, c, sum, map[string]string{"initrd.img": "cpio"})
+	if err := os.WriteFile(filepath.Join(c.entryDir(sum), entryFile), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.Lookup(context.Background(), sum)
+	var ce *CorruptError
+	if e != nil || !errors.As(err, &ce) {
+		t.Fatalf("lookup: %v %v", e, err)
+	}
+	if want := "stage cache: entry " + sum[:12] + ": entry.json: unreadable description"; err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
 	}
 }
 

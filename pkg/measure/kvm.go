@@ -157,6 +157,26 @@ func (h HostKernel) INIT2() bool { return !h.less(HostKernel{6, 10}) }
 // SEV-SNP guest on this host kernel (before 6.11).
 func (h HostKernel) Hypothetical() bool { return h.less(HostKernel{6, 11}) }
 
+// KVMLaunchViolations returns the QEMU and KVM acceptance rules a kvm
+// launch on host breaks whatever the IGVM file holds: a host kernel
+// without upstream SEV-SNP ("hypothetical-host") and, when features is
+// not nil (guest SEV features given for the launch instead of the file's
+// VMSA's), sev_features that QEMU's check_sev_features refuses. It lets a
+// caller refuse a kvm target before any file is built; the kvm profile
+// applies the same rules when it measures a file.
+func KVMLaunchViolations(host HostKernel, features *uint64) []KVMViolation {
+	var out []KVMViolation
+	if host.Hypothetical() {
+		out = append(out, KVMViolation{"hypothetical-host", fmt.Sprintf("host kernel %s: upstream KVM launches SEV-SNP guests from 6.11 and QEMU >= 10.1 needs KVM_SEV_INIT2; no upstream QEMU+KVM launch exists on this host", host)})
+	}
+	if features != nil {
+		for _, p := range sevFeatureProblems(*features) {
+			out = append(out, KVMViolation{"qemu:check_sev_features", p})
+		}
+	}
+	return out
+}
+
 // DefaultDebugSwap reports whether kvm_amd adds DEBUG_SWAP to sev_features
 // by default (6.6 and 6.7 as first released).
 func (h HostKernel) DefaultDebugSwap() bool {

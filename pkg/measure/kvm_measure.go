@@ -34,9 +34,7 @@ func (m *measurer) planKVM(mask uint32) (*kvmPlan, error) {
 	p := &kvmPlan{load: ld, violations: ld.violations}
 	m.res.IDBlockDigest = ld.idBlock
 	m.res.Warnings = append(m.res.Warnings, ld.warnings...)
-	if host.Hypothetical() {
-		p.violations = append(p.violations, KVMViolation{"hypothetical-host", fmt.Sprintf("host kernel %s: upstream KVM launches SEV-SNP guests from 6.11 and QEMU >= 10.1 needs KVM_SEV_INIT2; no upstream QEMU+KVM launch exists on this host", host)})
-	}
+	p.violations = append(p.violations, KVMLaunchViolations(host, nil)...)
 
 	// sev_features: QEMU passes vCPU 0's to KVM_SEV_INIT2
 	// (sev_common_kvm_init); KVM writes the result into every VMSA

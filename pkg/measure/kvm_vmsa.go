@@ -180,9 +180,19 @@ func qemuCheckVMSA(gpa uint64, page []byte, vp uint16) []KVMViolation {
 	if len(names) > 0 {
 		add("qemu:check_vmsa_supported", "fields QEMU does not synchronise with KVM are non-zero: %s", strings.Join(names, ", "))
 	}
-	feats := binary.LittleEndian.Uint64(page[0x3b0:])
+	for _, p := range sevFeatureProblems(binary.LittleEndian.Uint64(page[0x3b0:])) {
+		add("qemu:check_sev_features", "%s", p)
+	}
+	return out
+}
+
+// sevFeatureProblems are the reasons QEMU's check_sev_features refuses
+// the sev_features feats: SNP_ACTIVE missing, or bits KVM does not
+// support (kvmSupportedFeatures).
+func sevFeatureProblems(feats uint64) []string {
+	var out []string
 	if feats&FeatureSNPActive == 0 {
-		add("qemu:check_sev_features", "sev_features %#x lacks SNP_ACTIVE", feats)
+		out = append(out, fmt.Sprintf("sev_features %#x lacks SNP_ACTIVE", feats))
 	}
 	if extra := feats &^ kvmSupportedFeatures; extra != 0 {
 		what := ""
@@ -192,7 +202,7 @@ func qemuCheckVMSA(gpa uint64, page []byte, vp uint16) []KVMViolation {
 		case extra&featureRestrictedInjection != 0:
 			what = ", of which 0x8 is restricted injection"
 		}
-		add("qemu:check_sev_features", "sev_features %#x has bits KVM does not support (%#x%s)", feats, extra, what)
+		out = append(out, fmt.Sprintf("sev_features %#x has bits KVM does not support (%#x%s)", feats, extra, what))
 	}
 	return out
 }

@@ -1,7 +1,9 @@
 package podvm
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -388,6 +390,9 @@ func TestBuildErrors(t *testing.T) {
 		{"deb without a kernel", func(s string) string {
 			return strings.Replace(s, "bzImage: ../../../../testdata/igvm/inputs/synthetic-bzImage", "deb: "+deb, 1)
 		}, "", "kernel", "spec.kernel.deb", "no kernel image"},
+		{"module not in the package", func(s string) string {
+			return strings.Replace(s, "bzImage: ../../../../testdata/igvm/inputs/synthetic-bzImage\n    modules: []", "deb: "+kernelDeb(t, dir)+"\n    modules: [no_such_module]", 1)
+		}, "", "kernel", "spec.kernel.modules", "module no_such_module (requested) not found in lib/modules/1.0.0-test of linux-image-1.0.0-test"},
 		{"OCI tag that does not resolve", func(s string) string { return strings.Replace(s, "oci-layout:oci:v1", "oci-layout:oci:v2", 1) },
 			"prev", "sources", "spec.rootfs.sources[0]", `"v2"`},
 		{"command line too long", func(s string) string {
@@ -412,6 +417,9 @@ func TestBuildErrors(t *testing.T) {
 			}
 			if strings.ContainsAny(err.Error(), "\n\r") {
 				t.Errorf("multi-line error %q", err)
+			}
+			if strings.Contains(err.Error(), filepath.Join(dir, "cache", "tmp")) {
+				t.Errorf("%v: names a temporary path of the build", err)
 			}
 			var se *StageError
 			var ce *Error
@@ -448,6 +456,50 @@ func TestBuildErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kernelDeb writes a minimal Debian kernel package into dir: the
+// synthetic bzImage as boot/vmlinuz-1.0.0-test and an empty modules tree
+// (modules.dep), as ar with gzip'd tar members.
+func kernelDeb(t *testing.T, dir string) string {
+	t.Helper()
+	bz, err := os.ReadFile("../../testdata/igvm/inputs/synthetic-bzImage")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgz := func(files map[string][]byte) []byte {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		tw := tar.NewWriter(zw)
+		for _, name := range sortedKeys2(files) {
+			tw.WriteHeader(&tar.Header{Name: "./" + name, Mode: 0o644, Size: int64(len(files[name])), Typeflag: tar.TypeReg})
+			tw.Write(files[name])
+		}
+		tw.Close()
+		zw.Close()
+		return b.Bytes()
+	}
+	var ar bytes.Buffer
+	ar.WriteString("!<arch>\n")
+	for _, m := range []struct {
+		name string
+		data []byte
+	}{
+		{"debian-binary", []byte("2.0\n")},
+		{"control.tar.gz", tgz(map[string][]byte{"control": []byte("Package: linux-image-1.0.0-test\nVersion: 1.0-1\nArchitecture: amd64\n")})},
+		{"data.tar.gz", tgz(map[string][]byte{"boot/vmlinuz-1.0.0-test": bz, "lib/modules/1.0.0-test/modules.dep": nil})},
+	} {
+		fmt.Fprintf(&ar, "%-16s%-12d%-6d%-6d%-8s%-10d`\n", m.name, 0, 0, 0, "100644", len(m.data))
+		ar.Write(m.data)
+		if len(m.data)%2 == 1 {
+			ar.WriteByte('\n')
+		}
+	}
+	p := filepath.Join(dir, "linux-image-1.0.0-test_1.0-1_amd64.deb")
+	if err := os.WriteFile(p, ar.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func dirNamesOf(t *testing.T, dir string) []string {

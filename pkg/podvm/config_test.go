@@ -63,6 +63,10 @@ func TestStrict(t *testing.T) {
 		{"unknown platform", base + "  measurements:\n    targets:\n      - platform: sev-es\n", `13: spec.measurements.targets[0].platform: "sev-es": want igvm-mshv, igvm-kvm, qemu-ovmf`},
 		{"no targets", base + "  measurements:\n    targets: []\n", `12: spec.measurements.targets: empty`},
 		{"bad host kernel", base + "  measurements:\n    targets:\n      - platform: igvm-kvm\n        hostKernel: six\n", `14: spec.measurements.targets[0].hostKernel: `},
+		{"hypothetical host kernel", base + "  igvm: {layout: {kind: kvm}}\n  measurements:\n    targets:\n      - platform: igvm-kvm\n        hostKernel: \"6.8\"\n", `15: spec.measurements.targets[0].hostKernel: host kernel 6.8: upstream KVM launches SEV-SNP guests from 6.11`},
+		{"host kernel 6.10", base + "  igvm: {layout: {kind: kvm}}\n  measurements:\n    targets:\n      - platform: igvm-kvm\n        hostKernel: \"6.10.3\"\n", `15: spec.measurements.targets[0].hostKernel: host kernel 6.10: upstream KVM launches SEV-SNP guests from 6.11`},
+		{"kvm features without SNP", base + "  igvm: {layout: {kind: kvm}}\n  measurements:\n    targets:\n      - platform: igvm-kvm\n        guestFeatures: 0x4\n", `15: spec.measurements.targets[0].guestFeatures: sev_features 0x4 lacks SNP_ACTIVE (qemu:check_sev_features)`},
+		{"kvm restricted injection", base + "  igvm: {layout: {kind: kvm}}\n  measurements:\n    targets:\n      - platform: igvm-kvm\n        guestFeatures: 0x9\n", `15: spec.measurements.targets[0].guestFeatures: sev_features 0x9 has bits KVM does not support (0x8, restricted injection)`},
 		{"bad vmm", base + "  measurements:\n    targets:\n      - {platform: qemu-ovmf, firmware: f, cpus: [milan], vmmType: xen}\n", `13: spec.measurements.targets[0].vmmType: `},
 		{"root param", base + "  cmdline:\n    parameters: [console=ttyS0, roothash=abc]\n", `12: spec.cmdline.parameters[1]: "roothash=abc": the pipeline appends the root fragment itself`},
 		{"ibroot param", base + "  cmdline:\n    parameters: [ibroot.hash=abc]\n", `12: spec.cmdline.parameters[0]: "ibroot.hash=abc": the pipeline appends`},
@@ -227,6 +231,16 @@ func TestPaths(t *testing.T) {
 	b, _ := CanonicalJSON(c.Defaulted())
 	if strings.Contains(string(b), "/home/u") || strings.Contains(string(b), "/work/conf") {
 		t.Errorf("resolved paths in the canonical JSON: %s", b)
+	}
+	// A relative cache directory ($IMAGEBUILDER_CACHE=cache, --cache
+	// cache) is the working directory's, as the stage cache under it is:
+	// not the config file's.
+	c, err = parse(t, doc, LoadOptions{CacheDir: "rel/cache"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wd, _ := os.Getwd(); c.Spec.Kernel.Deb.Resolved != filepath.Join(wd, "rel/cache/debian-kernel/k.deb") {
+		t.Errorf("relative cache directory: resolved %s, want it under %s", c.Spec.Kernel.Deb.Resolved, wd)
 	}
 	// Load takes paths from the file's directory, not the working one.
 	dir := t.TempDir()

@@ -202,6 +202,14 @@ func (b *builder) kernelFromDeb(ctx context.Context, k Kernel, out map[string]*o
 	}
 	mods, err := ms.Resolve(ctx, k.Modules)
 	if err != nil {
+		// The tree is this stage's temporary extraction: name it in the
+		// package instead.
+		var nf *initrd.ModuleNotFoundError
+		if errors.As(err, &nf) {
+			in := *nf
+			in.Dir = fmt.Sprintf("lib/modules/%s of %s %s", kern.Release, kern.Package, kern.Version)
+			err = &in
+		}
 		return fail("spec.kernel.modules", "", trimPkg(err, "initrd: "))
 	}
 	res.Modules = mods

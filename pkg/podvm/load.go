@@ -24,7 +24,8 @@ const MaxFileSize = 1 << 20
 type LoadOptions struct {
 	// CacheDir is what ${IMAGEBUILDER_CACHE} at the start of a path
 	// stands for (the CLI passes its cache directory); "" makes such a
-	// path an error.
+	// path an error. A relative CacheDir is the working directory's,
+	// like every path a caller passes (not the config file's).
 	CacheDir string
 	// SourceDateEpoch, when set (the CLI sets it from the
 	// SOURCE_DATE_EPOCH environment variable), wins over
@@ -89,6 +90,13 @@ func Parse(data []byte, file, dir string, opts LoadOptions) (*Config, error) {
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
+	}
+	if opts.CacheDir != "" {
+		abs, err := filepath.Abs(opts.CacheDir)
+		if err != nil {
+			return nil, &Error{File: file, Msg: "cache directory: " + errMsg(err)}
+		}
+		opts.CacheDir = abs
 	}
 	sum := sha256.Sum256(data)
 	cfg := &Config{Source: FileInfo{File: file, Dir: dir, SHA256: hex.EncodeToString(sum[:])}}

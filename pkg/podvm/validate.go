@@ -331,8 +331,24 @@ func (c *Config) checkTargets(s *Spec) error {
 		maxVCPU := slices.Max(append([]int{1}, t.VCPUs...))
 		switch t.Platform {
 		case PlatformIGVMKVM:
-			if _, err := measure.ParseHostKernel(t.HostKernel); err != nil {
+			host, err := measure.ParseHostKernel(t.HostKernel)
+			if err != nil {
 				return c.errorAt(at+".hostKernel", "%s", strings.TrimPrefix(err.Error(), "measure: "))
+			}
+			// What no kvm layout can satisfy is a config error here,
+			// before anything is built (the build has no override for
+			// it); the file's own rules are checked when it is measured.
+			var features *uint64
+			if t.GuestFeatures != nil {
+				f := uint64(*t.GuestFeatures)
+				features = &f
+			}
+			for _, v := range measure.KVMLaunchViolations(host, features) {
+				field := ".guestFeatures"
+				if v.Rule == "hypothetical-host" {
+					field = ".hostKernel"
+				}
+				return c.errorAt(at+field, "%s (%s)", v.Detail, v.Rule)
 			}
 			if maxVCPU > 1 && len(t.CPUs) == 0 {
 				return c.errorAt(at+".cpus", "needed for more than one vCPU: KVM puts the CPU model's signature in the other vCPUs' VMSAs")
