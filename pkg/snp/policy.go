@@ -22,6 +22,7 @@ const (
 	PolicyMemAES256XTS GuestPolicy = 1 << 22 // require AES-256-XTS memory encryption
 	PolicyRAPLDis      GuestPolicy = 1 << 23 // require RAPL disabled
 	PolicyCipherText   GuestPolicy = 1 << 24 // require ciphertext hiding
+	PolicyPageSwapDis  GuestPolicy = 1 << 25 // SNP_PAGE_MOVE, SNP_SWAP_OUT and SNP_SWAP_IN disabled
 )
 
 // ABIMinor is the minimum firmware ABI minor version the guest requires.
@@ -31,13 +32,15 @@ func (p GuestPolicy) ABIMinor() uint8 { return uint8(p) }
 func (p GuestPolicy) ABIMajor() uint8 { return uint8(p >> 8) }
 
 // Validate reports a policy the firmware would refuse: bit 17 must be set
-// and bits above 24 are reserved.
+// and bits above 25 are reserved. It accepts exactly what go-sev-guest's
+// abi.ParseSnpPolicy accepts (TestPolicyAgreesWithGoSevGuest), which is
+// how Contrast's coordinator reads the policy.
 func (p GuestPolicy) Validate() error {
 	if p&PolicyReserved1 == 0 {
 		return fmt.Errorf("snp: guest policy %#x: bit 17 (reserved, must be one) is clear", uint64(p))
 	}
-	if p>>25 != 0 {
-		return fmt.Errorf("snp: guest policy %#x: reserved bits above 24 are set", uint64(p))
+	if p>>26 != 0 {
+		return fmt.Errorf("snp: guest policy %#x: reserved bits above 25 are set", uint64(p))
 	}
 	return nil
 }
@@ -55,6 +58,7 @@ var policyBitNames = []struct {
 	{PolicyMemAES256XTS, "MEM_AES_256_XTS"},
 	{PolicyRAPLDis, "RAPL_DIS"},
 	{PolicyCipherText, "CIPHERTEXT_HIDING"},
+	{PolicyPageSwapDis, "PAGE_SWAP_DISABLE"},
 }
 
 // Flags lists the names of the set policy bits, in bit order.
