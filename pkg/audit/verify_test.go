@@ -612,8 +612,9 @@ func TestVerifyKeyless(t *testing.T) {
 
 // TestVerifyHandler: the node payload's files and plan. The handler name
 // is the hash of what the node installs: a changed Kata configuration, a
-// plan whose digest is not its files', a RuntimeClass for another handler
-// each fail link handler.
+// plan whose digest is not its files', a RuntimeClass or a containerd
+// runtime entry other than the plan's (another handler, another Kata
+// configuration) each fail link handler.
 func TestVerifyHandler(t *testing.T) {
 	cases := []struct {
 		name, file string
@@ -629,7 +630,29 @@ func TestVerifyHandler(t *testing.T) {
 		}, "handler digest: 0000"},
 		{"RuntimeClass", "runtimeclass.yaml", func(s string) string {
 			return strings.Replace(s, "handler: contrast-cc-", "handler: other-cc-", 1)
-		}, "runtime handler: another handler (runtimeclass.yaml)"},
+		}, "RuntimeClass handler: other-cc-metal-qemu-snp-"},
+		// The handler's name left in a comment is no handler.
+		{"RuntimeClass comment", "runtimeclass.yaml", func(s string) string {
+			i := strings.Index(s, "\nhandler: ") + 1
+			j := i + strings.Index(s[i:], "\n") + 1
+			return s[:i] + "handler: other\n# " + s[i:j] + s[j:]
+		}, "RuntimeClass handler: other (runtimeclass.yaml)"},
+		{"RuntimeClass name", "runtimeclass.yaml", func(s string) string {
+			return strings.Replace(s, "  name: contrast-cc-", "  name: other-cc-", 1)
+		}, "RuntimeClass metadata.name: other-cc-metal-qemu-snp-"},
+		// The drop-in's header comment keeps the name; its tables do not.
+		{"containerd runtime name", "containerd-runtime.toml", func(s string) string {
+			return strings.ReplaceAll(s, "runtimes.contrast-cc-", "runtimes.other-cc-")
+		}, "containerd-runtime.toml line 6: [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.other-cc-"},
+		{"containerd ConfigPath", "containerd-runtime.toml", func(s string) string {
+			return strings.Replace(s, `ConfigPath = "/opt/`, `ConfigPath = "/srv/`, 1)
+		}, `containerd-runtime.toml line 12: ConfigPath = "/srv/`},
+		{"containerd runtime_type", "containerd-runtime.toml", func(s string) string {
+			return strings.Replace(s, "io.containerd.kata.v2", "io.containerd.runc.v2", 1)
+		}, `containerd-runtime.toml line 7: runtime_type = "io.containerd.runc.v2"`},
+		{"plan ConfigPath", "install-plan.json", func(s string) string {
+			return strings.Replace(s, `"config_path": "/opt/`, `"config_path": "/srv/`, 1)
+		}, "install-plan.json: containerd.config_path \"/srv/"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
