@@ -140,11 +140,17 @@ func checkRuntimeClass(data []byte, plan, handler string) *Mismatch {
 	if rc.APIVersion != "node.k8s.io/v1" || rc.Kind != "RuntimeClass" {
 		return &Mismatch{What: "RuntimeClass kind", GotFrom: payload.RuntimeClassFile, Got: oneLine(rc.APIVersion + " " + rc.Kind), Want: "node.k8s.io/v1 RuntimeClass"}
 	}
+	orNone := func(s string) string {
+		if s == "" {
+			return "none"
+		}
+		return oneLine(s)
+	}
 	if rc.Handler != handler {
-		return &Mismatch{What: "RuntimeClass handler", GotFrom: payload.RuntimeClassFile, Got: oneLine(rc.Handler), WantFrom: plan, Want: handler}
+		return &Mismatch{What: "RuntimeClass handler", GotFrom: payload.RuntimeClassFile, Got: orNone(rc.Handler), WantFrom: plan, Want: handler}
 	}
 	if rc.Metadata.Name != handler {
-		return &Mismatch{What: "RuntimeClass metadata.name", GotFrom: payload.RuntimeClassFile, Got: oneLine(rc.Metadata.Name), WantFrom: plan, Want: handler}
+		return &Mismatch{What: "RuntimeClass metadata.name", GotFrom: payload.RuntimeClassFile, Got: orNone(rc.Metadata.Name), WantFrom: plan, Want: handler}
 	}
 	return nil
 }

@@ -637,6 +637,9 @@ func TestVerifyHandler(t *testing.T) {
 			j := i + strings.Index(s[i:], "\n") + 1
 			return s[:i] + "handler: other\n# " + s[i:j] + s[j:]
 		}, "RuntimeClass handler: other (runtimeclass.yaml)"},
+		{"RuntimeClass without handler", "runtimeclass.yaml", func(s string) string {
+			return strings.Replace(s, "\nhandler: ", "\nxhandler: ", 1)
+		}, "RuntimeClass handler: none (runtimeclass.yaml)"},
 		{"RuntimeClass name", "runtimeclass.yaml", func(s string) string {
 			return strings.Replace(s, "  name: contrast-cc-", "  name: other-cc-", 1)
 		}, "RuntimeClass metadata.name: other-cc-metal-qemu-snp-"},
