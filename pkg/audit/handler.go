@@ -119,6 +119,11 @@ func (v *verifier) checkPlan(name string, plan *payload.Plan) (string, []string,
 			return "", nil, m
 		}
 	}
+	u, m := v.checkKataConfig(name, plan)
+	if m != nil {
+		return "", nil, m
+	}
+	unchecked = append(unchecked, u...)
 	return fmt.Sprintf("%s (target %s) is the hash of its %d installed files", plan.Handler, plan.Target, len(plan.Files)), unchecked, nil
 }
 
