@@ -45,7 +45,9 @@ that binds a launch digest to the root disk, one line per link (docs/verify.md):
   6 id_block       every ID block carries its target's digest, its signature
                    verifies, its keys are the expected ones (printed)
   7 handler        the node payload's runtime handler is the hash of the files
-                   it installs
+                   it installs, and its Kata configuration, containerd entry
+                   and RuntimeClass boot those files with the measured
+                   command line and policy
 
 DIR is an output directory of 'imagebuilder build' (or of 'pull'); the flags
 name artifacts one by one instead, or override DIR's. A link whose artifacts

@@ -18,6 +18,7 @@ import (
 	"github.com/imagebuilder/imagebuilder/internal/fuzzbound"
 	"github.com/imagebuilder/imagebuilder/internal/gpttest"
 	"github.com/imagebuilder/imagebuilder/internal/igvmtest"
+	"github.com/imagebuilder/imagebuilder/pkg/payload"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
 )
 
@@ -195,6 +196,11 @@ func FuzzVerify(f *testing.F) {
 		case name == podvm.FileInitrd, name == podvm.FileCmdline:
 			if !failed("payload") {
 				t.Fatalf("%s changed, link payload: %s", name, linkOf(rep, "payload").Detail)
+			}
+		case name == payload.ContainerdDropInFile:
+			// The drop-in is the plan's containerd entry, byte for byte.
+			if !failed("handler") {
+				t.Fatalf("%s changed, link handler: %s", name, linkOf(rep, "handler").Detail)
 			}
 		}
 	})

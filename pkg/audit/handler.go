@@ -1,21 +1,25 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/imagebuilder/imagebuilder/pkg/payload"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
+	"go.yaml.in/yaml/v3"
 )
 
 // linkHandler is link 7: where the node payload exists (install-plan.json),
 // the runtime handler name is the hash of the files the node installs
-// (pkg/payload's rule), each of which is the output the plan names, and
-// the reference values, the RuntimeClass and the containerd entry name
-// that handler.
+// (pkg/payload's rule), each of which is the output the plan names; the
+// reference values and the RuntimeClass name that handler, and the
+// containerd drop-in is the plan's entry (which points at the Kata
+// configuration the plan installs).
 func (v *verifier) linkHandler() Link {
 	var plans []string
 	for n := range v.files {
@@ -34,7 +38,9 @@ func (v *verifier) linkHandler() Link {
 			return broken(n, a.err)
 		}
 		plan, err := payload.ParsePlan(a.data, n)
-		if err != nil {
+		if pe := (*payload.PlanError)(nil); errors.As(err, &pe) {
+			return broken(n, pe.Err) // the PlanError names n already
+		} else if err != nil {
 			return broken(n, err)
 		}
 		d, u, m := v.checkPlan(n, plan)
@@ -103,11 +109,87 @@ func (v *verifier) checkPlan(name string, plan *payload.Plan) (string, []string,
 			}
 		}
 	}
-	if r := v.files[payload.RuntimeClassFile]; r.ok() && !strings.Contains(string(r.data), "handler: "+plan.Handler+"\n") {
-		return "", nil, &Mismatch{What: "runtime handler", GotFrom: payload.RuntimeClassFile, Got: "another handler", WantFrom: name, Want: plan.Handler}
+	if r := v.files[payload.RuntimeClassFile]; r.ok() {
+		if m := checkRuntimeClass(r.data, name, plan.Handler); m != nil {
+			return "", nil, m
+		}
 	}
-	if c := v.files[payload.ContainerdDropInFile]; c.ok() && !strings.Contains(string(c.data), plan.Handler) {
-		return "", nil, &Mismatch{What: "runtime handler", GotFrom: payload.ContainerdDropInFile, Got: "another handler", WantFrom: name, Want: plan.Handler}
+	if c := v.files[payload.ContainerdDropInFile]; c.ok() {
+		if m := checkDropIn(c.data, name, plan.Containerd); m != nil {
+			return "", nil, m
+		}
 	}
+	u, m := v.checkKataConfig(name, plan)
+	if m != nil {
+		return "", nil, m
+	}
+	unchecked = append(unchecked, u...)
 	return fmt.Sprintf("%s (target %s) is the hash of its %d installed files", plan.Handler, plan.Target, len(plan.Files)), unchecked, nil
+}
+
+// checkRuntimeClass decodes the RuntimeClass and checks that it is the
+// handler's: its name and its handler (a text search would take the name
+// in a comment for the handler).
+func checkRuntimeClass(data []byte, plan, handler string) *Mismatch {
+	var rc struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+		Metadata   struct {
+			Name string `yaml:"name"`
+		} `yaml:"metadata"`
+		Handler string `yaml:"handler"`
+	}
+	if err := yaml.Unmarshal(data, &rc); err != nil {
+		return &Mismatch{What: payload.RuntimeClassFile, Got: oneLine(err.Error())}
+	}
+	if rc.APIVersion != "node.k8s.io/v1" || rc.Kind != "RuntimeClass" {
+		return &Mismatch{What: "RuntimeClass kind", GotFrom: payload.RuntimeClassFile, Got: oneLine(rc.APIVersion + " " + rc.Kind), Want: "node.k8s.io/v1 RuntimeClass"}
+	}
+	orNone := func(s string) string {
+		if s == "" {
+			return "none"
+		}
+		return oneLine(s)
+	}
+	if rc.Handler != handler {
+		return &Mismatch{What: "RuntimeClass handler", GotFrom: payload.RuntimeClassFile, Got: orNone(rc.Handler), WantFrom: plan, Want: handler}
+	}
+	if rc.Metadata.Name != handler {
+		return &Mismatch{What: "RuntimeClass metadata.name", GotFrom: payload.RuntimeClassFile, Got: orNone(rc.Metadata.Name), WantFrom: plan, Want: handler}
+	}
+	return nil
+}
+
+// checkDropIn checks that the containerd drop-in is the plan's runtime
+// entry as the payload writes it, byte for byte: its runtime type, shim
+// and Kata configuration path are what containerd runs, and the handler
+// name vouches only for the plan's.
+func checkDropIn(data []byte, plan string, r payload.ContainerdRuntime) *Mismatch {
+	want, err := r.DropIn()
+	if err != nil {
+		return &Mismatch{What: plan + " containerd entry", Got: oneLine(err.Error())}
+	}
+	if bytes.Equal(data, want) {
+		return nil
+	}
+	got, exp := strings.SplitAfter(string(data), "\n"), strings.SplitAfter(string(want), "\n")
+	for i := 0; ; i++ {
+		var g, w string
+		if i < len(got) {
+			g = got[i]
+		}
+		if i < len(exp) {
+			w = exp[i]
+		}
+		if g != w {
+			show := func(s string) string {
+				if s == "" {
+					return "end of file"
+				}
+				return oneLine(strings.TrimSpace(s))
+			}
+			return &Mismatch{What: fmt.Sprintf("%s line %d", payload.ContainerdDropInFile, i+1), GotFrom: payload.ContainerdDropInFile, Got: show(g),
+				WantFrom: plan + "'s containerd entry", Want: show(w)}
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/erofs"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/igvm/linuxboot"
+	"github.com/imagebuilder/imagebuilder/pkg/payload"
 	"github.com/imagebuilder/imagebuilder/pkg/podvm"
 	"github.com/imagebuilder/imagebuilder/pkg/rootfs"
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
@@ -371,8 +372,11 @@ func TestVerifyIDBlockResigned(t *testing.T) {
 	os.WriteFile(p, b, 0o644)
 	recordSum(t, out, name)
 	rep := verifyDir(t, out, cfg)
-	if got := failedNames(rep); strings.Join(got, ",") != "id_block" {
-		t.Errorf("failed links %v, want id_block:\n%s", got, dump(rep))
+	// The Kata configuration of the payload still carries the block's
+	// old authentication: link handler says so.
+	if got := failedNames(rep); strings.Join(got, ",") != "id_block,handler" ||
+		!strings.HasPrefix(link(rep, "handler").Detail, "configuration-metal-qemu-snp.toml [hypervisor.qemu] snp_id_auth: ") {
+		t.Errorf("failed links %v, want id_block and handler:\n%s", got, dump(rep))
 	}
 	l := link(rep, "id_block")
 	if l.Mismatch == nil || !strings.HasSuffix(l.Mismatch.What, "ID key") || l.Mismatch.Got != doc.IDKeyDigest.String() ||
@@ -612,8 +616,9 @@ func TestVerifyKeyless(t *testing.T) {
 
 // TestVerifyHandler: the node payload's files and plan. The handler name
 // is the hash of what the node installs: a changed Kata configuration, a
-// plan whose digest is not its files', a RuntimeClass for another handler
-// each fail link handler.
+// plan whose digest is not its files', a RuntimeClass or a containerd
+// runtime entry other than the plan's (another handler, another Kata
+// configuration) each fail link handler.
 func TestVerifyHandler(t *testing.T) {
 	cases := []struct {
 		name, file string
@@ -629,7 +634,32 @@ func TestVerifyHandler(t *testing.T) {
 		}, "handler digest: 0000"},
 		{"RuntimeClass", "runtimeclass.yaml", func(s string) string {
 			return strings.Replace(s, "handler: contrast-cc-", "handler: other-cc-", 1)
-		}, "runtime handler: another handler (runtimeclass.yaml)"},
+		}, "RuntimeClass handler: other-cc-metal-qemu-snp-"},
+		// The handler's name left in a comment is no handler.
+		{"RuntimeClass comment", "runtimeclass.yaml", func(s string) string {
+			i := strings.Index(s, "\nhandler: ") + 1
+			j := i + strings.Index(s[i:], "\n") + 1
+			return s[:i] + "handler: other\n# " + s[i:j] + s[j:]
+		}, "RuntimeClass handler: other (runtimeclass.yaml)"},
+		{"RuntimeClass without handler", "runtimeclass.yaml", func(s string) string {
+			return strings.Replace(s, "\nhandler: ", "\nxhandler: ", 1)
+		}, "RuntimeClass handler: none (runtimeclass.yaml)"},
+		{"RuntimeClass name", "runtimeclass.yaml", func(s string) string {
+			return strings.Replace(s, "  name: contrast-cc-", "  name: other-cc-", 1)
+		}, "RuntimeClass metadata.name: other-cc-metal-qemu-snp-"},
+		// The drop-in's header comment keeps the name; its tables do not.
+		{"containerd runtime name", "containerd-runtime.toml", func(s string) string {
+			return strings.ReplaceAll(s, "runtimes.contrast-cc-", "runtimes.other-cc-")
+		}, "containerd-runtime.toml line 6: [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.other-cc-"},
+		{"containerd ConfigPath", "containerd-runtime.toml", func(s string) string {
+			return strings.Replace(s, `ConfigPath = "/opt/`, `ConfigPath = "/srv/`, 1)
+		}, `containerd-runtime.toml line 12: ConfigPath = "/srv/`},
+		{"containerd runtime_type", "containerd-runtime.toml", func(s string) string {
+			return strings.Replace(s, "io.containerd.kata.v2", "io.containerd.runc.v2", 1)
+		}, `containerd-runtime.toml line 7: runtime_type = "io.containerd.runc.v2"`},
+		{"plan ConfigPath", "install-plan.json", func(s string) string {
+			return strings.Replace(s, `"config_path": "/opt/`, `"config_path": "/srv/`, 1)
+		}, "install-plan.json: containerd.config_path \"/srv/"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -719,5 +749,118 @@ func TestVerifyContrast(t *testing.T) {
 	if got := failedNames(rep); strings.Join(got, ",") != "launch_digest" || !strings.HasPrefix(l.Detail, "reference-values.contrast.json[") ||
 		!strings.Contains(l.Detail, "TrustedMeasurement") {
 		t.Errorf("%v: %s", got, l.Detail)
+	}
+}
+
+// rehandle edits the Kata configuration of out's payload and hashes the
+// payload again as an attacker would: the new handler name replaces the
+// old one in every file, the plan and manifest.json carry the new
+// digests, so that only the configuration's content can give it away.
+func rehandle(t *testing.T, out string, edit func(string) string) {
+	t.Helper()
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	plan, err := payload.ParsePlan([]byte(read(payload.InstallPlanFile)), payload.InstallPlanFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := plan.Handler
+	var kata *payload.PlanFile
+	for i := range plan.Files {
+		if plan.Files[i].Path == plan.Containerd.ConfigPath {
+			kata = &plan.Files[i]
+		}
+	}
+	content := edit(read(kata.Source))
+	if content == read(kata.Source) {
+		t.Fatalf("%s: the edit changes nothing", kata.Source)
+	}
+	tsum := sha256.Sum256([]byte(strings.ReplaceAll(content, old, payload.Placeholder)))
+	kata.TemplateSHA256 = hex.EncodeToString(tsum[:])
+	var hashed []payload.HashedFile
+	for _, f := range plan.Files {
+		sum := f.SHA256
+		if f.TemplateSHA256 != "" {
+			sum = f.TemplateSHA256
+		}
+		rel := strings.ReplaceAll(strings.TrimPrefix(f.Path, plan.InstallPrefix), old, payload.Placeholder)
+		hashed = append(hashed, payload.HashedFile{Path: rel, SHA256: sum})
+	}
+	digest, err := payload.HandlerDigest(hashed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimSuffix(old, plan.HandlerDigest[:8]) + digest[:8]
+	if n, err := payload.HandlerName(strings.TrimSuffix(old, plan.Platform+"-"+plan.HandlerDigest[:8]), plan.Platform, hashed); err != nil || n != name {
+		t.Fatalf("handler name %s, %v; want %s", n, err, name)
+	}
+	content = strings.ReplaceAll(content, old, name)
+	os.WriteFile(filepath.Join(out, kata.Source), []byte(content), 0o644)
+	sum := sha256.Sum256([]byte(content))
+	kata.SHA256, kata.Size = hex.EncodeToString(sum[:]), int64(len(content))
+	kata.Integrity = "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
+	plan.HandlerDigest = digest
+	pj, err := plan.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(out, payload.InstallPlanFile), []byte(strings.ReplaceAll(string(pj), old, name)), 0o644)
+	recordSum(t, out, kata.Source)
+	recordSum(t, out, payload.InstallPlanFile)
+	for _, f := range []string{payload.RuntimeClassFile, payload.ContainerdDropInFile, podvm.FileReferenceValues, podvm.FileContrastReferences} {
+		os.WriteFile(filepath.Join(out, f), []byte(strings.ReplaceAll(read(f), old, name)), 0o644)
+		recordSum(t, out, f)
+	}
+	mp := filepath.Join(out, podvm.FileManifest)
+	os.WriteFile(mp, []byte(strings.ReplaceAll(read(podvm.FileManifest), old, name)), 0o644)
+}
+
+// TestVerifyKataConfig: a Kata configuration that boots other files, or
+// another command line or policy than the launch digests are of, fails
+// link handler even when the payload is hashed again under a new name.
+func TestVerifyKataConfig(t *testing.T) {
+	out, cfg := fresh(t)
+	rehandle(t, out, func(s string) string { return s + "\n# a comment changes only the name\n" })
+	if rep := verifyDir(t, out, cfg); !rep.OK {
+		t.Fatalf("a payload hashed again as it is:\n%s", dump(rep))
+	}
+	set := func(key, value string) func(string) string {
+		return func(s string) string {
+			i := strings.Index(s, "\n"+key+" = ") + 1
+			if i == 0 {
+				t.Fatalf("no %s in the Kata configuration", key)
+			}
+			j := i + strings.Index(s[i:], "\n")
+			return s[:i] + key + " = " + value + s[j:]
+		}
+	}
+	for _, c := range []struct {
+		name string
+		edit func(string) string
+		want string
+	}{
+		{"kernel_params", func(s string) string {
+			i := strings.Index(s, "\nkernel_params = \"") + len("\nkernel_params = \"")
+			return s[:i] + "quiet " + s[i:]
+		}, `configuration-metal-qemu-snp.toml [hypervisor.qemu] kernel_params: "quiet console=`},
+		{"image", set("image", `"/var/lib/other.img"`), `configuration-metal-qemu-snp.toml [hypervisor.qemu] image: "/var/lib/other.img" (configuration-metal-qemu-snp.toml), want "/opt/contrast-cc-metal-qemu-snp-`},
+		{"policy", set("snp_guest_policy", "196639"), "configuration-metal-qemu-snp.toml [hypervisor.qemu] snp_guest_policy: 196639 (configuration-metal-qemu-snp.toml), want "},
+		// The ID block is of a launch with 1 vCPU.
+		{"vCPUs", set("default_vcpus", "3"), "configuration-metal-qemu-snp.toml [hypervisor.qemu] default_vcpus: 3 (configuration-metal-qemu-snp.toml), want 1 (id-block-metal-qemu-snp.json block 0, the one snp_id_block holds)"},
+		{"no ID block", set("snp_id_block", `""`), `configuration-metal-qemu-snp.toml [hypervisor.qemu] snp_id_block: "" (configuration-metal-qemu-snp.toml), want one of its 4 blocks`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, cfg := fresh(t)
+			rehandle(t, out, c.edit)
+			rep := verifyDir(t, out, cfg)
+			if got := failedNames(rep); strings.Join(got, ",") != "handler" || !strings.HasPrefix(link(rep, "handler").Detail, c.want) {
+				t.Errorf("failed links %v, want handler: %s:\n%s", got, c.want, dump(rep))
+			}
+		})
 	}
 }

@@ -153,6 +153,9 @@ func Install(ctx context.Context, outDir string, opts InstallOptions) (*InstallR
 			return nil, err
 		}
 		dst := node(f.Path)
+		if err := underRoot(opts.Root, dst); err != nil {
+			return nil, &InstallError{f.Path, err}
+		}
 		mode, _ := f.FileMode()
 		same, err := sameFile(ctx, dst, f, fs.FileMode(mode))
 		if err != nil {
@@ -251,6 +254,9 @@ func copyChecked(ctx context.Context, set *atomicfile.Set, src, dst string, f Pl
 func installRuntime(r ContainerdRuntime, opts InstallOptions, set *atomicfile.Set, mkdirs func(string) error, res *InstallResult) error {
 	mainNode := opts.ContainerdConfig
 	main := filepath.Join(opts.Root, mainNode)
+	if err := underRoot(opts.Root, main); err != nil {
+		return &InstallError{mainNode, err}
+	}
 	data, err := os.ReadFile(main)
 	if errors.Is(err, fs.ErrNotExist) {
 		table, err := r.Table(r.ConfigVersion)
@@ -302,6 +308,9 @@ func installRuntime(r ContainerdRuntime, opts InstallOptions, set *atomicfile.Se
 				res.Method = MethodUnchanged
 				return nil
 			}
+			if err := underRoot(opts.Root, filepath.Join(opts.Root, dropIn)); err != nil {
+				return &InstallError{dropIn, err}
+			}
 			if err := writeInSet(set, filepath.Join(opts.Root, dropIn), content, 0o644); err != nil {
 				return &InstallError{dropIn, err}
 			}
@@ -319,6 +328,9 @@ func installRuntime(r ContainerdRuntime, opts InstallOptions, set *atomicfile.Se
 		return nil
 	}
 	target := filepath.Join(opts.Root, targetNode)
+	if err := underRoot(opts.Root, target); err != nil {
+		return &InstallError{targetNode, err}
+	}
 	st, err := os.Stat(target)
 	if err != nil {
 		return &InstallError{targetNode, err}
@@ -405,6 +417,32 @@ func dropInPath(root, mainNode string, imports []string, handler string) string 
 		}
 	}
 	return ""
+}
+
+// underRoot refuses a path under root whose existing part resolves,
+// through symbolic links, outside root. A node tree being baked may hold
+// absolute links (/opt -> /var/opt) that name a path of the tree; from
+// the host they lead elsewhere, and install must not write there.
+func underRoot(root, p string) error {
+	realRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	d := p // the deepest part of p that exists
+	for {
+		if _, err := os.Lstat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		d = filepath.Dir(d)
+	}
+	real, err := filepath.EvalSymlinks(d)
+	if err != nil {
+		return fmt.Errorf("%s: %w", d, err)
+	}
+	if rel, err := filepath.Rel(realRoot, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("%s resolves to %s, outside the root %s (a symbolic link on the way; install follows none out of the root)", d, real, root)
+	}
+	return nil
 }
 
 func writeInSet(set *atomicfile.Set, path string, data []byte, mode fs.FileMode) error {

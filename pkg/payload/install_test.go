@@ -217,3 +217,46 @@ func TestInstallRefusesBadConfig(t *testing.T) {
 		checkUnchanged(t, root, before, err)
 	}
 }
+
+// TestInstallRefusesLinkOutOfRoot: a node tree being baked may hold
+// absolute symbolic links (/opt -> /var/opt) that name a path of the tree;
+// followed from the host they lead out of --root. Install refuses them,
+// naming the path, and writes nothing, neither outside nor under the root.
+func TestInstallRefusesLinkOutOfRoot(t *testing.T) {
+	out, _ := testPayload(t)
+	for _, link := range []string{"opt", "etc/containerd", "etc/containerd/config.toml"} {
+		t.Run(link, func(t *testing.T) {
+			root, outside := t.TempDir(), t.TempDir()
+			os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+			target := outside
+			if strings.HasSuffix(link, ".toml") {
+				os.MkdirAll(filepath.Join(root, "etc/containerd"), 0o755)
+				target = filepath.Join(outside, "config.toml")
+				writeTestFile(t, target, []byte(userConfig))
+			}
+			if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
+				t.Fatal(err)
+			}
+			before, beforeOut := snapshot(t, root), snapshot(t, outside)
+			_, err := Install(context.Background(), out, InstallOptions{Root: root})
+			var ie *InstallError
+			if !errors.As(err, &ie) || !strings.Contains(err.Error(), "outside the root") {
+				t.Errorf("err %v", err)
+			}
+			checkUnchanged(t, root, before, err)
+			if d := diffSnapshots(beforeOut, snapshot(t, outside)); len(d) > 0 {
+				t.Errorf("install wrote outside the root: %v", d)
+			}
+		})
+	}
+	// A link that stays inside the root is followed.
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "var/opt"), 0o755)
+	os.Symlink("var/opt", filepath.Join(root, "opt"))
+	if _, err := Install(context.Background(), out, InstallOptions{Root: root}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(root, "var/opt")); len(ents) != 1 {
+		t.Errorf("var/opt: %v", ents)
+	}
+}

@@ -377,6 +377,9 @@ func TestInstallPlan(t *testing.T) {
 		"mode":      func(p *Plan) { p.Files[0].Mode = "4755" },
 		"handler":   func(p *Plan) { p.Handler = "Bad_Name" },
 		"version":   func(p *Plan) { p.Containerd.ConfigVersion = 1 },
+		// containerd would run a Kata configuration the handler name
+		// does not hash.
+		"config_path": func(p *Plan) { p.Containerd.ConfigPath = p.InstallPrefix + "etc/other.toml" },
 	} {
 		bad := *plan
 		bad.Files = append([]PlanFile(nil), plan.Files...)

@@ -87,7 +87,8 @@ func (e *PlanError) Unwrap() error { return e.Err }
 
 // ParsePlan decodes and checks an install plan (unknown fields refused):
 // every path absolute, clean and under the install prefix, every source a
-// plain file name, digests well formed, modes octal.
+// plain file name, digests well formed, modes octal, and containerd's
+// ConfigPath one of the files it installs.
 func ParsePlan(data []byte, name string) (*Plan, error) {
 	var p Plan
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -147,6 +148,12 @@ func ParsePlan(data []byte, name string) (*Plan, error) {
 	}
 	if !strings.HasPrefix(c.RuntimeType, "io.containerd.") || strings.ContainsAny(c.RuntimeType, "\"\\\n") {
 		return nil, bad("containerd.runtime_type %q", c.RuntimeType)
+	}
+	// The Kata configuration containerd points the runtime at must be one
+	// the plan installs: the handler name hashes those files, and a
+	// configuration outside them would boot whatever it names.
+	if !seen[c.ConfigPath] {
+		return nil, bad("containerd.config_path %q: not a file the plan installs", c.ConfigPath)
 	}
 	for _, s := range append([]string{c.RuntimePath, c.ConfigPath}, c.PodAnnotations...) {
 		if strings.ContainsAny(s, "\x00\n") {
