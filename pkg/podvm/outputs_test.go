@@ -372,3 +372,29 @@ func TestIDBlocksKeyless(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestContrastLeavesOutOtherProducts: a target whose CPU models are no
+// product Contrast accepts is left out of its file, and said so, rather
+// than written as an empty entry or dropped in silence.
+func TestContrastLeavesOutOtherProducts(t *testing.T) {
+	var d snp.Digest
+	d[0] = 1
+	ms := &measureStage{Targets: []targetMeasurement{
+		{Name: "rome", Platform: PlatformQEMUOVMF, Policy: 0x30000, Digests: []TargetDigest{{CPU: "EPYC-v4", Product: "Rome", VCPUs: 1, Digest: d}}},
+		{Name: "milan", Platform: PlatformQEMUOVMF, Policy: 0x30000, Digests: []TargetDigest{{CPU: "EPYC-Milan", Product: "Milan", VCPUs: 1, Digest: d}}},
+		{Name: "mshv", Platform: PlatformIGVMMSHV, Policy: 0x30000, Digests: []TargetDigest{{Digest: d}}},
+	}}
+	rv, crv, left, err := referenceValues("t", ms, map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rv.Targets) != 3 {
+		t.Errorf("reference-values.json has %d targets, want all 3", len(rv.Targets))
+	}
+	if !reflect.DeepEqual(left, []string{"rome"}) {
+		t.Errorf("left out %q, want [rome]", left)
+	}
+	if _, ok := crv["rome"]; ok || len(crv["milan"].SNP) != 1 || len(crv["mshv"].SNP) != len(ContrastProducts) {
+		t.Errorf("Contrast's file: %+v", crv)
+	}
+}

@@ -70,9 +70,13 @@ func (b *builder) publish(ctx context.Context, s *buildState) (*Manifest, error)
 		handlers[p.Target] = p.Handler
 		s.payload = runtimeInfo(p)
 	}
-	rv, crv, err := referenceValues(b.cfg.Metadata.Name, s.ms, handlers)
+	rv, crv, left, err := referenceValues(b.cfg.Metadata.Name, s.ms, handlers)
 	if err != nil {
 		return fail(FileReferenceValues, err)
+	}
+	for _, name := range left {
+		b.log.Warn(FileContrastReferences+" leaves a target out: none of its CPU models is a product Contrast accepts",
+			"target", name, "products", strings.Join(ContrastProducts, ", "))
 	}
 	if small[FileReferenceValues], err = marshalIndent(rv); err != nil {
 		return fail(FileReferenceValues, err)

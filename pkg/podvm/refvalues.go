@@ -78,10 +78,12 @@ type ContrastTCB struct {
 // an igvm-mshv digest, which no CPU model changes, is listed for each.
 var ContrastProducts = []string{"Milan", "Genoa"}
 
-// referenceValues makes both reference value files.
-func referenceValues(name string, ms *measureStage, handlers map[string]string) (*ReferenceValues, ContrastReferenceValues, error) {
-	rv := &ReferenceValues{Schema: ReferenceValuesSchema, Name: name, Targets: []ReferenceTarget{}}
-	crv := ContrastReferenceValues{}
+// referenceValues makes both reference value files. left names the
+// targets Contrast's file leaves out: none of their CPU models is a
+// product Contrast accepts.
+func referenceValues(name string, ms *measureStage, handlers map[string]string) (rv *ReferenceValues, crv ContrastReferenceValues, left []string, err error) {
+	rv = &ReferenceValues{Schema: ReferenceValuesSchema, Name: name, Targets: []ReferenceTarget{}}
+	crv = ContrastReferenceValues{}
 	for _, tm := range ms.Targets {
 		pn := ContrastPlatforms[tm.Platform]
 		rt := ReferenceTarget{Name: tm.Name, Platform: tm.Platform, PlatformName: pn, RuntimeHandler: handlers[tm.Name],
@@ -89,7 +91,7 @@ func referenceValues(name string, ms *measureStage, handlers map[string]string) 
 		rv.Targets = append(rv.Targets, rt)
 		pol, err := abi.ParseSnpPolicy(uint64(tm.Policy))
 		if err != nil {
-			return nil, nil, fmt.Errorf("target %s: policy %s: %w", tm.Name, tm.Policy, err)
+			return nil, nil, nil, fmt.Errorf("target %s: policy %s: %w", tm.Name, tm.Policy, err)
 		}
 		// A platform that launches a guest whose policy disallows SMT must
 		// have SMT disabled; one that allows it is expected to have it on.
@@ -103,7 +105,7 @@ func referenceValues(name string, ms *measureStage, handlers map[string]string) 
 			key = tm.Name
 		}
 		if _, dup := crv[key]; dup {
-			return nil, nil, fmt.Errorf("target %s: %s keys two targets' reference values", tm.Name, key)
+			return nil, nil, nil, fmt.Errorf("target %s: %s keys two targets' reference values", tm.Name, key)
 		}
 		var rt2 ContrastRuntime
 		for _, d := range tm.Digests {
@@ -117,11 +119,13 @@ func referenceValues(name string, ms *measureStage, handlers map[string]string) 
 				rt2.SNP = append(rt2.SNP, entry(d.Product, d.VCPUs, d.Digest))
 			}
 		}
-		if rt2.SNP != nil {
-			crv[key] = rt2
+		if rt2.SNP == nil {
+			left = append(left, tm.Name)
+			continue
 		}
+		crv[key] = rt2
 	}
-	return rv, crv, nil
+	return rv, crv, left, nil
 }
 
 func isContrastProduct(p string) bool {
