@@ -231,6 +231,15 @@ func TestVCPUsList(t *testing.T) {
 				t.Errorf("%v: line %q, alone %q", base, lines[i], one)
 			}
 		}
+		// A range is its counts, as in the config file.
+		if _, ranged, _ := runCaptured(t, append(base, "--vcpus", "1-2,4")...); ranged != stdout {
+			t.Errorf("%v --vcpus 1-2,4: %q, want %q", base, ranged, stdout)
+		}
+		for _, bad := range []string{"2-1", "0-2", "1-513", "1-2,2", "x-3"} {
+			if code, _, _ := runCaptured(t, append(base, "--vcpus", bad)...); code != exitUsage {
+				t.Errorf("%v --vcpus %s: exit %d, want %d", base, bad, code, exitUsage)
+			}
+		}
 		code, stdout, _ = runCaptured(t, append(base, "--vcpus", "1,2", "--json")...)
 		var arr []map[string]any
 		if code != exitOK || json.Unmarshal([]byte(stdout), &arr) != nil || len(arr) != 2 {

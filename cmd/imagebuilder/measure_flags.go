@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,8 +24,9 @@ import (
 	"github.com/imagebuilder/imagebuilder/pkg/snp"
 )
 
-// vcpusFlag is --vcpus: counts from 1 to measure.MaxVCPUs, comma separated
-// or repeated, none twice.
+// vcpusFlag is --vcpus: counts from 1 to measure.MaxVCPUs and ranges of
+// them ("1-8", as in the config file), comma separated or repeated, none
+// twice.
 type vcpusFlag struct{ counts []int }
 
 func (v *vcpusFlag) String() string {
@@ -37,21 +39,21 @@ func (v *vcpusFlag) String() string {
 
 func (v *vcpusFlag) Set(s string) error {
 	for _, part := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(part))
-		if err != nil || n < 1 || n > measure.MaxVCPUs {
-			return fmt.Errorf("want 1 to %d (vCPU counts, comma separated)", measure.MaxVCPUs)
+		lo, hi, err := measure.ParseVCPURange(part)
+		if err != nil {
+			return err
 		}
-		for _, m := range v.counts {
-			if m == n {
+		for n := lo; n <= hi; n++ {
+			if slices.Contains(v.counts, n) {
 				return fmt.Errorf("%d given twice", n)
 			}
+			v.counts = append(v.counts, n)
 		}
-		v.counts = append(v.counts, n)
 	}
 	return nil
 }
 
-func (v *vcpusFlag) Type() string { return "N[,N...]" }
+func (v *vcpusFlag) Type() string { return "N[-M][,...]" }
 
 // list returns the counts, or def when none was given.
 func (v *vcpusFlag) list(def ...int) []int {

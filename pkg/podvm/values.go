@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/imagebuilder/imagebuilder/pkg/hexnum"
+	"github.com/imagebuilder/imagebuilder/pkg/measure"
 )
 
 // CacheVar is the one environment-style reference a path may use, at its
@@ -200,7 +201,7 @@ func (id *ID16) UnmarshalJSON(b []byte) error {
 type VCPUs []int
 
 // MaxVCPUs is the largest vCPU count (pkg/measure's limit).
-const MaxVCPUs = 512
+const MaxVCPUs = measure.MaxVCPUs
 
 func (v *VCPUs) decodeNode(d *decoder, n *yaml.Node, path string) error {
 	items := []*yaml.Node{n}
@@ -219,7 +220,7 @@ func (v *VCPUs) decodeNode(d *decoder, n *yaml.Node, path string) error {
 		if it.Kind != yaml.ScalarNode || (it.ShortTag() != "!!int" && it.ShortTag() != "!!str") {
 			return d.errorf(it, p, "want a vCPU count or a range such as \"1-8\", got %s", kindName(it))
 		}
-		lo, hi, err := parseRange(it.Value)
+		lo, hi, err := measure.ParseVCPURange(it.Value)
 		if err != nil {
 			return d.errorf(it, p, "%v", err)
 		}
@@ -233,20 +234,4 @@ func (v *VCPUs) decodeNode(d *decoder, n *yaml.Node, path string) error {
 	slices.Sort(out)
 	*v = out
 	return nil
-}
-
-func parseRange(s string) (lo, hi int, err error) {
-	a, b, isRange := strings.Cut(s, "-")
-	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
-	hi, err2 := lo, error(nil)
-	if isRange {
-		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
-	}
-	if err1 != nil || err2 != nil || lo > hi {
-		return 0, 0, fmt.Errorf("%q: want a vCPU count or a range such as \"1-8\"", s)
-	}
-	if lo < 1 || hi > MaxVCPUs {
-		return 0, 0, fmt.Errorf("%q: vCPU counts are 1 to %d", s, MaxVCPUs)
-	}
-	return lo, hi, nil
 }
