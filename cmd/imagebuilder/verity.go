@@ -378,7 +378,7 @@ describe the tree; --data-blocks defaults to all of DATA.`,
 					return usagef("verity verify: ROOTHASH: %v", err)
 				}
 			case f.rootHashFile != "":
-				b, err := os.ReadFile(f.rootHashFile)
+				b, err := readRootHashFile(cmd, f.rootHashFile)
 				if err != nil {
 					return verityErr(op, err)
 				}
@@ -419,7 +419,7 @@ describe the tree; --data-blocks defaults to all of DATA.`,
 	f.register(cmd)
 	cmd.Flags().Lookup("salt").Usage = `salt in hex, or "-" for none (with --no-superblock)`
 	cmd.Flags().StringVar(&f.uuid, "uuid", "", "expected superblock UUID")
-	cmd.Flags().StringVar(&f.rootHashFile, "root-hash-file", "", "read the root hash (hex) from this file")
+	cmd.Flags().StringVar(&f.rootHashFile, "root-hash-file", "", "read the root hash (hex) from this file (- for stdin)")
 	return cmd
 }
 
@@ -536,4 +536,30 @@ it describes, as "veritysetup dump" does.`,
 	cmd.Flags().Uint64Var(&hashOffset, "hash-offset", 0, "byte offset of the superblock in HASH")
 	addJSONFlag(cmd, &asJSON)
 	return cmd
+}
+
+// maxRootHashFile bounds what --root-hash-file reads: a root hash is at
+// most 128 hex digits (sha512); the rest is room for white space.
+const maxRootHashFile = 4096
+
+// readRootHashFile reads the root hash file (stdin for "-"), refusing
+// more than maxRootHashFile bytes instead of reading whatever it holds.
+func readRootHashFile(cmd *cobra.Command, name string) ([]byte, error) {
+	var r io.Reader = cmd.InOrStdin()
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxRootHashFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(b) > maxRootHashFile {
+		return nil, fmt.Errorf("%s: more than %d bytes: not a root hash file", name, maxRootHashFile)
+	}
+	return b, nil
 }

@@ -627,3 +627,36 @@ func TestVerityRootHashFileDash(t *testing.T) {
 		t.Errorf("left behind: %v", ents)
 	}
 }
+
+// verity verify --root-hash-file - reads the root hash from stdin; a root
+// hash file is read up to a bound, not whole.
+func TestVerityVerifyRootHashFile(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if err := os.WriteFile("data", make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCaptured(t, "verity", "format", "data", "hash", "--root-hash-file", "rh"); code != exitOK {
+		t.Fatal(stderr)
+	}
+	stdin, err := os.Open("rh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	saved := os.Stdin
+	os.Stdin = stdin
+	code, _, stderr := runCaptured(t, "verity", "verify", "data", "hash", "--root-hash-file", "-")
+	os.Stdin = saved
+	if code != exitOK {
+		t.Errorf("--root-hash-file - (stdin): exit %d, %s", code, stderr)
+	}
+	big := append(make([]byte, 0, 1<<20), strings.Repeat(" ", 1<<20)...)
+	if err := os.WriteFile("big", big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCaptured(t, "verity", "verify", "data", "hash", "--root-hash-file", "big")
+	if code != exitFailure || !strings.Contains(stderr, "big: more than 4096 bytes") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("1 MiB root hash file: exit %d, %q", code, stderr)
+	}
+}
