@@ -77,28 +77,13 @@ func (j *jsonFlag) Set(s string) error {
 	if st, err := os.Stat(s); s != "-" && err == nil && st.IsDir() {
 		return fmt.Errorf("%s: is a directory; give a file name", s)
 	} else if s != "-" && err == nil && !st.Mode().IsRegular() {
-		return fmt.Errorf("%s: is a %s, not a regular file", s, fileKind(st.Mode()))
+		return fmt.Errorf("%s: is a %s, not a regular file", s, atomicfile.Kind(st.Mode()))
 	}
 	j.set, j.path = true, s
 	return nil
 }
 
 func (j *jsonFlag) Type() string { return "file" }
-
-// fileKind names a non-regular file type for an error.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	case m&os.ModeCharDevice != 0:
-		return "character device"
-	case m&os.ModeDevice != 0:
-		return "block device"
-	}
-	return "special file"
-}
 
 // addJSONFlag registers --json on cmd.
 func addJSONFlag(cmd *cobra.Command, j *jsonFlag) {
@@ -201,7 +186,7 @@ func checkOutputPath(cmd *cobra.Command, path string, streamOK bool) error {
 		if streamOK {
 			hint = " (-o - writes to stdout)"
 		}
-		return usagef("%s: -o %s: is a %s, not a regular file%s", cmd.CommandPath(), path, fileKind(st.Mode()), hint)
+		return usagef("%s: -o %s: is a %s, not a regular file%s", cmd.CommandPath(), path, atomicfile.Kind(st.Mode()), hint)
 	}
 	return nil
 }

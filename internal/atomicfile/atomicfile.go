@@ -61,7 +61,7 @@ func Create(path string, perm os.FileMode) (*File, error) {
 		// Publishing replaces the name: a device, FIFO or socket there
 		// (or behind a symlink, like /dev/stdout) would be replaced by a
 		// regular file, not written to.
-		return nil, fmt.Errorf("output %s: is a %s, not a regular file", path, kind(st.Mode()))
+		return nil, fmt.Errorf("output %s: is a %s, not a regular file", path, Kind(st.Mode()))
 	}
 	if st, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("output %s: %w", path, err)
@@ -85,8 +85,9 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	return f, nil
 }
 
-// kind names a non-regular file type for an error.
-func kind(m fs.FileMode) string {
+// Kind names a non-regular file type (FIFO, socket, device) for an error
+// refusing it as an output.
+func Kind(m fs.FileMode) string {
 	switch {
 	case m&fs.ModeNamedPipe != 0:
 		return "FIFO"
