@@ -281,6 +281,19 @@ type buildTask struct {
 
 func (t *buildTask) Add(n int64) { t.t.Add(n) }
 
+func (t *buildTask) Step(name string, total int64) podvm.ProgressTask {
+	return buildStep{t.t.Step(name, total)}
+}
+
+// buildStep is a step of a stage: drawn, not in the final table.
+type buildStep struct{ t *progress.Task }
+
+func (s buildStep) Add(n int64) { s.t.Add(n) }
+func (s buildStep) Step(name string, total int64) podvm.ProgressTask {
+	return buildStep{s.t.Step(name, total)}
+}
+func (s buildStep) Done(podvm.StageStatus) { s.t.Done() }
+
 func (t *buildTask) Done(s podvm.StageStatus) {
 	t.p.mu.Lock()
 	t.p.st = append(t.p.st, s)
