@@ -53,8 +53,9 @@ is empty or holds an earlier build's manifest.json. Each stage is reused
 from the stage cache (under --cache) when its inputs are unchanged;
 --no-cache builds every stage.
 
-On a terminal a progress bar shows each running stage; elsewhere one log
-line per stage goes to stderr (--log-format text or json). The command ends
+On a terminal a progress bar shows each running stage and step (registry
+pull, flatten, erofs, verity, initrd compression); elsewhere one log line
+per finished step and stage goes to stderr (--log-format text or json). The command ends
 with a table of the artifacts, launch digests and stages, and one summary
 line. --json prints the manifest instead; -q prints nothing but errors.
 
