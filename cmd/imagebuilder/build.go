@@ -55,9 +55,10 @@ from the stage cache (under --cache) when its inputs are unchanged;
 
 On a terminal a progress bar shows each running stage and step (registry
 pull, flatten, erofs, verity, initrd compression); elsewhere one log line
-per finished step and stage goes to stderr (--log-format text or json). The command ends
-with a table of the artifacts, launch digests and stages, and one summary
-line. --json prints the manifest instead; -q prints nothing but errors.
+per finished step and stage goes to stderr (--log-format text or json).
+The command ends with a table of the artifacts, launch digests and
+stages, and one summary line. --json prints the manifest instead; -q
+prints nothing but errors.
 
 The guest init (the initrd's /init when spec.initrd.init is not given) is
 the guest-init program next to this executable ('make build' puts both in
