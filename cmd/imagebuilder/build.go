@@ -53,10 +53,12 @@ is empty or holds an earlier build's manifest.json. Each stage is reused
 from the stage cache (under --cache) when its inputs are unchanged;
 --no-cache builds every stage.
 
-On a terminal a progress bar shows each running stage; elsewhere one log
-line per stage goes to stderr (--log-format text or json). The command ends
-with a table of the artifacts, launch digests and stages, and one summary
-line. --json prints the manifest instead; -q prints nothing but errors.
+On a terminal a progress bar shows each running stage and step (registry
+pull, flatten, erofs, verity, initrd compression); elsewhere one log line
+per finished step and stage goes to stderr (--log-format text or json).
+The command ends with a table of the artifacts, launch digests and
+stages, and one summary line. --json prints the manifest instead; -q
+prints nothing but errors.
 
 The guest init (the initrd's /init when spec.initrd.init is not given) is
 the guest-init program next to this executable ('make build' puts both in
@@ -280,6 +282,19 @@ type buildTask struct {
 }
 
 func (t *buildTask) Add(n int64) { t.t.Add(n) }
+
+func (t *buildTask) Step(name string, total int64) podvm.ProgressTask {
+	return buildStep{t.t.Step(name, total)}
+}
+
+// buildStep is a step of a stage: drawn, not in the final table.
+type buildStep struct{ t *progress.Task }
+
+func (s buildStep) Add(n int64) { s.t.Add(n) }
+func (s buildStep) Step(name string, total int64) podvm.ProgressTask {
+	return buildStep{s.t.Step(name, total)}
+}
+func (s buildStep) Done(podvm.StageStatus) { s.t.Done() }
 
 func (t *buildTask) Done(s podvm.StageStatus) {
 	t.p.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -175,14 +176,35 @@ func TestBuildCLI(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout)
 		}
 	}
-	lines := strings.Split(strings.TrimSpace(stderr), "\n")
-	if len(lines) != len(podvm.Stages) {
-		t.Errorf("stderr: %d lines, want one per stage (%d):\n%s", len(lines), len(podvm.Stages), stderr)
-	}
-	for _, l := range lines {
-		if !strings.Contains(l, `msg="stage done" stage=`) || !strings.Contains(l, "cached=false") {
+	// One line per stage, and before the rootfs and initrd stages' lines
+	// one per step (an OCI layout has nothing to pull).
+	var stages, steps []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		f := logFields(l)
+		switch {
+		case f["msg"] == `"stage done"` && f["cached"] == "false":
+			stages = append(stages, f["stage"])
+		case f["msg"] == `"step done"` && f["bytes"] != "" && f["bytes"] != "0":
+			if slices.Contains(stages, f["stage"]) {
+				t.Errorf("step line after its stage's: %q", l)
+			}
+			steps = append(steps, f["stage"]+"/"+f["step"])
+		default:
 			t.Errorf("log line %q", l)
 		}
+	}
+	if len(stages) != len(podvm.Stages) {
+		t.Errorf("stderr: %d stage lines, want one per stage (%d):\n%s", len(stages), len(podvm.Stages), stderr)
+	}
+	// rootfs and initrd run side by side: their steps interleave.
+	var rootfs []string
+	for _, s := range steps {
+		if strings.HasPrefix(s, "rootfs/") {
+			rootfs = append(rootfs, s)
+		}
+	}
+	if len(steps) != 4 || !slices.Contains(steps, "initrd/compress") || strings.Join(rootfs, " ") != "rootfs/flatten rootfs/erofs rootfs/verity" {
+		t.Errorf("step lines %q, want rootfs/flatten, rootfs/erofs, rootfs/verity in order and initrd/compress", steps)
 	}
 	// --json: the manifest, the same as manifest.json; log lines as JSON.
 	stdout, stderr, code = runBuildChild(t, root, nil, "", "-f", cfg, "-o", out, "--cache", cache, "--json", "--log-format", "json")
@@ -361,4 +383,27 @@ func TestBuildDocs(t *testing.T) {
 	}
 	bin := doctest.Wrapper(t, "imagebuilder", []string{self, "-test.run=^TestCLIChildProcess$", "--"}, []string{cliChildEnv + "=1"})
 	doctest.Run(t, "../../docs/build.md", doctest.Options{Dir: root, Path: []string{bin}})
+}
+
+// logFields splits a slog text line into its key=value fields (a quoted
+// value keeps its quotes; values here have no spaces inside quotes except
+// msg's).
+func logFields(l string) map[string]string {
+	f := map[string]string{}
+	for l != "" {
+		k, rest, ok := strings.Cut(l, "=")
+		if !ok {
+			break
+		}
+		var v string
+		if strings.HasPrefix(rest, `"`) {
+			end := strings.Index(rest[1:], `"`) + 2
+			v, rest = rest[:end], rest[end:]
+		} else {
+			v, rest, _ = strings.Cut(rest, " ")
+		}
+		f[strings.TrimSpace(k)] = v
+		l = strings.TrimPrefix(rest, " ")
+	}
+	return f
 }

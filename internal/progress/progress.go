@@ -1,7 +1,7 @@
-// Package progress reports the stages of long commands: on a terminal, a
-// bar redrawn in place for each running stage; elsewhere (CI logs, pipes),
-// one structured log line per finished stage through log/slog, never a
-// bar. Quiet mode reports nothing.
+// Package progress reports the stages of long commands and their steps:
+// on a terminal, a bar redrawn in place for each running stage and step;
+// elsewhere (CI logs, pipes), one structured log line per finished stage
+// or step through log/slog, never a bar. Quiet mode reports nothing.
 package progress
 
 import (
@@ -79,10 +79,11 @@ func New(w io.Writer, mode Mode, logFormat string) (*Reporter, error) {
 // Logger is the logger of the log lines (for messages beside the stages).
 func (r *Reporter) Logger() *slog.Logger { return r.logger }
 
-// Task is one running stage.
+// Task is one running stage, or one step of a stage.
 type Task struct {
 	r       *Reporter
 	name    string
+	parent  *Task // of a step
 	total   int64
 	done    int64
 	started time.Time
@@ -104,6 +105,37 @@ func (r *Reporter) Start(name string, total int64) *Task {
 	r.redraw(true)
 	r.mu.Unlock()
 	return t
+}
+
+// Step begins a step of the stage t (a pull, a pass over the data); total
+// is its work in bytes (0 if unknown). Its bar, named STAGE/STEP, is drawn
+// under the stage's; its Done writes its own line ("step done" off a
+// terminal, with the bytes done).
+func (t *Task) Step(name string, total int64) *Task {
+	if t == nil || t.r == nil {
+		return &Task{name: name, total: total}
+	}
+	r := t.r
+	s := &Task{r: r, name: t.name + "/" + name, parent: t, total: total, started: r.now()}
+	if r.quiet {
+		return s
+	}
+	r.mu.Lock()
+	// After the stage and its other running steps.
+	at := len(r.running)
+	for i, x := range r.running {
+		if x == t {
+			at = i + 1
+			for at < len(r.running) && r.running[at].parent == t {
+				at++
+			}
+			break
+		}
+	}
+	r.running = append(r.running[:at], append([]*Task{s}, r.running[at:]...)...)
+	r.redraw(true)
+	r.mu.Unlock()
+	return s
 }
 
 // Add records n more bytes of work done.
@@ -176,9 +208,22 @@ func (t *Task) Done(attrs ...any) {
 		}
 	}
 	if r.bars {
+		size := ""
+		if t.parent != nil && t.done > 0 {
+			size = ", " + mib(t.done)
+		}
 		r.clear()
-		fmt.Fprintf(r.w, "%-10s done in %s%s\n", t.name, round(d), attrText(attrs))
+		fmt.Fprintf(r.w, "%-*s done in %s%s%s\n", nameWidth, t.name, round(d), size, attrText(attrs))
 		r.redraw(true)
+		return
+	}
+	if t.parent != nil && t.done > 0 {
+		attrs = append([]any{"bytes", t.done}, attrs...)
+	}
+	if t.parent != nil {
+		args := append([]any{"stage", t.parent.name, "step", strings.TrimPrefix(t.name, t.parent.name+"/"),
+			"seconds", float64(d.Milliseconds()) / 1000}, attrs...)
+		r.logger.Info("step done", args...)
 		return
 	}
 	args := append([]any{"stage", t.name, "seconds", float64(d.Milliseconds()) / 1000}, attrs...)
@@ -223,17 +268,23 @@ func (r *Reporter) redraw(force bool) {
 
 const barWidth = 30
 
+// nameWidth fits the longest stage/step name ("rootfs/flatten").
+const nameWidth = 16
+
 func (t *Task) bar(now time.Time) string {
 	el := now.Sub(t.started).Truncate(100 * time.Millisecond)
-	if t.total <= 0 {
-		return fmt.Sprintf("%-10s %s %s", t.name, mib(t.done), el)
+	switch {
+	case t.total <= 0 && t.done == 0:
+		return fmt.Sprintf("%-*s %s", nameWidth, t.name, el)
+	case t.total <= 0:
+		return fmt.Sprintf("%-*s %s %s", nameWidth, t.name, mib(t.done), el)
 	}
 	frac := float64(t.done) / float64(t.total)
 	if frac > 1 {
 		frac = 1
 	}
 	n := int(frac * barWidth)
-	return fmt.Sprintf("%-10s [%s%s] %3.0f%% %s/%s %s", t.name, strings.Repeat("=", n),
+	return fmt.Sprintf("%-*s [%s%s] %3.0f%% %s/%s %s", nameWidth, t.name, strings.Repeat("=", n),
 		strings.Repeat(" ", barWidth-n), frac*100, mib(t.done), mib(t.total), el)
 }
 

@@ -43,6 +43,10 @@ type Config struct {
 	// SourceDateEpoch is every entry's mtime, in seconds since 1970
 	// (0 .. 4294967295): the SOURCE_DATE_EPOCH of the build.
 	SourceDateEpoch int64
+	// Progress, when set, is told how the archive is written: see
+	// WriteOptions.Progress. (Image sources report their pulls through
+	// their own source.Options.Progress.)
+	Progress func(step string, done, total int64)
 }
 
 // Source is one source of entries in Config.Sources: Dir, SpecFile, File,
@@ -199,7 +203,7 @@ func (cfg *Config) Validate() error {
 
 func (cfg *Config) writeOptions() (WriteOptions, error) {
 	opts := WriteOptions{Compression: cfg.Compression, Level: cfg.Level,
-		KeepOwners: cfg.KeepOwners, SourceDateEpoch: cfg.SourceDateEpoch}
+		KeepOwners: cfg.KeepOwners, SourceDateEpoch: cfg.SourceDateEpoch, Progress: cfg.Progress}
 	if err := opts.check(); err != nil {
 		return WriteOptions{}, err
 	}

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"io"
 	"path"
+
+	"github.com/imagebuilder/imagebuilder/internal/meter"
 )
 
 const (
@@ -54,17 +56,26 @@ var zeros [4]byte
 
 func pad4(n int64) int64 { return (4 - n%4) % 4 }
 
-// cpioWriter writes newc records and counts bytes.
+// cpioWriter writes newc records and counts bytes (also on step).
 type cpioWriter struct {
-	w   *bufio.Writer
-	n   int64
-	hdr [newcHeaderLen]byte
+	w    *bufio.Writer
+	n    int64
+	hdr  [newcHeaderLen]byte
+	step *meter.Step
 }
 
 func (c *cpioWriter) write(p []byte) error {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	c.step.Add(int64(n))
 	return err
+}
+
+// recordSize is the size of a newc record: header, name and data, each
+// padded to 4 bytes.
+func recordSize(name string, size int64) int64 {
+	h := int64(newcHeaderLen + len(name) + 1)
+	return h + pad4(h) + size + pad4(size)
 }
 
 func (c *cpioWriter) header(h newcHeader, name string) error {
@@ -77,6 +88,7 @@ func (c *cpioWriter) header(h newcHeader, name string) error {
 		return err
 	}
 	c.n += int64(len(name))
+	c.step.Add(int64(len(name)))
 	return c.write(zeros[:1+pad4(newcHeaderLen+int64(len(name))+1)])
 }
 
@@ -85,7 +97,9 @@ func (c *cpioWriter) header(h newcHeader, name string) error {
 // inode numbers count from 1 in that order, hard links share an inode
 // whose content is stored with the last name, directories carry the link
 // count 2 + their subdirectories, and the file system device is 0:0.
-func (a *Archive) writeCPIO(ctx context.Context, w io.Writer, opts WriteOptions, onHeader func(*Header)) error {
+// start, when not nil, is called with the archive's size before anything
+// is written and returns the step its bytes count on.
+func (a *Archive) writeCPIO(ctx context.Context, w io.Writer, opts WriteOptions, start func(total int64) *meter.Step, onHeader func(*Header)) error {
 	entries := a.Entries()
 	types := make(map[string]uint32, len(entries))
 	for _, e := range entries {
@@ -119,6 +133,22 @@ func (a *Archive) writeCPIO(ctx context.Context, w io.Writer, opts WriteOptions,
 		}
 	}
 	cw := &cpioWriter{w: bufio.NewWriterSize(w, 1<<20)}
+	if start != nil {
+		total := recordSize(trailerName, 0)
+		for _, e := range entries {
+			var size int64
+			switch e.typ() {
+			case TypeSymlink:
+				size = int64(len(e.Linkname))
+			case TypeReg:
+				if g := groups[e.LinkGroup]; g == nil || g.last == e {
+					size = e.Size
+				}
+			}
+			total += recordSize(e.Path, size)
+		}
+		cw.step = start(total)
+	}
 	var ino uint32
 	buf := make([]byte, 256<<10)
 	for _, e := range entries {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+
+	"github.com/imagebuilder/imagebuilder/internal/meter"
 )
 
 // WriteOptions say how Archive.Write stores the entries.
@@ -27,6 +29,11 @@ type WriteOptions struct {
 	// ACPI tables) written before the main archive, as the kernel's
 	// early loaders expect.
 	Early []byte
+	// Progress, when set, is told how the main archive advances (see
+	// internal/meter for the contract): one step, "compress", whose done
+	// is the uncompressed newc bytes given to the compressor and whose
+	// total is the uncompressed archive's size.
+	Progress func(step string, done, total int64)
 }
 
 func (o *WriteOptions) check() error {
@@ -98,7 +105,11 @@ func (a *Archive) Write(ctx context.Context, w io.Writer, opts WriteOptions) (*R
 		return nil, err
 	}
 	res.Entries = []Header{}
-	err = a.writeCPIO(ctx, cw, opts, func(h *Header) { res.Entries = append(res.Entries, *h) })
+	var step *meter.Step
+	err = a.writeCPIO(ctx, cw, opts, func(total int64) *meter.Step {
+		step = meter.Start(opts.Progress, "compress", total)
+		return step
+	}, func(h *Header) { res.Entries = append(res.Entries, *h) })
 	if ab, ok := cw.(interface{ abort() }); ok && err != nil {
 		ab.abort()
 	} else if cerr := cw.Close(); err == nil && cerr != nil {
@@ -107,6 +118,7 @@ func (a *Archive) Write(ctx context.Context, w io.Writer, opts WriteOptions) (*R
 	if err != nil {
 		return nil, fmt.Errorf("initrd: %w", err)
 	}
+	step.End()
 	res.Size = hw.n
 	res.SHA256 = hex.EncodeToString(hw.h.Sum(nil))
 	return res, nil

@@ -27,23 +27,54 @@ import (
 // records it, so golden digests need a fixed one).
 var testTool = Tool{Name: "imagebuilder", Version: "test", Revision: "test"}
 
-// recorder is a Progress that keeps each stage's status.
+// recorder is a Progress that keeps each stage's status, and the steps
+// of each stage in order.
 type recorder struct {
-	mu sync.Mutex
-	st map[string]StageStatus
+	mu    sync.Mutex
+	st    map[string]StageStatus
+	steps map[string][]*recTask // by stage
 }
 
-func newRecorder() *recorder { return &recorder{st: map[string]StageStatus{}} }
+func newRecorder() *recorder {
+	return &recorder{st: map[string]StageStatus{}, steps: map[string][]*recTask{}}
+}
 
-func (r *recorder) Start(string, int64) ProgressTask { return recTask{r} }
+func (r *recorder) Start(stage string, total int64) ProgressTask {
+	return &recTask{r: r, name: stage, total: total}
+}
 
-type recTask struct{ r *recorder }
+// recTask is a stage or a step; done is the sum of its Adds, ended says
+// Done was called (with Stage "STAGE/STEP" for a step).
+type recTask struct {
+	r           *recorder
+	name        string
+	stage       string // the stage of a step
+	total, done int64
+	ended       string
+}
 
-func (recTask) Add(int64) {}
-func (t recTask) Done(s StageStatus) {
+func (t *recTask) Add(n int64) {
 	t.r.mu.Lock()
-	t.r.st[s.Stage] = s
+	t.done += n
 	t.r.mu.Unlock()
+}
+
+func (t *recTask) Step(name string, total int64) ProgressTask {
+	s := &recTask{r: t.r, name: name, stage: t.name, total: total}
+	t.r.mu.Lock()
+	t.r.steps[t.name] = append(t.r.steps[t.name], s)
+	t.r.mu.Unlock()
+	return s
+}
+
+func (t *recTask) Done(s StageStatus) {
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	if t.stage != "" {
+		t.ended = s.Stage
+		return
+	}
+	t.r.st[s.Stage] = s
 }
 
 // cachedStages lists the stages reused from the cache, sorted.
@@ -272,6 +303,9 @@ func TestBuildCache(t *testing.T) {
 	if c := rec.cachedStages(); len(c) != 0 {
 		t.Errorf("first build reused %v", c)
 	}
+	// An OCI layout has nothing to pull.
+	checkSteps(t, rec, stageRootfs, "flatten", "erofs", "verity")
+	checkSteps(t, rec, stageInitrd, "compress")
 	first := outputSums(t, out)
 
 	_, rec, err = build(t, cfg, out, BuildOptions{CacheDir: cache})
@@ -280,6 +314,9 @@ func TestBuildCache(t *testing.T) {
 	}
 	if got, want := strings.Join(rec.cachedStages(), ","), "idblock,igvm,initrd,kernel,measure,rootfs"; got != want {
 		t.Errorf("rebuild reused %s, want %s", got, want)
+	}
+	if len(rec.steps) != 0 {
+		t.Errorf("stages reused from the cache reported steps: %v", rec.steps)
 	}
 	if again := outputSums(t, out); !equalSums(first, again) {
 		t.Errorf("rebuild from the cache differs:\n%v\n%v", first, again)
@@ -341,6 +378,25 @@ func TestBuildCache(t *testing.T) {
 	}
 	if got := outputSums(t, out); !equalSums(second, got) {
 		t.Errorf("rebuilt output differs:\n%v\n%v", second, got)
+	}
+}
+
+// checkSteps checks that stage reported exactly the steps want, in order,
+// each ended under its STAGE/STEP name with all of its known total done.
+func checkSteps(t *testing.T, rec *recorder, stage string, want ...string) {
+	t.Helper()
+	var got []string
+	for _, s := range rec.steps[stage] {
+		got = append(got, s.name)
+		if s.ended != stage+"/"+s.name {
+			t.Errorf("step %s/%s ended as %q", stage, s.name, s.ended)
+		}
+		if s.total <= 0 || s.done != s.total {
+			t.Errorf("step %s/%s: %d of %d bytes done", stage, s.name, s.done, s.total)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("stage %s reported steps %v, want %v", stage, got, want)
 	}
 }
 

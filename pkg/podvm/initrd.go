@@ -84,8 +84,12 @@ func (b *builder) initrd(ctx context.Context, kern *kernelStage, srcs []resolved
 		st.inputs = append(st.inputs, FileInput{Field: field, Path: s.Written, Kind: "spec", SHA256: d})
 		sources = append(sources, initrd.SpecFile{Path: s.Resolved})
 	}
+	// The steps of the stage's run: the image sources read their layers
+	// then.
+	var sp *steps
+	report := func(step string, done, total int64) { sp.report(step, done, total) }
 	if len(srcs) > 0 {
-		im := initrd.Image{Options: source.Options{Platform: b.cfg.Spec.Rootfs.Platform, CacheDir: b.blobs, Keychain: b.opts.Keychain}}
+		im := initrd.Image{Options: source.Options{Platform: b.cfg.Spec.Rootfs.Platform, CacheDir: b.blobs, Keychain: b.opts.Keychain, Progress: report}}
 		for i, s := range srcs {
 			inputs[fmt.Sprintf("source[%d]", i)] = s.Digest
 			im.Sources = append(im.Sources, s.Read)
@@ -113,7 +117,8 @@ func (b *builder) initrd(ctx context.Context, kern *kernelStage, srcs []resolved
 		run: func(ctx context.Context, out map[string]*os.File, t ProgressTask) error {
 			cfg := initrd.Config{Sources: sources, Early: early, Compression: initrd.Compression(in.Compression),
 				Level: in.Level, SourceDateEpoch: *b.cfg.Spec.SourceDateEpoch,
-				Init: initrd.Init{Path: b.pre.initPath, Data: b.pre.initData, Skeleton: true}}
+				Init: initrd.Init{Path: b.pre.initPath, Data: b.pre.initData, Skeleton: true}, Progress: report}
+			sp = newSteps(t, stageInitrd)
 			if kern.modules != nil {
 				tmp, err := b.tempDir(stageInitrd)
 				if err != nil {
@@ -133,6 +138,7 @@ func (b *builder) initrd(ctx context.Context, kern *kernelStage, srcs []resolved
 				}
 				return &StageError{Stage: stageInitrd, Field: "spec.initrd", Err: trimPkg(err, "initrd: ")}
 			}
+			sp.end()
 			st.res = initrdResult{Compression: res.Compression, Level: res.Level, KernelRelease: res.KernelRelease,
 				Modules: res.Modules, InitSHA256: res.InitSHA256, Entries: len(res.Entries)}
 			return nil

@@ -122,12 +122,8 @@ func (b *builder) rootfs(ctx context.Context, srcs []resolvedSource) (*rootfsSta
 		return nil, &StageError{Stage: stageRootfs, Field: field, Input: input, Err: err}
 	}
 	inputs := map[string]string{}
-	var total int64
 	for i, s := range srcs {
 		inputs[fmt.Sprintf("source[%d]", i)] = s.Digest
-		for _, l := range s.Res.Layers {
-			total += l.Size
-		}
 	}
 	sum, size, exec, err := hostFileDigest(ctx, r.Agent.Resolved)
 	if err != nil {
@@ -172,8 +168,13 @@ func (b *builder) rootfs(ctx context.Context, srcs []resolvedSource) (*rootfsSta
 	opts := rootfs.Options{Sources: read, Platform: r.Platform, Agent: r.Agent.Resolved, AddDirs: dirs, Files: files,
 		Seed: r.Seed, SourceDateEpoch: *b.cfg.Spec.SourceDateEpoch, CacheDir: b.blobs, Keychain: b.opts.Keychain}
 	out, err := b.runStage(ctx, stageRun{name: stageRootfs, config: config, inputs: inputs,
-		files: []string{FileRootfs}, publish: map[string]string{FileRootfs: FileRootfs}, result: &rs.desc, total: total,
+		files: []string{FileRootfs}, publish: map[string]string{FileRootfs: FileRootfs}, result: &rs.desc,
 		run: func(ctx context.Context, out map[string]*os.File, t ProgressTask) error {
+			// The stage counts the disk's bytes as written (its size
+			// is not known before); its steps have totals.
+			st := newSteps(t, stageRootfs)
+			opts := opts
+			opts.Progress = st.report
 			d, err := rootfs.Build(ctx, opts, &countingDisk{out[FileRootfs], t})
 			if err != nil {
 				if ctx.Err() != nil {
@@ -182,6 +183,7 @@ func (b *builder) rootfs(ctx context.Context, srcs []resolvedSource) (*rootfsSta
 				field, input := rootfsField(err, r)
 				return &StageError{Stage: stageRootfs, Field: field, Input: input, Err: sourceCause(trimPkg(err, "rootfs: "))}
 			}
+			st.end()
 			rs.desc = *d
 			return nil
 		}})

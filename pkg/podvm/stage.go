@@ -29,11 +29,20 @@ type Progress interface {
 	Start(stage string, total int64) ProgressTask
 }
 
-// ProgressTask is one running stage.
+// ProgressTask is one running stage, or one step of a stage.
 type ProgressTask interface {
 	// Add records n more bytes of work done.
 	Add(n int64)
-	// Done ends the stage.
+	// Step begins a step of the stage; total is its work in bytes, 0 if
+	// unknown. The rootfs stage's steps are "pull" (registry blobs not
+	// in the blob cache yet), "flatten", "erofs" and "verity"; the
+	// initrd stage's are those of its image sources, if any, then
+	// "compress". Steps of a stage run one after another: each one's
+	// Done, with StageStatus.Stage "STAGE/STEP", comes before the next
+	// Step and before the stage's Done. A stage reused from the cache
+	// has no steps; a step that fails gets no Done.
+	Step(name string, total int64) ProgressTask
+	// Done ends the stage or step.
 	Done(StageStatus)
 }
 
@@ -55,8 +64,45 @@ func (noProgress) Start(string, int64) ProgressTask { return noTask{} }
 
 type noTask struct{}
 
-func (noTask) Add(int64)        {}
-func (noTask) Done(StageStatus) {}
+func (noTask) Add(int64)                       {}
+func (noTask) Step(string, int64) ProgressTask { return noTask{} }
+func (noTask) Done(StageStatus)                {}
+
+// steps turns the progress callback of pkg/source, pkg/rootfs and
+// pkg/initrd (see internal/meter) into steps of task t: a call with done
+// 0 begins a step, ending the one before; end ends the last. It is not
+// safe for concurrent use, nor need it be: the callback's calls are
+// serialized.
+type steps struct {
+	t     ProgressTask
+	stage string
+	cur   ProgressTask
+	name  string
+	done  int64
+	start time.Time
+}
+
+func newSteps(t ProgressTask, stage string) *steps { return &steps{t: t, stage: stage} }
+
+// report is the callback.
+func (s *steps) report(step string, done, total int64) {
+	if s.cur == nil || done == 0 || step != s.name {
+		s.end()
+		s.cur, s.name, s.done, s.start = s.t.Step(step, total), step, 0, time.Now()
+	}
+	if done > s.done {
+		s.cur.Add(done - s.done)
+		s.done = done
+	}
+}
+
+// end ends the current step, if any.
+func (s *steps) end() {
+	if s.cur != nil {
+		s.cur.Done(StageStatus{Stage: s.stage + "/" + s.name, Elapsed: time.Since(s.start)})
+		s.cur = nil
+	}
+}
 
 // stageFile is one file a stage made, open for reading.
 type stageFile struct {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
+	"github.com/imagebuilder/imagebuilder/internal/meter"
 	"github.com/imagebuilder/imagebuilder/pkg/gpt"
 	"github.com/imagebuilder/imagebuilder/pkg/ibroot"
 	"github.com/imagebuilder/imagebuilder/pkg/source"
@@ -44,6 +45,12 @@ type Options struct {
 	CacheDir string
 	// Keychain resolves registry credentials; nil means authn.DefaultKeychain.
 	Keychain authn.Keychain
+	// Progress, when set, is told how Build advances, step by step (see
+	// internal/meter for the contract): source.Options.Progress's "pull"
+	// and "flatten", then "erofs" (file contents written into the file
+	// system, of the sum of the files' sizes), then "verity" (bytes of the
+	// file system hashed, of its size).
+	Progress func(step string, done, total int64)
 }
 
 // OptionError is an Options field Build cannot use. Field is the field's
@@ -194,7 +201,7 @@ func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
 	}
 	// Pass 1: the merged tree, metadata only.
 	flat, err := source.Flatten(ctx, opts.Sources, source.Options{Platform: opts.Platform,
-		CacheDir: opts.CacheDir, Keychain: opts.Keychain, Upper: uppers})
+		CacheDir: opts.CacheDir, Keychain: opts.Keychain, Upper: uppers, Progress: opts.Progress})
 	if err != nil {
 		return nil, err
 	}
@@ -216,8 +223,10 @@ func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
 	// are hashed on the way.
 	sums := map[int]string{} // by flat inode
 	buf := make([]byte, 1<<20)
+	step := meter.Start(opts.Progress, "erofs", contentSize(flat))
 	err = flat.Contents(ctx, func(i int, r io.Reader) error {
 		e := &flat.Entries[i]
+		r = meteredReader{r, step}
 		var h hash.Hash
 		if e.Upper >= 0 {
 			h = sha256.New()
@@ -247,6 +256,7 @@ func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	step.End()
 
 	// dm-verity over partition 1 into partition 2.
 	fsSize := im.Size()
@@ -254,7 +264,9 @@ func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
 	vp := verity.DefaultParams()
 	vp.Salt = verity.SaltFromSeed(seed)
 	vp.UUID = verity.UUIDFromSeed(seed)
-	vr, err := verity.Format(ctx, io.NewSectionReader(disk, p1off, fsSize), fsSize, &offsetWriter{disk, p2off}, vp)
+	step = meter.Start(opts.Progress, "verity", fsSize)
+	vr, err := verity.Format(ctx, meteredReaderAt{io.NewSectionReader(disk, p1off, fsSize), step}, fsSize, &offsetWriter{disk, p2off}, vp)
+	step.End()
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -406,6 +418,45 @@ func cmdlines(vr *verity.Result, dataUUID, hashUUID GUID) (Cmdline, error) {
 			" root=/dev/dm-0 rootfstype=erofs ro",
 		IBRoot: ib,
 	}, nil
+}
+
+// contentSize is the sum of the sizes of the files whose content Contents
+// streams: each regular inode once.
+func contentSize(flat *source.Flat) int64 {
+	var n int64
+	seen := map[int]bool{}
+	for _, e := range flat.Entries {
+		if e.Mode&sIFMT == sIFREG && !seen[e.Inode] {
+			seen[e.Inode] = true
+			n += e.Size
+		}
+	}
+	return n
+}
+
+// meteredReader counts the bytes read through it on a step.
+type meteredReader struct {
+	r    io.Reader
+	step *meter.Step
+}
+
+func (m meteredReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	m.step.Add(int64(n))
+	return n, err
+}
+
+// meteredReaderAt counts the bytes read through it on a step (from
+// several goroutines: verity hashes in parallel).
+type meteredReaderAt struct {
+	r    io.ReaderAt
+	step *meter.Step
+}
+
+func (m meteredReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := m.r.ReadAt(p, off)
+	m.step.Add(int64(n))
+	return n, err
 }
 
 type offsetWriter struct {

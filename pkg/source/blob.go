@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagebuilder/imagebuilder/internal/atomicfile"
 	"github.com/imagebuilder/imagebuilder/internal/ctxio"
+	"github.com/imagebuilder/imagebuilder/internal/meter"
 )
 
 // digestReader hashes what it reads; at EOF it reports the sum to onSum
@@ -60,6 +61,18 @@ type countingReader struct {
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	return n, err
+}
+
+// meteredReader counts the bytes read through it on a step.
+type meteredReader struct {
+	r    io.Reader
+	step *meter.Step
+}
+
+func (m meteredReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	m.step.Add(int64(n))
 	return n, err
 }
 
@@ -135,8 +148,8 @@ func digestFirst(d *drainCloser, err error) error {
 // cachedBlob makes sure the compressed blob dig of layer l is in the cache
 // and returns its path. A download is written as an unnamed file and
 // named only once its digest checked out, so an interrupted or killed
-// build leaves nothing behind.
-func cachedBlob(ctx context.Context, dir string, dig v1.Hash, l v1.Layer) (string, error) {
+// build leaves nothing behind. The bytes downloaded count on step.
+func cachedBlob(ctx context.Context, dir string, dig v1.Hash, l v1.Layer, step *meter.Step) (string, error) {
 	p := filepath.Join(dir, dig.Algorithm, dig.Hex)
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
@@ -154,7 +167,7 @@ func cachedBlob(ctx context.Context, dir string, dig v1.Hash, l v1.Layer) (strin
 		return "", fmt.Errorf("blob cache: %w", err)
 	}
 	defer f.Abort()
-	vr := verifying(ctxio.Reader(ctx, rc), dig.String(), "blob", dig.String())
+	vr := verifying(ctxio.Reader(ctx, meteredReader{rc, step}), dig.String(), "blob", dig.String())
 	if _, err := io.Copy(f, vr); err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) || ctx.Err() != nil {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/imagebuilder/imagebuilder/internal/ctxio"
+	"github.com/imagebuilder/imagebuilder/internal/meter"
 )
 
 // Upper is a layer the caller puts over the sources (Options.Upper), with
@@ -133,7 +134,10 @@ func Flatten(ctx context.Context, srcs []Source, opts Options) (*Flat, error) {
 		}
 		layers = append(layers, l)
 	}
-	t, err := mergeLayers(ctx, layers)
+	if err := pull(ctx, layers, opts.Progress); err != nil {
+		return nil, err
+	}
+	t, err := mergeLayers(ctx, layers, opts.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -307,11 +311,56 @@ func memEntry(me Entry) (entry, error) {
 	return e, nil
 }
 
-// mergeLayers is pass 1: the merged tree, metadata only.
-func mergeLayers(ctx context.Context, layers []*layer) (*tree, error) {
+// pull downloads the registry blobs the cache lacks, all before pass 1,
+// so that the download is one step with a known total.
+func pull(ctx context.Context, layers []*layer, progress meter.Func) error {
+	var todo []*layer
+	var total int64
+	for _, l := range layers {
+		if l.fetch != nil && !l.fetch.cached() {
+			todo = append(todo, l)
+			total += l.size
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	step := meter.Start(progress, "pull", total)
+	for _, l := range todo {
+		if _, err := cachedBlob(ctx, l.fetch.dir, l.fetch.dig, l.fetch.l, step); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+	}
+	step.End()
+	return nil
+}
+
+// mergeLayers is pass 1: the merged tree, metadata only. The layers' bytes
+// as stored count on the "flatten" step.
+func mergeLayers(ctx context.Context, layers []*layer, progress meter.Func) (*tree, error) {
+	var total int64
+	streams := false
+	for _, l := range layers {
+		if l.open == nil {
+			continue
+		}
+		streams = true
+		if total >= 0 && l.size >= 0 {
+			total += l.size
+		} else {
+			total = -1
+		}
+	}
+	var step *meter.Step
+	if streams {
+		step = meter.Start(progress, "flatten", max(total, 0))
+	}
 	t := newTree()
 	for i, l := range layers {
-		es, err := readEntries(ctx, l, i)
+		es, err := readEntries(ctx, l, i, step)
 		if err != nil {
 			return nil, err
 		}
@@ -331,11 +380,13 @@ func mergeLayers(ctx context.Context, layers []*layer) (*tree, error) {
 			return nil, err
 		}
 	}
+	step.End()
 	return t, nil
 }
 
-// readEntries is pass 1 of one layer: its entries, metadata only.
-func readEntries(ctx context.Context, l *layer, idx int) ([]entry, error) {
+// readEntries is pass 1 of one layer: its entries, metadata only. The
+// stream's bytes as stored count on step.
+func readEntries(ctx context.Context, l *layer, idx int, step *meter.Step) ([]entry, error) {
 	switch {
 	case l.mem != nil:
 		return l.mem, nil
@@ -350,6 +401,13 @@ func readEntries(ctx context.Context, l *layer, idx int) ([]entry, error) {
 		return nil, fmt.Errorf("%s: %w", l.name, err)
 	}
 	defer rc.Close()
+	var shown int64 // of rc.rawCount.n, on step
+	report := func() {
+		if rc.rawCount != nil {
+			step.Add(rc.rawCount.n - shown)
+			shown = rc.rawCount.n
+		}
+	}
 	// Count what the tar reader consumes, to say how much of an entry's
 	// declared size was there when the stream ends early.
 	cr := &countingReader{r: ctxio.Reader(ctx, rc)}
@@ -361,6 +419,7 @@ func readEntries(ctx context.Context, l *layer, idx int) ([]entry, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		report()
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -394,6 +453,7 @@ func readEntries(ctx context.Context, l *layer, idx int) ([]entry, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", l.name, err)
 	}
+	report()
 	if l.tarFile && len(out) == 0 {
 		if rc.rawCount != nil && rc.rawCount.n == 0 {
 			return nil, &FormatError{Layer: l.name, Err: errors.New("empty file, not a tar archive")}

@@ -99,6 +99,26 @@ type layer struct {
 	sum string
 	// upper is the index in Options.Upper, -1 for a source.
 	upper int
+	// size is the stream's size as stored, for progress: -1 when
+	// unknown.
+	size int64
+	// fetch, for a registry layer kept in the blob cache, downloads it
+	// into the cache unless it is there already.
+	fetch *blobFetch
+}
+
+// blobFetch is a registry layer's compressed blob and where the cache
+// keeps it.
+type blobFetch struct {
+	dir string
+	dig v1.Hash
+	l   v1.Layer
+}
+
+// cached says whether the blob is in the cache already.
+func (b *blobFetch) cached() bool {
+	_, err := os.Stat(filepath.Join(b.dir, b.dig.Algorithm, b.dig.Hex))
+	return err == nil
 }
 
 // maxJSON bounds the size of an index, manifest or config read into memory.
@@ -120,7 +140,7 @@ func resolve(ctx context.Context, src Source, plat v1.Platform, cacheDir string,
 		if !fi.IsDir() {
 			return fail(errors.New("not a directory"))
 		}
-		return []*layer{{name: spec, dir: src.Path, upper: -1}}, &Resolved{Source: spec, Kind: Dir}, nil
+		return []*layer{{name: spec, dir: src.Path, upper: -1, size: -1}}, &Resolved{Source: spec, Kind: Dir}, nil
 	case Tar:
 		fi, err := os.Stat(src.Path)
 		if err != nil {
@@ -129,7 +149,7 @@ func resolve(ctx context.Context, src Source, plat v1.Platform, cacheDir string,
 		if !fi.Mode().IsRegular() {
 			return fail(errors.New("not a regular file"))
 		}
-		l := &layer{name: spec, tarFile: true, sum: src.Digest, upper: -1}
+		l := &layer{name: spec, tarFile: true, sum: src.Digest, upper: -1, size: fi.Size()}
 		l.open = func(context.Context) (*drainCloser, error) {
 			f, err := os.Open(src.Path)
 			if err != nil {
@@ -258,8 +278,8 @@ func imageLayers(spec string, src Source, img v1.Image, plat v1.Platform, cacheD
 		lname := fmt.Sprintf("%s layer %d/%d (%s)", spec, i+1, len(ls), short(diffID.String()))
 		if cacheDir != "" {
 			lname = fmt.Sprintf("%s layer %d/%d (%s)", spec, i+1, len(ls), short(dig.String()))
-			out = append(out, &layer{name: lname, upper: -1, open: func(ctx context.Context) (*drainCloser, error) {
-				p, err := cachedBlob(ctx, cacheDir, dig, l)
+			out = append(out, &layer{name: lname, upper: -1, size: size, fetch: &blobFetch{cacheDir, dig, l}, open: func(ctx context.Context) (*drainCloser, error) {
+				p, err := cachedBlob(ctx, cacheDir, dig, l, nil)
 				if err != nil {
 					return nil, err
 				}
@@ -271,12 +291,14 @@ func imageLayers(spec string, src Source, img v1.Image, plat v1.Platform, cacheD
 			}})
 			continue
 		}
-		out = append(out, &layer{name: lname, upper: -1, open: func(context.Context) (*drainCloser, error) {
+		// Read uncompressed: its size as stored is not what is read.
+		out = append(out, &layer{name: lname, upper: -1, size: -1, open: func(context.Context) (*drainCloser, error) {
 			rc, err := l.Uncompressed()
 			if err != nil {
 				return nil, err
 			}
-			return &drainCloser{Reader: verifying(rc, diffID.String(), "blob", "uncompressed layer"), raw: eofReader{}, c: rc}, nil
+			cr := &countingReader{r: rc}
+			return &drainCloser{Reader: verifying(cr, diffID.String(), "blob", "uncompressed layer"), raw: eofReader{}, rawCount: cr, c: rc}, nil
 		}})
 	}
 	res.setPinned()
@@ -343,6 +365,7 @@ func layoutLayers(ctx context.Context, spec string, fsys fs.FS, src Source, plat
 		out = append(out, &layer{
 			name:  fmt.Sprintf("%s layer %d/%d (%s)", spec, i+1, len(m.Layers), short(l.Digest.String())),
 			upper: -1,
+			size:  l.Size,
 			open: func(context.Context) (*drainCloser, error) {
 				f, err := fsys.Open(path.Join("blobs", l.Digest.Algorithm, l.Digest.Hex))
 				if err != nil {

@@ -343,6 +343,13 @@ type Options struct {
 	// Upper holds layers the caller puts over the sources, in order
 	// (pkg/rootfs: its additions, then added trees and files).
 	Upper []Upper
+	// Progress, when set, is told how Flatten advances (see
+	// internal/meter for the contract): step "pull" downloads the
+	// registry blobs CacheDir lacks (compressed bytes of the layer
+	// descriptors' sizes), then "flatten" reads every layer once for its
+	// metadata (bytes as stored; total 0 when a layer's stored size is
+	// unknown). Steps with no work are not reported.
+	Progress func(step string, done, total int64)
 }
 
 // DefaultPlatform is the platform of a pod VM's root.
