@@ -113,6 +113,13 @@ func TestHostile(t *testing.T) {
 			if _, err := os.Lstat(target); err == nil {
 				t.Errorf("target %s left behind", target)
 			}
+			// Spool refuses it the same way.
+			if p, perr := openBytes(t, c.deb); perr == nil {
+				_, _, serr := p.Spool(context.Background(), &memSpool{}, ExtractOptions{})
+				if serr == nil || serr.Error() != msg || !errors.As(serr, &fe) && !errors.As(serr, &ie) {
+					t.Errorf("spool: %v (%T), want %q", serr, serr, msg)
+				}
+			}
 		})
 	}
 }

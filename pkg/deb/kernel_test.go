@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,6 +89,58 @@ func TestExtractKernelBad(t *testing.T) {
 		}
 		if _, err := os.Lstat(dir); err == nil {
 			t.Errorf("%s: %s left behind", c.name, dir)
+		}
+		// ExtractKernelFS refuses it the same way.
+		p, perr := openBytes(t, makeDeb(t, Gzip, c.ents))
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		_, _, ferr := ExtractKernelFS(context.Background(), p, &memSpool{})
+		if ferr == nil || ferr.Error() != err.Error() || errors.Is(err, ErrNoKernel) != errors.Is(ferr, ErrNoKernel) {
+			t.Errorf("%s: ExtractKernelFS: %v, ExtractKernel: %v", c.name, ferr, err)
+		}
+	}
+}
+
+func TestExtractKernelFS(t *testing.T) {
+	for _, pre := range modulesPrefixes {
+		d := makeDeb(t, XZ, kernelTree("6.1.0-1-amd64", pre))
+		p, err := openBytes(t, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, kfs, err := ExtractKernelFS(context.Background(), p, &memSpool{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256([]byte(fakeBzImage()))
+		want := Kernel{Package: "hello", Version: "1.0-1", Architecture: "amd64", Release: "6.1.0-1-amd64",
+			Vmlinuz: "boot/vmlinuz-6.1.0-1-amd64", VmlinuzSize: 0x400, VmlinuzSHA256: hex.EncodeToString(sum[:]),
+			ModulesDir: pre + "6.1.0-1-amd64", Files: 3, Bytes: 0x400 + int64(len("kernel/fs/ext4/ext4.ko\nelf"))}
+		if *k != want {
+			t.Errorf("%s: got %+v\nwant %+v", pre, *k, want)
+		}
+		if b, err := fs.ReadFile(kfs, k.Vmlinuz); err != nil || string(b) != fakeBzImage() {
+			t.Errorf("%s: vmlinuz: %v", pre, err)
+		}
+		// The same tree as ExtractKernel writes.
+		dir := filepath.Join(t.TempDir(), "k")
+		if p, err = openBytes(t, d); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ExtractKernel(context.Background(), p, dir); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := fsTree(t, kfs), tree(t, dir); !equal(got, want) {
+			t.Errorf("%s: spooled %q, extracted %q", pre, got, want)
+		}
+		mfs, err := fs.Sub(kfs, k.ModulesDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ents, err := fs.ReadDir(mfs, ".")
+		if err != nil || len(ents) != 2 || ents[0].Name() != "kernel" || !ents[0].IsDir() || ents[1].Name() != "modules.builtin" {
+			t.Errorf("%s: modules tree %v, %v", pre, ents, err)
 		}
 	}
 }

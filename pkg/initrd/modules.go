@@ -64,10 +64,15 @@ func modName(p string) string {
 	return strings.ReplaceAll(path.Base(stripModExt(p)), "-", "_")
 }
 
-// ModuleSet resolves kernel modules in a modules directory
+// ModuleSet resolves kernel modules in a modules tree
 // (.../lib/modules/<version>).
 type ModuleSet struct {
-	Dir     string
+	// Dir is the directory OpenModules opened; "" for OpenModulesFS.
+	Dir string
+	// FS holds the tree's files: os.DirFS(Dir) for OpenModules. Module
+	// paths (Module.Rel) and the index files (modules.dep, ...) are
+	// names in it.
+	FS      fs.FS
 	Version string
 	files   map[string]string   // name -> rel path
 	deps    map[string][]string // name -> dependency names (modules.dep order), nil if unknown
@@ -101,6 +106,18 @@ func OpenModules(ctx context.Context, dir string) (*ModuleSet, error) {
 	return ms, nil
 }
 
+// OpenModulesFS indexes the modules tree of kernel release version held
+// in fsys (whose root is the lib/modules/VERSION directory, for example
+// an fs.Sub of a spooled kernel package, see pkg/deb.ExtractKernelFS), as
+// OpenModules indexes a directory.
+func OpenModulesFS(ctx context.Context, fsys fs.FS, version string) (*ModuleSet, error) {
+	ms, err := openModulesFS(ctx, fsys, version, "")
+	if err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
+	return ms, nil
+}
+
 func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -113,24 +130,36 @@ func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("modules directory %s: %w", dir, err)
 	}
-	version := filepath.Base(abs)
+	return openModulesFS(ctx, os.DirFS(dir), filepath.Base(abs), dir)
+}
+
+// openModulesFS indexes fsys; dir, when not "", is the directory it
+// stands for, in messages and ModuleSet.Dir.
+func openModulesFS(ctx context.Context, fsys fs.FS, version, dir string) (*ModuleSet, error) {
+	where := "modules directory " + dir
+	if dir == "" {
+		where = "modules tree lib/modules/" + version
+	}
 	if !kernelRelease.MatchString(version) {
-		return nil, fmt.Errorf("modules directory %s: %w (its name %q is not a kernel release)", dir, ErrNotModulesTree, version)
+		if dir == "" {
+			return nil, fmt.Errorf("modules tree: %w (%q is not a kernel release)", ErrNotModulesTree, version)
+		}
+		return nil, fmt.Errorf("%s: %w (its name %q is not a kernel release)", where, ErrNotModulesTree, version)
 	}
 	marker := false
 	for _, m := range []string{"kernel", "modules.order", "modules.builtin", "modules.dep"} {
-		if _, err := os.Stat(filepath.Join(dir, m)); err == nil {
+		if _, err := fs.Stat(fsys, m); err == nil {
 			marker = true
 			break
 		}
 	}
 	if !marker {
-		return nil, fmt.Errorf("modules directory %s: %w (no kernel/, modules.order, modules.builtin or modules.dep in it)", dir, ErrNotModulesTree)
+		return nil, fmt.Errorf("%s: %w (no kernel/, modules.order, modules.builtin or modules.dep in it)", where, ErrNotModulesTree)
 	}
-	ms := &ModuleSet{Dir: dir, Version: version, files: map[string]string{},
+	ms := &ModuleSet{Dir: dir, FS: fsys, Version: version, files: map[string]string{},
 		deps: map[string][]string{}, builtin: map[string]bool{}, info: map[string]modinfo{}}
 	n := 0
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(fsys, ".", func(rel string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -139,14 +168,9 @@ func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 				return err
 			}
 		}
-		if d.IsDir() || !isModFile(p) {
+		if d.IsDir() || !isModFile(rel) {
 			return nil
 		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		rel = filepath.ToSlash(rel)
 		n := modName(rel)
 		// Several files of one name (updates/ over kernel/): keep the
 		// first in path order, as depmod's search order would differ by
@@ -157,9 +181,9 @@ func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("modules directory %s: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	if f, err := os.Open(filepath.Join(dir, "modules.dep")); err == nil {
+	if f, err := fsys.Open("modules.dep"); err == nil {
 		defer f.Close()
 		ms.hasDep = true
 		sc := bufio.NewScanner(f)
@@ -178,15 +202,15 @@ func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 			ms.deps[n] = d
 		}
 		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "modules.dep"), err)
+			return nil, fmt.Errorf("%s: %w", ms.name("modules.dep"), err)
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "modules.builtin")); err == nil {
+	if b, err := fs.ReadFile(fsys, "modules.builtin"); err == nil {
 		for _, l := range strings.Fields(string(b)) {
 			ms.builtin[modName(l)] = true
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "modules.alias")); err == nil {
+	if b, err := fs.ReadFile(fsys, "modules.alias"); err == nil {
 		ms.aliases = map[string][]string{}
 		for _, l := range strings.Split(string(b), "\n") {
 			f := strings.Fields(l)
@@ -196,6 +220,23 @@ func openModules(ctx context.Context, dir string) (*ModuleSet, error) {
 		}
 	}
 	return ms, nil
+}
+
+// name is how messages name the file rel of the tree: a host path under
+// Dir, else a path under lib/modules/VERSION.
+func (ms *ModuleSet) name(rel string) string {
+	if ms.Dir != "" {
+		return filepath.Join(ms.Dir, filepath.FromSlash(rel))
+	}
+	return path.Join("lib/modules", ms.Version, rel)
+}
+
+// where names the tree in a ModuleNotFoundError.
+func (ms *ModuleSet) where() string {
+	if ms.Dir != "" {
+		return ms.Dir
+	}
+	return path.Join("lib/modules", ms.Version)
 }
 
 func isModFile(p string) bool {
@@ -287,10 +328,9 @@ func (ms *ModuleSet) ReadModule(n string) ([]byte, error) {
 func (ms *ModuleSet) readModule(n string) ([]byte, error) {
 	rel, ok := ms.files[n]
 	if !ok {
-		return nil, &ModuleNotFoundError{Name: n, Dir: ms.Dir}
+		return nil, &ModuleNotFoundError{Name: n, Dir: ms.where()}
 	}
-	name := filepath.Join(ms.Dir, filepath.FromSlash(rel))
-	f, err := os.Open(name)
+	f, err := ms.FS.Open(rel)
 	if err != nil {
 		return nil, fmt.Errorf("module %s: %w", n, err)
 	}
@@ -447,7 +487,7 @@ func (ms *ModuleSet) resolve(ctx context.Context, names []string) ([]Module, err
 					state[n] = 2
 					return nil
 				}
-				return &ModuleNotFoundError{Name: d, NeededBy: n, Dir: ms.Dir}
+				return &ModuleNotFoundError{Name: d, NeededBy: n, Dir: ms.where()}
 			}
 			for _, m := range mods {
 				if err := visit(m, n, optional, append(chain, n)); err != nil {
@@ -471,7 +511,7 @@ func (ms *ModuleSet) resolve(ctx context.Context, names []string) ([]Module, err
 			if builtin {
 				continue
 			}
-			return nil, &ModuleNotFoundError{Name: name, Dir: ms.Dir}
+			return nil, &ModuleNotFoundError{Name: name, Dir: ms.where()}
 		}
 		for _, m := range mods {
 			if err := visit(m, "", false, nil); err != nil {
@@ -504,7 +544,7 @@ func (a *Archive) addModules(ctx context.Context, ms *ModuleSet, mods []Module) 
 		}
 		p := m.ArchivePath(ms.Version)
 		if err := a.add(Entry{Path: p, Mode: TypeReg | 0o644, Size: int64(len(b)), Data: b,
-			Source: filepath.Join(ms.Dir, m.Rel)}); err != nil {
+			Source: ms.name(m.Rel)}); err != nil {
 			return err
 		}
 		order.WriteString("/" + p)

@@ -3,10 +3,14 @@ package initrd
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -236,4 +240,79 @@ func (ms *ModuleSet) mustRead(t *testing.T, n string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// mapFS copies the tree dir into an fstest.MapFS.
+func mapFS(t *testing.T, dir string) fstest.MapFS {
+	t.Helper()
+	m := fstest.MapFS{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		m[filepath.ToSlash(rel)] = &fstest.MapFile{Data: b, Mode: 0o644}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestOpenModulesFS: a modules tree read through an fs.FS resolves and
+// reads the same modules as the directory it was copied from.
+func TestOpenModulesFS(t *testing.T) {
+	ctx := context.Background()
+	for _, withDep := range []bool{false, true} {
+		dir := fakeModules(t, withDep)
+		want, err := OpenModules(ctx, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms, err := OpenModulesFS(ctx, mapFS(t, dir), "6.99.0-test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms.Dir != "" || ms.Version != "6.99.0-test" {
+			t.Errorf("Dir %q Version %q", ms.Dir, ms.Version)
+		}
+		names := []string{"virtio", "dm-verity", "erofs"}
+		wmods, err := want.Resolve(ctx, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mods, err := ms.Resolve(ctx, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(mods) != fmt.Sprint(wmods) {
+			t.Errorf("modules.dep=%v: over the FS %+v, over the directory %+v", withDep, mods, wmods)
+		}
+		for _, m := range mods {
+			if !bytes.Equal(ms.mustRead(t, m.Name), want.mustRead(t, m.Name)) {
+				t.Errorf("modules.dep=%v: %s reads differently", withDep, m.Name)
+			}
+		}
+		_, err = ms.Resolve(ctx, []string{"nonesuch"})
+		var nf *ModuleNotFoundError
+		if !errors.As(err, &nf) || nf.Dir != "lib/modules/6.99.0-test" {
+			t.Errorf("missing module: %v", err)
+		}
+	}
+	for _, c := range []struct {
+		fsys    fs.FS
+		version string
+	}{
+		{fstest.MapFS{"kernel/a.ko": {Data: makeKO("name=a")}}, "not-a-release"},
+		{fstest.MapFS{"README": {Data: []byte("x")}}, "6.99.0-test"},
+	} {
+		if _, err := OpenModulesFS(ctx, c.fsys, c.version); !errors.Is(err, ErrNotModulesTree) {
+			t.Errorf("%s: %v, want ErrNotModulesTree", c.version, err)
+		}
+	}
 }

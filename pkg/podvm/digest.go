@@ -42,6 +42,23 @@ func fileDigest(ctx context.Context, path string) (string, int64, error) {
 	return readerDigest(ctx, f)
 }
 
+// fsDigest is fileDigest of the file name in fsys.
+func fsDigest(ctx context.Context, fsys fs.FS, name string) (string, int64, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return "", 0, fmt.Errorf("%s: not a regular file", name)
+	}
+	return readerDigest(ctx, f)
+}
+
 // readerDigest hashes r to its end.
 func readerDigest(ctx context.Context, r io.Reader) (string, int64, error) {
 	h := sha256.New()
