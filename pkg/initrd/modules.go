@@ -253,26 +253,74 @@ func (ms *ModuleSet) modinfo(n string) (modinfo, error) {
 	if mi, ok := ms.info[n]; ok {
 		return mi, nil
 	}
-	b, err := ms.readModule(n)
+	mi, err := ms.readModinfo(n)
 	if err != nil {
 		return modinfo{}, err
-	}
-	mi, err := parseModinfo(b)
-	if err != nil {
-		return modinfo{}, fmt.Errorf("module %s (%s): %w", n, ms.files[n], err)
 	}
 	ms.info[n] = mi
 	return mi, nil
 }
 
-func parseModinfo(b []byte) (modinfo, error) {
-	f, err := elf.NewFile(bytes.NewReader(b))
+// readModinfo reads the .modinfo section of the module n. An uncompressed
+// module the tree can read at offsets (a file, a spooled package) is read
+// in place: the ELF header, the section headers and .modinfo, a few KiB
+// instead of the whole module. Resolving an alias without modules.alias
+// reads every module's .modinfo (Debian's package ships no index files),
+// and reading each module whole made that the kernel stage's largest cost
+// after decompression.
+func (ms *ModuleSet) readModinfo(n string) (modinfo, error) {
+	rel, ok := ms.files[n]
+	if !ok {
+		return modinfo{}, &ModuleNotFoundError{Name: n, Dir: ms.where()}
+	}
+	if strings.HasSuffix(rel, ".ko") {
+		f, err := ms.FS.Open(rel)
+		if err != nil {
+			return modinfo{}, fmt.Errorf("module %s: %w", n, err)
+		}
+		defer f.Close()
+		if ra, ok := f.(io.ReaderAt); ok {
+			st, err := f.Stat()
+			if err != nil {
+				return modinfo{}, fmt.Errorf("module %s: %w", n, err)
+			}
+			if st.Size() > maxModule {
+				return modinfo{}, fmt.Errorf("module %s: %d bytes, more than %d MiB", rel, st.Size(), maxModule>>20)
+			}
+			mi, err := parseModinfo(io.NewSectionReader(ra, 0, st.Size()), st.Size())
+			if err != nil {
+				return modinfo{}, fmt.Errorf("module %s (%s): %w", n, rel, err)
+			}
+			return mi, nil
+		}
+	}
+	b, err := ms.readModule(n)
+	if err != nil {
+		return modinfo{}, err
+	}
+	mi, err := parseModinfo(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return modinfo{}, fmt.Errorf("module %s (%s): %w", n, rel, err)
+	}
+	return mi, nil
+}
+
+// maxModinfo bounds a .modinfo section (a few KiB in practice).
+const maxModinfo = 1 << 20
+
+// parseModinfo reads the .modinfo section of the ELF module r of size
+// bytes.
+func parseModinfo(r io.ReaderAt, size int64) (modinfo, error) {
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return modinfo{}, err
 	}
 	sec := f.Section(".modinfo")
 	if sec == nil {
 		return modinfo{}, errors.New("no .modinfo section")
+	}
+	if sec.Type == elf.SHT_NOBITS || sec.Size > maxModinfo || sec.Offset > uint64(size) || sec.FileSize > uint64(size)-sec.Offset {
+		return modinfo{}, fmt.Errorf(".modinfo section of %d bytes at offset %d: beyond the file or over %d KiB", sec.Size, sec.Offset, maxModinfo>>10)
 	}
 	data, err := sec.Data()
 	if err != nil {
