@@ -60,7 +60,10 @@ func stripModExt(p string) string {
 	return p
 }
 
-func modName(p string) string {
+// ModuleName is the module name of a module file path, as depmod names
+// it: the base name without its extension, dashes as underscores
+// ("kernel/drivers/md/dm-verity.ko" is dm_verity).
+func ModuleName(p string) string {
 	return strings.ReplaceAll(path.Base(stripModExt(p)), "-", "_")
 }
 
@@ -171,7 +174,7 @@ func openModulesFS(ctx context.Context, fsys fs.FS, version, dir string) (*Modul
 		if d.IsDir() || !isModFile(rel) {
 			return nil
 		}
-		n := modName(rel)
+		n := ModuleName(rel)
 		// Several files of one name (updates/ over kernel/): keep the
 		// first in path order, as depmod's search order would differ by
 		// configuration; modules.dep, when present, decides below.
@@ -193,11 +196,11 @@ func openModulesFS(ctx context.Context, fsys fs.FS, version, dir string) (*Modul
 			if !ok {
 				continue
 			}
-			n := modName(mod)
+			n := ModuleName(mod)
 			ms.files[n] = mod
 			var d []string
 			for _, x := range strings.Fields(rest) {
-				d = append(d, modName(x))
+				d = append(d, ModuleName(x))
 			}
 			ms.deps[n] = d
 		}
@@ -207,7 +210,7 @@ func openModulesFS(ctx context.Context, fsys fs.FS, version, dir string) (*Modul
 	}
 	if b, err := fs.ReadFile(fsys, "modules.builtin"); err == nil {
 		for _, l := range strings.Fields(string(b)) {
-			ms.builtin[modName(l)] = true
+			ms.builtin[ModuleName(l)] = true
 		}
 	}
 	if b, err := fs.ReadFile(fsys, "modules.alias"); err == nil {
@@ -215,7 +218,7 @@ func openModulesFS(ctx context.Context, fsys fs.FS, version, dir string) (*Modul
 		for _, l := range strings.Split(string(b), "\n") {
 			f := strings.Fields(l)
 			if len(f) == 3 && f[0] == "alias" {
-				ms.aliases[f[1]] = append(ms.aliases[f[1]], modName(f[2]))
+				ms.aliases[f[1]] = append(ms.aliases[f[1]], ModuleName(f[2]))
 			}
 		}
 	}
@@ -336,7 +339,7 @@ func parseModinfo(r io.ReaderAt, size int64) (modinfo, error) {
 		case "depends":
 			for _, d := range strings.Split(v, ",") {
 				if d = strings.TrimSpace(d); d != "" {
-					mi.depends = append(mi.depends, modName(d))
+					mi.depends = append(mi.depends, ModuleName(d))
 				}
 			}
 		case "softdep":
@@ -420,7 +423,7 @@ func (ms *ModuleSet) readModule(n string) ([]byte, error) {
 // lookup finds the modules a name or alias stands for. found is false when
 // nothing matches; builtin is set when it is built into the kernel.
 func (ms *ModuleSet) lookup(ctx context.Context, name string) (mods []string, builtin bool, err error) {
-	n := modName(name)
+	n := ModuleName(name)
 	if _, ok := ms.files[n]; ok {
 		return []string{n}, false, nil
 	}

@@ -32,14 +32,7 @@ func fileDigest(ctx context.Context, path string) (string, int64, error) {
 		return "", 0, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	if !st.Mode().IsRegular() {
-		return "", 0, fmt.Errorf("%s: not a regular file", path)
-	}
-	return readerDigest(ctx, f)
+	return openDigest(ctx, f, path)
 }
 
 // fsDigest is fileDigest of the file name in fsys.
@@ -49,6 +42,11 @@ func fsDigest(ctx context.Context, fsys fs.FS, name string) (string, int64, erro
 		return "", 0, err
 	}
 	defer f.Close()
+	return openDigest(ctx, f, name)
+}
+
+// openDigest hashes the open file f, which must be a regular file.
+func openDigest(ctx context.Context, f fs.File, name string) (string, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return "", 0, err

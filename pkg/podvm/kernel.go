@@ -354,7 +354,7 @@ func writeModulesTar(ctx context.Context, w io.Writer, ms *initrd.ModuleSet, mod
 func filterIndex(name string, b []byte, keep map[string]bool) []byte {
 	names := map[string]bool{}
 	for rel := range keep {
-		names[modNameOf(rel)] = true
+		names[initrd.ModuleName(rel)] = true
 	}
 	var out strings.Builder
 	for _, line := range strings.SplitAfter(string(b), "\n") {
@@ -367,7 +367,7 @@ func filterIndex(name string, b []byte, keep map[string]bool) []byte {
 		case "modules.dep":
 			ok = keep[strings.TrimSuffix(f[0], ":")]
 		case "modules.order":
-			ok = names[modNameOf(f[0])]
+			ok = names[initrd.ModuleName(f[0])]
 		case "modules.alias":
 			ok = len(f) == 3 && f[0] == "alias" && names[strings.ReplaceAll(f[2], "-", "_")]
 		}
@@ -376,19 +376,6 @@ func filterIndex(name string, b []byte, keep map[string]bool) []byte {
 		}
 	}
 	return []byte(out.String())
-}
-
-// modNameOf is the module name of a module file path: its base name
-// without the extension, dashes as underscores (as depmod names them).
-func modNameOf(p string) string {
-	base := path.Base(p)
-	for _, x := range []string{".ko.xz", ".ko.zst", ".ko.gz", ".ko"} {
-		if s, ok := strings.CutSuffix(base, x); ok {
-			base = s
-			break
-		}
-	}
-	return strings.ReplaceAll(base, "-", "_")
 }
 
 // modulesDigest is the digest of what the kernel stage takes from a
