@@ -9,7 +9,10 @@
 // 0 when unknown, the same in every call of a step. Calls are serialized.
 package meter
 
-import "sync"
+import (
+	"io"
+	"sync"
+)
 
 // Func is the progress callback of the options structs.
 type Func = func(step string, done, total int64)
@@ -63,4 +66,33 @@ func (s *Step) End() {
 		s.shown = s.done
 		s.fn(s.name, s.done, s.total)
 	}
+}
+
+// Reader counts the bytes read through r on step s.
+func Reader(r io.Reader, s *Step) io.Reader { return reader{r, s} }
+
+// ReaderAt counts the bytes read through r on step s (Add is safe from
+// several goroutines: verity hashes in parallel).
+func ReaderAt(r io.ReaderAt, s *Step) io.ReaderAt { return readerAt{r, s} }
+
+type reader struct {
+	r io.Reader
+	s *Step
+}
+
+func (m reader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	m.s.Add(int64(n))
+	return n, err
+}
+
+type readerAt struct {
+	r io.ReaderAt
+	s *Step
+}
+
+func (m readerAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := m.r.ReadAt(p, off)
+	m.s.Add(int64(n))
+	return n, err
 }

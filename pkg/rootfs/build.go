@@ -226,7 +226,7 @@ func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
 	step := meter.Start(opts.Progress, "erofs", contentSize(flat))
 	err = flat.Contents(ctx, func(i int, r io.Reader) error {
 		e := &flat.Entries[i]
-		r = meteredReader{r, step}
+		r = meter.Reader(r, step)
 		var h hash.Hash
 		if e.Upper >= 0 {
 			h = sha256.New()
@@ -265,7 +265,7 @@ func build(ctx context.Context, opts Options, disk Disk) (*Description, error) {
 	vp.Salt = verity.SaltFromSeed(seed)
 	vp.UUID = verity.UUIDFromSeed(seed)
 	step = meter.Start(opts.Progress, "verity", fsSize)
-	vr, err := verity.Format(ctx, meteredReaderAt{io.NewSectionReader(disk, p1off, fsSize), step}, fsSize, &offsetWriter{disk, p2off}, vp)
+	vr, err := verity.Format(ctx, meter.ReaderAt(io.NewSectionReader(disk, p1off, fsSize), step), fsSize, &offsetWriter{disk, p2off}, vp)
 	step.End()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -432,31 +432,6 @@ func contentSize(flat *source.Flat) int64 {
 		}
 	}
 	return n
-}
-
-// meteredReader counts the bytes read through it on a step.
-type meteredReader struct {
-	r    io.Reader
-	step *meter.Step
-}
-
-func (m meteredReader) Read(p []byte) (int, error) {
-	n, err := m.r.Read(p)
-	m.step.Add(int64(n))
-	return n, err
-}
-
-// meteredReaderAt counts the bytes read through it on a step (from
-// several goroutines: verity hashes in parallel).
-type meteredReaderAt struct {
-	r    io.ReaderAt
-	step *meter.Step
-}
-
-func (m meteredReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	n, err := m.r.ReadAt(p, off)
-	m.step.Add(int64(n))
-	return n, err
 }
 
 type offsetWriter struct {

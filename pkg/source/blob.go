@@ -64,18 +64,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// meteredReader counts the bytes read through it on a step.
-type meteredReader struct {
-	r    io.Reader
-	step *meter.Step
-}
-
-func (m meteredReader) Read(p []byte) (int, error) {
-	n, err := m.r.Read(p)
-	m.step.Add(int64(n))
-	return n, err
-}
-
 // decompress detects gzip or zstd by magic number; anything else is read as
 // a plain tar. Closing the result closes c. raw counts the bytes of the
 // stream as stored.
@@ -167,7 +155,7 @@ func cachedBlob(ctx context.Context, dir string, dig v1.Hash, l v1.Layer, step *
 		return "", fmt.Errorf("blob cache: %w", err)
 	}
 	defer f.Abort()
-	vr := verifying(ctxio.Reader(ctx, meteredReader{rc, step}), dig.String(), "blob", dig.String())
+	vr := verifying(ctxio.Reader(ctx, meter.Reader(rc, step)), dig.String(), "blob", dig.String())
 	if _, err := io.Copy(f, vr); err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) || ctx.Err() != nil {
