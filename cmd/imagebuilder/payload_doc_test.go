@@ -5,12 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/imagebuilder/imagebuilder/internal/doctest"
+	"github.com/imagebuilder/imagebuilder/internal/payloadtest"
 	"github.com/imagebuilder/imagebuilder/pkg/payload"
 )
 
@@ -54,22 +54,9 @@ func docOutputSet(t *testing.T, dir string) {
 		}
 		os.WriteFile(filepath.Join(out, o.Name), data, 0o644)
 	}
-	type output struct {
-		Name   string `json:"name"`
-		Size   int64  `json:"size"`
-		SHA256 string `json:"sha256"`
+	if err := payloadtest.WriteManifest(out); err != nil {
+		t.Fatal(err)
 	}
-	m := struct {
-		Schema  string   `json:"schema"`
-		Outputs []output `json:"outputs"`
-	}{Schema: "imagebuilder.podvm.manifest/v1"}
-	entries, _ := os.ReadDir(out)
-	for _, e := range entries {
-		data, _ := os.ReadFile(filepath.Join(out, e.Name()))
-		m.Outputs = append(m.Outputs, output{e.Name(), int64(len(data)), sha256hex(data)})
-	}
-	raw, _ := json.MarshalIndent(m, "", "  ")
-	os.WriteFile(filepath.Join(out, "manifest.json"), append(raw, '\n'), 0o644)
 }
 
 func sha256hex(b []byte) string {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -13,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imagebuilder/imagebuilder/internal/payloadtest"
 )
 
 // testCmdline is a command line as the pipeline records it (a dm-verity
@@ -81,31 +82,9 @@ func writeOutputSet(t testing.TB, dir string) OutputSet {
 // shape pkg/podvm's manifest has.
 func writeManifest(t testing.TB, dir string) {
 	t.Helper()
-	type output struct {
-		Name   string `json:"name"`
-		Size   int64  `json:"size"`
-		SHA256 string `json:"sha256"`
-	}
-	m := struct {
-		Schema  string   `json:"schema"`
-		Outputs []output `json:"outputs"`
-	}{Schema: "imagebuilder.podvm.manifest/v1"}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
+	if err := payloadtest.WriteManifest(dir); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range entries {
-		if e.Name() == ManifestFile {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m.Outputs = append(m.Outputs, output{e.Name(), int64(len(data)), sumHex(data)})
-	}
-	raw, _ := json.MarshalIndent(m, "", "  ")
-	writeTestFile(t, filepath.Join(dir, ManifestFile), append(raw, '\n'))
 }
 
 // writePayload generates the payload for opts and writes its outputs and a

@@ -10,13 +10,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 
+	"github.com/imagebuilder/imagebuilder/internal/payloadtest"
 	"github.com/imagebuilder/imagebuilder/pkg/payload"
 )
 
@@ -91,35 +91,5 @@ func run(out string) error {
 			return err
 		}
 	}
-	type output struct {
-		Name   string `json:"name"`
-		Size   int64  `json:"size"`
-		SHA256 string `json:"sha256"`
-	}
-	m := struct {
-		Schema  string   `json:"schema"`
-		Outputs []output `json:"outputs"`
-	}{Schema: "imagebuilder.podvm.manifest/v1"}
-	entries, err := os.ReadDir(out)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		f, err := os.Open(filepath.Join(out, e.Name()))
-		if err != nil {
-			return err
-		}
-		h := sha256.New()
-		n, err := io.Copy(h, f)
-		f.Close()
-		if err != nil {
-			return err
-		}
-		m.Outputs = append(m.Outputs, output{e.Name(), n, hex.EncodeToString(h.Sum(nil))})
-	}
-	raw, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(out, "manifest.json"), append(raw, '\n'), 0o644)
+	return payloadtest.WriteManifest(out)
 }
